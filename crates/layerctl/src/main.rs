@@ -1,0 +1,2 @@
+//! `layerctl`: the command-line tool over the layer store.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `cargo xtask <job>`: all project automation, in Rust.
+fn main() {}
