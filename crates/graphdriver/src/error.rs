@@ -1,0 +1,64 @@
+//! Errors of the graph drivers.
+
+use std::path::PathBuf;
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a driver or the archive code can fail with. Each variant names the layer, path
+/// and cause it concerns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on a path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What we were doing (`"mkdir"`, `"open"`, `"mount"`…).
+        op: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The layer does not exist in this driver.
+    #[error("layer {0} does not exist in the driver")]
+    NotFound(String),
+    /// The driver cannot run here (missing kernel feature, wrong backing filesystem).
+    #[error("driver not supported: {0}")]
+    NotSupported(String),
+    /// An option could not be parsed or is not known to the driver.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// A chain is deeper than the driver allows.
+    #[error("max depth exceeded: {0}")]
+    MaxDepthExceeded(String),
+    /// A tar entry was refused (hostile or malformed input). `entry` is the name from the tar.
+    #[error("layer {layer}: tar entry {entry:?}: {reason}")]
+    BadEntry {
+        /// The layer being applied.
+        layer: String,
+        /// The entry name as in the archive (lossy UTF-8).
+        entry: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The tar stream itself is malformed or truncated.
+    #[error("layer {layer}: malformed tar: {reason}")]
+    BadTar {
+        /// The layer being applied.
+        layer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { op, path: path.into(), source }
+    }
+}
