@@ -92,22 +92,36 @@ impl MetaStore {
             fs.sync_dir("")?;
         }
         let target = format!("{MOUNTS_DIR}/{name}");
-        match fs.rename_noreplace(&ws.rel, &target) {
-            Ok(()) => ws.forget(),
+        let replaced = match fs.rename_noreplace(&ws.rel, &target) {
+            Ok(()) => false,
             Err(e) if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) => {
                 // Swap new and old in one step; the old record then sits in the write-set and
                 // is removed with it.
                 fs.exchange(&ws.rel, &target)
                     .map_err(|e| fs.io_error("exchange", &ws.rel, e))?;
-                if full {
-                    fs.sync_dir(MOUNTS_DIR)?;
-                }
-                return ws.remove();
+                true
             }
             Err(e) => return Err(fs.io_error("rename", &ws.rel, e)),
+        };
+        if full && let Err(error) = fs.sync_dir(MOUNTS_DIR) {
+            // An error must mean "unchanged": put the old state back before reporting it.
+            let undo = if replaced {
+                fs.exchange(&ws.rel, &target)
+            } else {
+                fs.rename_noreplace(&target, &ws.rel)
+            };
+            if let Err(undo) = undo {
+                tracing::error!(mount = name, %error, %undo, "cannot undo mount write after fsync failure");
+            }
+            return Err(error);
         }
-        if full {
-            fs.sync_dir(MOUNTS_DIR)?;
+        if replaced {
+            // The new record is in place; the old one left in `tmp/` is only garbage now.
+            if let Err(error) = ws.remove() {
+                tracing::warn!(mount = name, %error, "old mount record left in tmp/ as a stale write-set");
+            }
+        } else {
+            ws.forget();
         }
         Ok(())
     }

@@ -112,8 +112,14 @@ impl MetaStore {
             let rel = format!("{LAYERS_DIR}/{name}");
             match fs.rename_noreplace(&dir, &rel) {
                 Ok(()) => {
-                    if self.inner.durability == Durability::Full {
-                        fs.sync_dir(LAYERS_DIR)?;
+                    if self.inner.durability == Durability::Full
+                        && let Err(error) = fs.sync_dir(LAYERS_DIR)
+                    {
+                        // An error must mean "unchanged": the layer goes back in place.
+                        if let Err(undo) = fs.rename_noreplace(&rel, &dir) {
+                            tracing::error!(layer = %chain_id, %error, %undo, "cannot undo removal marker");
+                        }
+                        return Err(error);
                     }
                     return Ok(Orphan {
                         chain_id: chain_id.clone(),
@@ -149,8 +155,12 @@ impl MetaStore {
         self.inner
             .fs
             .remove_tree(&rel, Some(layer_file::CACHE_ID))?;
-        if self.inner.durability == Durability::Full {
-            self.inner.fs.sync_dir(LAYERS_DIR)?;
+        if self.inner.durability == Durability::Full
+            && let Err(error) = self.inner.fs.sync_dir(LAYERS_DIR)
+        {
+            // Not worth failing for: if the removal is lost, the orphan reappears and is
+            // finished again.
+            tracing::warn!(%error, "removal of {} may not be durable", orphan.path.display());
         }
         Ok(())
     }

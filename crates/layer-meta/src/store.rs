@@ -389,11 +389,21 @@ impl Inner {
             let trash = self.reserve_write_set_name()?;
             match self.fs.rename_noreplace(rel, &trash.rel) {
                 Ok(()) => {
-                    if self.durability == Durability::Full {
-                        self.fs.sync_dir(parent_rel)?;
+                    if self.durability == Durability::Full
+                        && let Err(error) = self.fs.sync_dir(parent_rel)
+                    {
+                        // An error must mean "unchanged": move the entry back.
+                        if let Err(undo) = self.fs.rename_noreplace(&trash.rel, rel) {
+                            tracing::error!(%error, %undo, path = rel, "cannot undo move into tmp/");
+                        }
+                        trash.forget();
+                        return Err(error);
                     }
-                    // Dropping `trash` removes the tree; do it here to report errors.
-                    return trash.remove();
+                    // The entry is gone from view; what remains in `tmp/` is only garbage.
+                    if let Err(error) = trash.remove() {
+                        tracing::warn!(%error, "discarded entry left in tmp/ as a stale write-set");
+                    }
+                    return Ok(());
                 }
                 Err(e) if e.raw_os_error() == Some(Errno::EXIST.raw_os_error()) => {
                     trash.forget();
