@@ -6,9 +6,12 @@
 //! * [`driver`]: the [`ProtoDriver`], [`DiffDriver`] and [`Driver`] traits;
 //! * [`change`]: the [`Change`] list `docker diff` prints.
 
+pub mod archive;
 pub mod change;
 pub mod driver;
 pub mod error;
+pub mod fsutil;
+pub mod safe_root;
 
 pub use change::{Change, ChangeKind};
 pub use driver::{CreateOpts, DiffDriver, Driver, ProtoDriver, Status, TarStream};

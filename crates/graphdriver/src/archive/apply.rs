@@ -1,0 +1,602 @@
+//! Applying a layer tar under a root directory.
+//!
+//! The rules follow moby's `UnpackLayer` (plain whiteouts) and `Unpack` with the overlay
+//! converter, with these deliberate differences:
+//!
+//! * paths go through `RESOLVE_IN_ROOT`: a relative symlink that climbs above the root
+//!   (`escape -> ..`) is clamped at the root instead of being an error, exactly as an
+//!   absolute one is; nothing is ever reached outside the root either way;
+//! * `.wh.`, `.wh..` and `.wh...` are refused in both flavours (moby refuses them only for
+//!   overlay, and its plain flavour would delete the directory itself);
+//! * AUFS hardlink metadata (`.wh..wh.plnk/…`) is skipped, not extracted to a temp dir:
+//!   no current producer writes it;
+//! * GNU sparse entries are refused with a clear error instead of being expanded.
+
+use std::collections::HashSet;
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
+
+use super::name::CleanName;
+use super::reader::{EntryHeader, EntryKind, TarError, TarReader, Time};
+use super::{
+    ApplyOptions, IMPLIED_DIRECTORY_MODE, OVERLAY_OPAQUE_USER_XATTR, OVERLAY_OPAQUE_XATTR,
+    WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX, WhiteoutFormat,
+};
+use crate::error::{Error, Result};
+use crate::fsutil::{self, component, errno_of, lstat_at, proc_fd_path, remove_all_at};
+use crate::safe_root::SafeRoot;
+
+/// Payload copy buffer: large, so that big files take few syscalls.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// Applies the layer tar read from `input` under `root` and returns the applied size (the
+/// sum of the header sizes, as moby reports it). Reads `input` to EOF, past the
+/// end-of-archive marker, so a digest of the stream covers every byte.
+///
+/// On error the root may hold part of the layer; the caller removes the layer.
+pub fn apply_layer(root: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Result<u64> {
+    let span = tracing::info_span!("apply_layer", layer = %opts.layer, root = %root.display());
+    let _enter = span.enter();
+    let safe_root = SafeRoot::open(root).map_err(|e| Error::io("open layer root", root, e))?;
+    let mut applier = Applier {
+        root: safe_root,
+        opts,
+        unpacked: HashSet::new(),
+        dir_times: Vec::new(),
+        buffer: vec![0u8; COPY_BUFFER],
+        size: 0,
+    };
+    let mut reader = TarReader::new(input, opts.limits);
+    loop {
+        let header = match reader.next_entry() {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(e) => return Err(applier.tar_error(e)),
+        };
+        applier.size = applier.size.saturating_add(header.size);
+        applier.apply_entry(&header, &mut reader)?;
+    }
+    reader.drain().map_err(|e| applier.tar_error(e))?;
+    applier.restore_dir_times();
+    tracing::debug!(size = applier.size, "layer applied");
+    Ok(applier.size)
+}
+
+struct Applier<'o> {
+    root: SafeRoot,
+    opts: &'o ApplyOptions,
+    /// Names written by this layer; an opaque marker keeps these and deletes the rest.
+    unpacked: HashSet<Vec<u8>>,
+    /// Directory times, set at the end because adding children changes them.
+    dir_times: Vec<(Vec<u8>, Timestamps)>,
+    buffer: Vec<u8>,
+    size: u64,
+}
+
+/// Where to apply metadata: an fd we hold open (regular files, directories), or a name in
+/// a parent directory (links, devices, FIFOs), never followed.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Fd(BorrowedFd<'a>),
+    At(BorrowedFd<'a>, &'a CStr),
+}
+
+impl Applier<'_> {
+    fn bad(&self, header: &EntryHeader, reason: impl Into<String>) -> Error {
+        Error::BadEntry {
+            layer: self.opts.layer.clone(),
+            entry: String::from_utf8_lossy(&header.name).into_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn tar_error(&self, e: TarError) -> Error {
+        Error::BadTar {
+            layer: self.opts.layer.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn apply_entry(&mut self, header: &EntryHeader, reader: &mut dyn Read) -> Result<()> {
+        let name = CleanName::new(&header.name).map_err(|e| self.bad(header, e.to_string()))?;
+        if name.is_root() {
+            return Ok(());
+        }
+        if let EntryKind::Other(flag) = header.kind {
+            return Err(self.bad(
+                header,
+                format!("unhandled tar header type {:?}", flag as char),
+            ));
+        }
+        let (parent_rel, base) = name.split_last();
+        if parent_rel.is_empty()
+            && base.starts_with(WHITEOUT_META_PREFIX.as_bytes())
+            && base != WHITEOUT_OPAQUE_DIR.as_bytes()
+        {
+            // AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`): never part of the tree.
+            return Ok(());
+        }
+        let parent = self.ensure_parent(header, parent_rel)?;
+        if base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            return self.apply_whiteout(header, parent.as_fd(), parent_rel, base);
+        }
+        let cbase = component(base).map_err(|e| self.bad(header, e.to_string()))?;
+        self.clear_way(header, parent.as_fd(), &cbase)?;
+        let created = match header.kind {
+            EntryKind::Directory => self.create_dir(header, parent.as_fd(), &cbase, &name)?,
+            EntryKind::Regular => self.create_file(header, parent.as_fd(), &cbase, reader)?,
+            EntryKind::Symlink => self.create_symlink(header, parent.as_fd(), &cbase)?,
+            EntryKind::HardLink => self.create_hardlink(header, parent.as_fd(), &cbase)?,
+            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
+                self.create_node(header, parent.as_fd(), &cbase)?
+            }
+            EntryKind::Other(_) => unreachable!("refused above"),
+        };
+        if created {
+            self.unpacked.insert(name.as_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    /// The parent directory of an entry, creating implied parents (0755, root-owned).
+    fn ensure_parent(
+        &mut self,
+        header: &EntryHeader,
+        parent_rel: &[u8],
+    ) -> Result<std::sync::Arc<OwnedFd>> {
+        let owner = if self.opts.no_lchown {
+            None
+        } else {
+            Some(self.opts.chown.unwrap_or((0, 0)))
+        };
+        let mut on_create = |dir: BorrowedFd<'_>, name: &CStr| -> std::io::Result<()> {
+            let fd = fsutil::open_dir_at(dir, name)?;
+            if let Some((uid, gid)) = owner {
+                rustix::fs::fchown(&fd, Some(uid_of(uid)), Some(gid_of(gid)))?;
+            }
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(IMPLIED_DIRECTORY_MODE))?;
+            Ok(())
+        };
+        self.root
+            .ensure_dir(parent_rel, &mut on_create)
+            .map_err(|e| {
+                self.bad(
+                    header,
+                    format!("resolving parent directory inside the root: {e}"),
+                )
+            })
+    }
+
+    /// Removes whatever is at `name` unless a directory meets a directory (they merge).
+    fn clear_way(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> Result<()> {
+        let existing = match lstat_at(parent, name) {
+            Ok(m) => m,
+            Err(e) if errno_of(&e) == Some(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(self.bad(header, format!("stat existing entry: {e}"))),
+        };
+        if existing.is_dir() && header.kind == EntryKind::Directory {
+            return Ok(());
+        }
+        if existing.is_dir() || existing.is_symlink() {
+            // A cached directory fd could be this dir or reached through this link.
+            self.root.forget();
+        }
+        remove_all_at(parent, name)
+            .map_err(|e| self.bad(header, format!("removing existing entry: {e}")))
+    }
+
+    fn apply_whiteout(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        parent_rel: &[u8],
+        base: &[u8],
+    ) -> Result<()> {
+        let is_opaque = base == WHITEOUT_OPAQUE_DIR.as_bytes();
+        let target = &base[WHITEOUT_PREFIX.len()..];
+        if !is_opaque && matches!(target, b"" | b"." | b"..") {
+            return Err(self.bad(
+                header,
+                format!("invalid whiteout entry {:?}", String::from_utf8_lossy(base)),
+            ));
+        }
+        self.root.forget();
+        match (self.opts.whiteouts, is_opaque) {
+            (WhiteoutFormat::Plain, true) => {
+                let parent_name = CleanName::from_clean(parent_rel.to_vec());
+                self.remove_not_unpacked(parent, &parent_name)
+                    .map_err(|e| self.bad(header, format!("applying opaque directory: {e}")))
+            }
+            (WhiteoutFormat::Plain, false) => {
+                let target = component(target).map_err(|e| self.bad(header, e.to_string()))?;
+                remove_all_at(parent, &target)
+                    .map_err(|e| self.bad(header, format!("applying whiteout: {e}")))
+            }
+            (WhiteoutFormat::Overlay, true) => {
+                let attr = if self.opts.user_overlay_xattrs {
+                    OVERLAY_OPAQUE_USER_XATTR
+                } else {
+                    OVERLAY_OPAQUE_XATTR
+                };
+                rustix::fs::fsetxattr(parent, attr, b"y", XattrFlags::empty())
+                    .map_err(|e| self.bad(header, format!("setting {attr}: {e}")))
+            }
+            (WhiteoutFormat::Overlay, false) => {
+                let target = component(target).map_err(|e| self.bad(header, e.to_string()))?;
+                remove_all_at(parent, &target)
+                    .map_err(|e| self.bad(header, format!("replacing entry: {e}")))?;
+                rustix::fs::mknodat(
+                    parent,
+                    &*target,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    0,
+                )
+                .map_err(|e| {
+                    self.bad(header, format!("creating overlay whiteout (char 0/0): {e}"))
+                })?;
+                if !self.opts.no_lchown {
+                    let (uid, gid) = self.owner(header)?;
+                    if (uid, gid) != (0, 0) {
+                        rustix::fs::chownat(
+                            parent,
+                            &*target,
+                            Some(uid_of(uid)),
+                            Some(gid_of(gid)),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| self.bad(header, format!("chown whiteout: {e}")))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes everything below `dir` that this layer did not write (opaque directory).
+    fn remove_not_unpacked(
+        &self,
+        dir: BorrowedFd<'_>,
+        dir_name: &CleanName,
+    ) -> std::io::Result<()> {
+        for child in fsutil::list_dir(dir)? {
+            let child_name = dir_name.join(child.to_bytes());
+            if !self.unpacked.contains(child_name.as_bytes()) {
+                remove_all_at(dir, &child)?;
+            } else if lstat_at(dir, &child)?.is_dir() {
+                let sub = fsutil::open_dir_at(dir, &child)?;
+                self.remove_not_unpacked(sub.as_fd(), &child_name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create_dir(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        clean: &CleanName,
+    ) -> Result<bool> {
+        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(self.bad(header, format!("mkdir: {e}"))),
+        }
+        let fd = fsutil::open_dir_at(parent, name)
+            .map_err(|e| self.bad(header, format!("open directory: {e}")))?;
+        self.set_owner(header, Target::Fd(fd.as_fd()))?;
+        self.set_xattrs(header, Target::Fd(fd.as_fd()))?;
+        self.set_mode(header, Target::Fd(fd.as_fd()))?;
+        self.dir_times
+            .push((clean.as_bytes().to_vec(), timestamps(header)));
+        Ok(true)
+    }
+
+    fn create_file(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        reader: &mut dyn Read,
+    ) -> Result<bool> {
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| self.bad(header, format!("create file: {e}")))?;
+        let mut file = File::from(fd);
+        let mut written = 0u64;
+        loop {
+            let n = match reader.read(&mut self.buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::BadTar {
+                        layer: self.opts.layer.clone(),
+                        reason: format!(
+                            "reading payload of {:?}: {e}",
+                            String::from_utf8_lossy(&header.name)
+                        ),
+                    });
+                }
+            };
+            file.write_all(&self.buffer[..n])
+                .map_err(|e| self.bad(header, format!("write: {e}")))?;
+            written += n as u64;
+        }
+        debug_assert_eq!(written, header.size);
+        self.set_owner(header, Target::Fd(file.as_fd()))?;
+        self.set_xattrs(header, Target::Fd(file.as_fd()))?;
+        self.set_mode(header, Target::Fd(file.as_fd()))?;
+        rustix::fs::futimens(&file, &timestamps(header))
+            .map_err(|e| self.bad(header, format!("set times: {e}")))?;
+        Ok(true)
+    }
+
+    fn create_symlink(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> Result<bool> {
+        // The target is stored verbatim; it is only ever resolved later inside a root.
+        let target = std::ffi::CString::new(header.link_name.clone())
+            .map_err(|_| self.bad(header, "symlink target contains NUL"))?;
+        rustix::fs::symlinkat(&*target, parent, name)
+            .map_err(|e| self.bad(header, format!("symlink: {e}")))?;
+        let at = Target::At(parent, name);
+        self.set_owner(header, at)?;
+        self.set_xattrs(header, at)?;
+        self.set_times_at(header, parent, name)?;
+        Ok(true)
+    }
+
+    fn create_hardlink(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> Result<bool> {
+        // Absolute targets are taken relative to the root (kaniko writes them).
+        let target = CleanName::new(&header.link_name).map_err(|e| {
+            self.bad(
+                header,
+                format!(
+                    "hardlink target {:?}: {e}",
+                    String::from_utf8_lossy(&header.link_name)
+                ),
+            )
+        })?;
+        if target.is_root() {
+            return Err(self.bad(header, "hardlink to the layer root"));
+        }
+        let (target_parent_rel, target_base) = target.split_last();
+        let target_parent = self
+            .root
+            .open_dir(target_parent_rel)
+            .map_err(|e| self.bad(header, format!("hardlink target directory: {e}")))?;
+        let target_base = component(target_base).map_err(|e| self.bad(header, e.to_string()))?;
+        // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+        rustix::fs::linkat(
+            target_parent.as_fd(),
+            &*target_base,
+            parent,
+            name,
+            AtFlags::empty(),
+        )
+        .map_err(|e| {
+            self.bad(
+                header,
+                format!(
+                    "hardlink to {:?}: {e}",
+                    String::from_utf8_lossy(&header.link_name)
+                ),
+            )
+        })?;
+        let meta =
+            lstat_at(parent, name).map_err(|e| self.bad(header, format!("stat hardlink: {e}")))?;
+        let at = Target::At(parent, name);
+        self.set_owner(header, at)?;
+        if !meta.is_symlink() {
+            self.set_xattrs(header, at)?;
+            self.set_mode(header, at)?;
+            self.set_times_at(header, parent, name)?;
+        }
+        Ok(true)
+    }
+
+    fn create_node(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> Result<bool> {
+        let file_type = match header.kind {
+            EntryKind::CharDevice => FileType::CharacterDevice,
+            EntryKind::BlockDevice => FileType::BlockDevice,
+            _ => FileType::Fifo,
+        };
+        let (Ok(major), Ok(minor)) = (
+            u32::try_from(header.dev_major),
+            u32::try_from(header.dev_minor),
+        ) else {
+            return Err(self.bad(header, "device number out of range"));
+        };
+        let dev = rustix::fs::makedev(major, minor);
+        match rustix::fs::mknodat(
+            parent,
+            name,
+            file_type,
+            Mode::from_raw_mode(header.mode & 0o777),
+            dev,
+        ) {
+            Ok(()) => {}
+            Err(Errno::PERM) if self.opts.skip_devices_without_privilege => {
+                tracing::warn!(entry = %String::from_utf8_lossy(&header.name), "skipping device node: no privilege to create it");
+                return Ok(false);
+            }
+            Err(e) => return Err(self.bad(header, format!("mknod: {e}"))),
+        }
+        let at = Target::At(parent, name);
+        self.set_owner(header, at)?;
+        self.set_xattrs(header, at)?;
+        self.set_mode(header, at)?;
+        self.set_times_at(header, parent, name)?;
+        Ok(true)
+    }
+
+    fn owner(&self, header: &EntryHeader) -> Result<(u32, u32)> {
+        if let Some(pair) = self.opts.chown {
+            return Ok(pair);
+        }
+        match (u32::try_from(header.uid), u32::try_from(header.gid)) {
+            (Ok(u), Ok(g)) => Ok((u, g)),
+            _ => Err(self.bad(
+                header,
+                format!("uid/gid {}:{} out of range", header.uid, header.gid),
+            )),
+        }
+    }
+
+    fn set_owner(&self, header: &EntryHeader, target: Target<'_>) -> Result<()> {
+        if self.opts.no_lchown {
+            return Ok(());
+        }
+        let (uid, gid) = self.owner(header)?;
+        let result = match target {
+            Target::Fd(fd) => rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid))),
+            Target::At(dir, name) => rustix::fs::chownat(
+                dir,
+                name,
+                Some(uid_of(uid)),
+                Some(gid_of(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ),
+        };
+        result.map_err(|e| {
+            let hint = if e == Errno::INVAL {
+                " (the id may not be mapped in this user namespace)"
+            } else {
+                ""
+            };
+            self.bad(header, format!("chown {uid}:{gid}: {e}{hint}"))
+        })
+    }
+
+    fn set_xattrs(&self, header: &EntryHeader, target: Target<'_>) -> Result<()> {
+        for (key, value) in &header.xattrs {
+            let ckey = std::ffi::CString::new(key.clone())
+                .map_err(|_| self.bad(header, "xattr name contains NUL"))?;
+            let result = match target {
+                Target::Fd(fd) => rustix::fs::fsetxattr(fd, &*ckey, value, XattrFlags::empty()),
+                // No fd form for symlinks and devices: walk from the parent we hold, one
+                // component, not following it.
+                Target::At(dir, name) => rustix::fs::lsetxattr(
+                    &*proc_fd_path(dir, Some(name)),
+                    &*ckey,
+                    value,
+                    XattrFlags::empty(),
+                ),
+            };
+            match result {
+                Ok(()) => {}
+                Err(Errno::NOTSUP) if self.opts.best_effort_xattrs => {
+                    tracing::warn!(entry = %String::from_utf8_lossy(&header.name), xattr = %String::from_utf8_lossy(key), "xattr not supported by the backing filesystem; ignored");
+                }
+                // moby ignores EPERM (user.* on symlinks and devices) with a warning.
+                Err(Errno::PERM) => {
+                    tracing::warn!(entry = %String::from_utf8_lossy(&header.name), xattr = %String::from_utf8_lossy(key), "xattr not permitted; ignored");
+                }
+                Err(e) => {
+                    return Err(self.bad(
+                        header,
+                        format!("setting xattr {}: {e}", String::from_utf8_lossy(key)),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_mode(&self, header: &EntryHeader, target: Target<'_>) -> Result<()> {
+        let mode = Mode::from_raw_mode(header.mode & 0o7777);
+        let result = match target {
+            Target::Fd(fd) => rustix::fs::fchmod(fd, mode),
+            Target::At(dir, name) => {
+                // fchmodat cannot refuse to follow on older kernels; chmod the O_PATH fd
+                // through /proc instead (works for device nodes on nodev mounts too).
+                let fd = fsutil::open_path_at(dir, name)
+                    .map_err(|e| self.bad(header, format!("open for chmod: {e}")))?;
+                rustix::fs::chmodat(
+                    rustix::fs::CWD,
+                    &*proc_fd_path(fd.as_fd(), None),
+                    mode,
+                    AtFlags::empty(),
+                )
+            }
+        };
+        result.map_err(|e| self.bad(header, format!("chmod {:o}: {e}", header.mode)))
+    }
+
+    fn set_times_at(&self, header: &EntryHeader, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+        rustix::fs::utimensat(dir, name, &timestamps(header), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.bad(header, format!("set times: {e}")))
+    }
+
+    fn restore_dir_times(&mut self) {
+        for (name, times) in std::mem::take(&mut self.dir_times) {
+            // The directory may have been replaced later in the same layer: skip it then.
+            let Ok(fd) = self
+                .root
+                .open_in_root(&name, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW)
+            else {
+                continue;
+            };
+            if let Err(e) = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &*proc_fd_path(fd.as_fd(), None),
+                &times,
+                AtFlags::empty(),
+            ) {
+                tracing::warn!(dir = %String::from_utf8_lossy(&name), error = %e, "could not restore directory times");
+            }
+        }
+    }
+}
+
+fn uid_of(uid: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(uid)
+}
+
+fn gid_of(gid: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(gid)
+}
+
+/// atime = the later of atime and mtime; times before the epoch become the epoch (moby).
+fn timestamps(header: &EntryHeader) -> Timestamps {
+    let clamp = |t: Time| if t.sec < 0 { Time::default() } else { t };
+    let mtime = clamp(header.mtime);
+    let atime = clamp(header.atime.unwrap_or(mtime)).max(mtime);
+    let spec = |t: Time| Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec) as _,
+    };
+    Timestamps {
+        last_access: spec(atime),
+        last_modification: spec(mtime),
+    }
+}

@@ -1,0 +1,123 @@
+//! Entry names: lexical cleaning and the "stays inside the root" check.
+//!
+//! A name is cleaned like Go's `path.Clean(strings.TrimLeft(name, "/"))`: empty and `.`
+//! components vanish and `..` removes the previous component. A `..` that would climb above
+//! the root is a breakout: moby rejects the entry (and so do we). The cleaned name is only a
+//! lexical view; symlinks met on the way are resolved later, inside the root, by
+//! [`crate::safe_root::SafeRoot`].
+
+/// A cleaned, root-relative name: components joined by `/`, no leading `/`, never `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CleanName(Vec<u8>);
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    /// The name climbs above the root with `..`.
+    Breakout,
+    /// The name contains a NUL byte.
+    Nul,
+}
+
+impl std::fmt::Display for NameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameError::Breakout => f.write_str("path climbs out of the layer root (breakout)"),
+            NameError::Nul => f.write_str("path contains a NUL byte"),
+        }
+    }
+}
+
+impl CleanName {
+    /// Cleans `raw`. `Ok` with an empty name means the root itself (`/`, `.`, `./`).
+    pub fn new(raw: &[u8]) -> Result<Self, NameError> {
+        if raw.contains(&0) {
+            return Err(NameError::Nul);
+        }
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for comp in raw.split(|&b| b == b'/') {
+            match comp {
+                b"" | b"." => {}
+                b".." => {
+                    if parts.pop().is_none() {
+                        return Err(NameError::Breakout);
+                    }
+                }
+                c => parts.push(c),
+            }
+        }
+        Ok(CleanName(parts.join(&b'/')))
+    }
+
+    /// Builds a name from already-clean bytes (no checks; internal use).
+    pub(crate) fn from_clean(bytes: Vec<u8>) -> Self {
+        CleanName(bytes)
+    }
+
+    /// Whether this is the root itself.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes, `a/b/c`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The parent (`a/b` for `a/b/c`; empty for a top-level name) and the base name.
+    pub fn split_last(&self) -> (&[u8], &[u8]) {
+        match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&self.0[..i], &self.0[i + 1..]),
+            None => (&[], &self.0),
+        }
+    }
+
+    /// `self/child`.
+    pub fn join(&self, child: &[u8]) -> CleanName {
+        if self.0.is_empty() {
+            return CleanName(child.to_vec());
+        }
+        let mut v = Vec::with_capacity(self.0.len() + 1 + child.len());
+        v.extend_from_slice(&self.0);
+        v.push(b'/');
+        v.extend_from_slice(child);
+        CleanName(v)
+    }
+
+    /// Whether `self` is `other` or lies under it.
+    pub fn starts_with(&self, other: &[u8]) -> bool {
+        other.is_empty()
+            || (self.0.starts_with(other)
+                && (self.0.len() == other.len() || self.0[other.len()] == b'/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clean(s: &str) -> Result<String, NameError> {
+        CleanName::new(s.as_bytes()).map(|n| String::from_utf8(n.0).unwrap())
+    }
+
+    #[test]
+    fn cleaning_matches_go_path_clean() {
+        assert_eq!(clean("/a//b/./c/").unwrap(), "a/b/c");
+        assert_eq!(clean("a/../b").unwrap(), "b");
+        assert_eq!(clean("./").unwrap(), "");
+        assert_eq!(clean("..gitme").unwrap(), "..gitme");
+        assert_eq!(clean("../x"), Err(NameError::Breakout));
+        assert_eq!(clean("/../x"), Err(NameError::Breakout));
+        assert_eq!(clean("a/../../x"), Err(NameError::Breakout));
+        assert_eq!(clean(".."), Err(NameError::Breakout));
+    }
+
+    #[test]
+    fn split_and_prefix() {
+        let n = CleanName::new(b"a/b/c").unwrap();
+        assert_eq!(n.split_last(), (&b"a/b"[..], &b"c"[..]));
+        assert!(n.starts_with(b"a/b"));
+        assert!(!n.starts_with(b"a/bc"));
+        assert!(CleanName::new(b"x").unwrap().split_last().0.is_empty());
+    }
+}

@@ -1,0 +1,739 @@
+//! A streaming tar reader with hard caps, for applying layers.
+//!
+//! Why not the `tar` crate's `Entries`: it reads GNU long names and PAX headers into memory
+//! without a size cap (a 100 MB PAX header is 100 MB of RAM, CVE-2022-2879's shape), and
+//! hides the end-of-archive position. This reader accepts what Go's `archive/tar` accepts for
+//! layers (ustar, GNU, PAX, v7), caps every extension block, and never buffers a payload.
+//!
+//! Use: call [`TarReader::next_entry`], then read the entry's payload with
+//! [`std::io::Read`] on the reader (it yields exactly the payload bytes, then EOF); the next
+//! call skips whatever was not read.
+
+use std::io::{self, Read};
+
+use super::Limits;
+
+/// One tar block.
+const BLOCK: usize = 512;
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file (`0`, NUL, or contiguous `7`).
+    Regular,
+    /// A hard link to `link_name` (`1`).
+    HardLink,
+    /// A symbolic link to `link_name` (`2`).
+    Symlink,
+    /// A character device (`3`).
+    CharDevice,
+    /// A block device (`4`).
+    BlockDevice,
+    /// A directory (`5`, or a v7 regular entry whose name ends in `/`).
+    Directory,
+    /// A FIFO (`6`).
+    Fifo,
+    /// Any other type flag; appliers refuse these.
+    Other(u8),
+}
+
+impl EntryKind {
+    /// Whether the header's size describes payload bytes that follow. Like Go, links,
+    /// devices, directories and FIFOs never carry a payload even if the size field says so.
+    pub fn has_payload(self) -> bool {
+        matches!(self, EntryKind::Regular | EntryKind::Other(_))
+    }
+
+    /// The type flag byte written for this kind.
+    pub fn type_flag(self) -> u8 {
+        match self {
+            EntryKind::Regular => b'0',
+            EntryKind::HardLink => b'1',
+            EntryKind::Symlink => b'2',
+            EntryKind::CharDevice => b'3',
+            EntryKind::BlockDevice => b'4',
+            EntryKind::Directory => b'5',
+            EntryKind::Fifo => b'6',
+            EntryKind::Other(b) => b,
+        }
+    }
+}
+
+/// A time as seconds and nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
+pub struct Time {
+    /// Whole seconds (may be negative in hostile input).
+    pub sec: i64,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nsec: u32,
+}
+
+/// A fully decoded entry header: GNU long names and PAX records already applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryHeader {
+    /// The name as written (not cleaned), raw bytes.
+    pub name: Vec<u8>,
+    /// Link target for hard links and symlinks, raw bytes.
+    pub link_name: Vec<u8>,
+    /// The entry's kind.
+    pub kind: EntryKind,
+    /// Permission and setuid/setgid/sticky bits (`0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// The size as recorded (PAX `size` wins). Counts toward the applied size even for
+    /// header-only kinds, as moby does.
+    pub size: u64,
+    /// Modification time (PAX `mtime` gives nanoseconds).
+    pub mtime: Time,
+    /// Access time, only when a PAX `atime` record is present.
+    pub atime: Option<Time>,
+    /// Device major number.
+    pub dev_major: u64,
+    /// Device minor number.
+    pub dev_minor: u64,
+    /// Extended attributes from `SCHILY.xattr.<name>` PAX records, in archive order.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Why a tar stream could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TarError {
+    /// Reading the underlying stream failed.
+    #[error("read error: {0}")]
+    Io(#[from] io::Error),
+    /// The stream ended inside a header or payload.
+    #[error("unexpected end of archive ({0})")]
+    Truncated(&'static str),
+    /// A header is not valid tar.
+    #[error("{0}")]
+    Malformed(String),
+    /// A header exceeds one of the [`Limits`].
+    #[error("limit exceeded: {0}")]
+    TooLarge(String),
+    /// A valid tar feature that layers do not use and we do not implement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+/// The streaming reader. See the module doc.
+#[derive(Debug)]
+pub struct TarReader<R> {
+    inner: R,
+    limits: Limits,
+    /// Payload bytes of the current entry not yet read.
+    remaining: u64,
+    /// Padding after the current payload.
+    padding: u64,
+    /// Set once the end-of-archive marker (or a clean EOF) was seen.
+    finished: bool,
+    /// Bytes consumed from `inner`.
+    position: u64,
+}
+
+impl<R: Read> TarReader<R> {
+    /// A reader over `inner` with the given caps.
+    pub fn new(inner: R, limits: Limits) -> Self {
+        TarReader {
+            inner,
+            limits,
+            remaining: 0,
+            padding: 0,
+            finished: false,
+            position: 0,
+        }
+    }
+
+    /// Bytes consumed from the input so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Reads the next entry header, skipping the unread rest of the previous entry.
+    /// `Ok(None)` at the end of the archive.
+    pub fn next_entry(&mut self) -> Result<Option<EntryHeader>, TarError> {
+        if self.finished {
+            return Ok(None);
+        }
+        self.skip_rest()?;
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        let mut pax: Option<PaxRecords> = None;
+        let mut block = [0u8; BLOCK];
+        let mut extension_blocks = 0u32;
+        loop {
+            if !self.read_block_or_eof(&mut block)? {
+                if long_name.is_some() || long_link.is_some() || pax.is_some() {
+                    return Err(TarError::Truncated("extension header without its entry"));
+                }
+                self.finished = true;
+                return Ok(None);
+            }
+            if block.iter().all(|&b| b == 0) {
+                if long_name.is_some() || long_link.is_some() || pax.is_some() {
+                    return Err(TarError::Malformed(
+                        "end-of-archive marker right after an extension header".into(),
+                    ));
+                }
+                // The second zero block is optional in practice (Go accepts EOF there).
+                let mut second = [0u8; BLOCK];
+                if self.read_block_or_eof(&mut second)? && second.iter().any(|&b| b != 0) {
+                    return Err(TarError::Malformed(
+                        "data after a single zero block (corrupt end-of-archive marker)".into(),
+                    ));
+                }
+                self.finished = true;
+                return Ok(None);
+            }
+            verify_checksum(&block)?;
+            let flag = block[156];
+            let raw_size = parse_number(&block[124..136], "size")?;
+            let size = u64::try_from(raw_size)
+                .map_err(|_| TarError::Malformed(format!("negative size {raw_size}")))?;
+            match flag {
+                b'L' | b'K' | b'x' | b'g' => {
+                    extension_blocks += 1;
+                    if extension_blocks > 8 {
+                        return Err(TarError::Malformed(
+                            "too many chained extension headers".into(),
+                        ));
+                    }
+                    let cap = if flag == b'x' || flag == b'g' {
+                        self.limits.max_pax_bytes
+                    } else {
+                        self.limits.max_path_bytes as u64 + 1
+                    };
+                    if size > cap {
+                        return Err(TarError::TooLarge(format!(
+                            "{} header of {size} bytes (cap {cap})",
+                            extension_name(flag)
+                        )));
+                    }
+                    let data = self.read_small_payload(size)?;
+                    let duplicate = match flag {
+                        b'L' => long_name.replace(trim_nul(data)).is_some(),
+                        b'K' => long_link.replace(trim_nul(data)).is_some(),
+                        b'x' => pax.replace(PaxRecords::parse(&data, &self.limits)?).is_some(),
+                        // Global headers apply to nothing we use; moby ignores them too.
+                        _ => false,
+                    };
+                    if duplicate {
+                        return Err(TarError::Malformed(format!(
+                            "two {} headers for one entry",
+                            extension_name(flag)
+                        )));
+                    }
+                    continue;
+                }
+                b'S' => {
+                    return Err(TarError::Unsupported("GNU sparse files".into()));
+                }
+                _ => {}
+            }
+            let header = self.decode(&block, flag, size, long_name, long_link, pax)?;
+            self.remaining = if header.kind.has_payload() {
+                header.size
+            } else {
+                0
+            };
+            self.padding = padding_for(self.remaining);
+            return Ok(Some(header));
+        }
+    }
+
+    /// Reads and discards the rest of the input after the end-of-archive marker, so that a
+    /// digest computed by a tee over the input covers every byte (the DiffID does).
+    pub fn drain(&mut self) -> Result<u64, TarError> {
+        self.skip_rest()?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            match self.inner.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    total += n as u64;
+                    self.position += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn decode(
+        &self,
+        block: &[u8; BLOCK],
+        flag: u8,
+        size: u64,
+        long_name: Option<Vec<u8>>,
+        long_link: Option<Vec<u8>>,
+        pax: Option<PaxRecords>,
+    ) -> Result<EntryHeader, TarError> {
+        let magic = &block[257..263];
+        let is_ustar = magic == b"ustar\0";
+        let mut name = cstr(&block[0..100]).to_vec();
+        if is_ustar {
+            let prefix = cstr(&block[345..500]);
+            if !prefix.is_empty() {
+                let mut full = prefix.to_vec();
+                full.push(b'/');
+                full.extend_from_slice(&name);
+                name = full;
+            }
+        }
+        if let Some(n) = long_name {
+            name = n;
+        }
+        let mut link_name = cstr(&block[157..257]).to_vec();
+        if let Some(l) = long_link {
+            link_name = l;
+        }
+        let mode = parse_number(&block[100..108], "mode")?;
+        let mut uid = non_negative(parse_number(&block[108..116], "uid")?, "uid")?;
+        let mut gid = non_negative(parse_number(&block[116..124], "gid")?, "gid")?;
+        let mut mtime = Time {
+            sec: parse_number(&block[136..148], "mtime")?,
+            nsec: 0,
+        };
+        let (mut dev_major, mut dev_minor) = (0, 0);
+        if matches!(flag, b'3' | b'4') {
+            dev_major = non_negative(parse_number(&block[329..337], "devmajor")?, "devmajor")?;
+            dev_minor = non_negative(parse_number(&block[337..345], "devminor")?, "devminor")?;
+        }
+        let mut size = size;
+        let mut atime = None;
+        let mut xattrs = Vec::new();
+        if let Some(pax) = pax {
+            if pax.sparse {
+                return Err(TarError::Unsupported(
+                    "PAX (GNU.sparse) sparse files".into(),
+                ));
+            }
+            if let Some(p) = pax.path {
+                name = p;
+            }
+            if let Some(l) = pax.link_path {
+                link_name = l;
+            }
+            if let Some(s) = pax.size {
+                size = s;
+            }
+            if let Some(u) = pax.uid {
+                uid = u;
+            }
+            if let Some(g) = pax.gid {
+                gid = g;
+            }
+            if let Some(t) = pax.mtime {
+                mtime = t;
+            }
+            atime = pax.atime;
+            xattrs = pax.xattrs;
+        }
+        if name.len() > self.limits.max_path_bytes {
+            return Err(TarError::TooLarge(format!(
+                "entry name of {} bytes (cap {})",
+                name.len(),
+                self.limits.max_path_bytes
+            )));
+        }
+        if link_name.len() > self.limits.max_path_bytes {
+            return Err(TarError::TooLarge(format!(
+                "link target of {} bytes (cap {})",
+                link_name.len(),
+                self.limits.max_path_bytes
+            )));
+        }
+        if name.is_empty() {
+            return Err(TarError::Malformed("entry with an empty name".into()));
+        }
+        let kind = match flag {
+            b'0' | b'7' => EntryKind::Regular,
+            // v7 archives mark directories only by the trailing slash.
+            0 if name.ends_with(b"/") => EntryKind::Directory,
+            0 => EntryKind::Regular,
+            b'1' => EntryKind::HardLink,
+            b'2' => EntryKind::Symlink,
+            b'3' => EntryKind::CharDevice,
+            b'4' => EntryKind::BlockDevice,
+            b'5' => EntryKind::Directory,
+            b'6' => EntryKind::Fifo,
+            other => EntryKind::Other(other),
+        };
+        Ok(EntryHeader {
+            name,
+            link_name,
+            kind,
+            mode: (mode & 0o7777) as u32,
+            uid,
+            gid,
+            size,
+            mtime,
+            atime,
+            dev_major,
+            dev_minor,
+            xattrs,
+        })
+    }
+
+    fn skip_rest(&mut self) -> Result<(), TarError> {
+        let mut left = self.remaining + self.padding;
+        self.remaining = 0;
+        self.padding = 0;
+        let mut buf = [0u8; 8192];
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = read_some(&mut self.inner, &mut buf[..want])?;
+            if n == 0 {
+                return Err(TarError::Truncated("inside an entry's payload"));
+            }
+            self.position += n as u64;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads one block; `false` on a clean EOF before its first byte.
+    fn read_block_or_eof(&mut self, block: &mut [u8; BLOCK]) -> Result<bool, TarError> {
+        let mut filled = 0;
+        while filled < BLOCK {
+            let n = read_some(&mut self.inner, &mut block[filled..])?;
+            if n == 0 {
+                if filled == 0 {
+                    return Ok(false);
+                }
+                return Err(TarError::Truncated("inside a header block"));
+            }
+            filled += n;
+        }
+        self.position += BLOCK as u64;
+        Ok(true)
+    }
+
+    /// Reads an extension payload (already checked against a cap) plus its padding.
+    fn read_small_payload(&mut self, size: u64) -> Result<Vec<u8>, TarError> {
+        let mut data = vec![0u8; size as usize];
+        read_exact_or_truncated(&mut self.inner, &mut data, "inside an extension header")?;
+        self.position += size;
+        self.remaining = 0;
+        self.padding = padding_for(size);
+        self.skip_rest()?;
+        Ok(data)
+    }
+}
+
+impl<R: Read> Read for TarReader<R> {
+    /// Reads the current entry's payload; EOF at its end.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(self.remaining) as usize;
+        let n = read_some(&mut self.inner, &mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "tar stream ended inside an entry's payload",
+            ));
+        }
+        self.remaining -= n as u64;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+fn read_some<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn read_exact_or_truncated<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    what: &'static str,
+) -> Result<(), TarError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = read_some(r, &mut buf[filled..])?;
+        if n == 0 {
+            return Err(TarError::Truncated(what));
+        }
+        filled += n;
+    }
+    Ok(())
+}
+
+fn padding_for(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+fn extension_name(flag: u8) -> &'static str {
+    match flag {
+        b'L' => "GNU long name",
+        b'K' => "GNU long link",
+        b'x' => "PAX",
+        _ => "PAX global",
+    }
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// The bytes of a NUL-terminated field.
+fn cstr(field: &[u8]) -> &[u8] {
+    match field.iter().position(|&b| b == 0) {
+        Some(end) => &field[..end],
+        None => field,
+    }
+}
+
+fn non_negative(v: i64, what: &str) -> Result<u64, TarError> {
+    u64::try_from(v).map_err(|_| TarError::Malformed(format!("negative {what} {v}")))
+}
+
+/// Parses a numeric field: octal text, or GNU base-256 when the high bit is set.
+fn parse_number(field: &[u8], what: &str) -> Result<i64, TarError> {
+    if let Some(&first) = field.first()
+        && first & 0x80 != 0
+    {
+        // Base-256: big-endian two's complement with the marker bit masked off.
+        let negative = first & 0x40 != 0;
+        let mut value: i128 = if negative { -1 } else { 0 };
+        for (i, &b) in field.iter().enumerate() {
+            let byte = if i == 0 {
+                if negative { b | 0x80 } else { b & 0x7f }
+            } else {
+                b
+            };
+            value = (value << 8) | i128::from(byte);
+            if !(i64::MIN as i128..=i64::MAX as i128).contains(&value) {
+                return Err(TarError::Malformed(format!("{what} field overflows")));
+            }
+        }
+        return Ok(value as i64);
+    }
+    let text = cstr(field);
+    let text = trim_spaces(text);
+    if text.is_empty() {
+        return Ok(0);
+    }
+    let mut value: i64 = 0;
+    for &b in text {
+        if !(b'0'..=b'7').contains(&b) {
+            return Err(TarError::Malformed(format!(
+                "invalid octal digit {:?} in {what} field",
+                b as char
+            )));
+        }
+        value = value
+            .checked_mul(8)
+            .and_then(|v| v.checked_add(i64::from(b - b'0')))
+            .ok_or_else(|| TarError::Malformed(format!("{what} field overflows")))?;
+    }
+    Ok(value)
+}
+
+fn trim_spaces(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | 0, rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | 0] = s {
+        s = rest;
+    }
+    s
+}
+
+fn verify_checksum(block: &[u8; BLOCK]) -> Result<(), TarError> {
+    let stored = parse_number(&block[148..156], "checksum")?;
+    let mut unsigned: i64 = 0;
+    let mut signed: i64 = 0;
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    if stored != unsigned && stored != signed {
+        return Err(TarError::Malformed(format!(
+            "header checksum mismatch (stored {stored}, computed {unsigned})"
+        )));
+    }
+    Ok(())
+}
+
+/// The PAX records we act on.
+#[derive(Debug, Default)]
+struct PaxRecords {
+    path: Option<Vec<u8>>,
+    link_path: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<Time>,
+    atime: Option<Time>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: bool,
+}
+
+impl PaxRecords {
+    fn parse(mut data: &[u8], limits: &Limits) -> Result<Self, TarError> {
+        let mut records = PaxRecords::default();
+        let mut xattr_bytes = 0usize;
+        while !data.is_empty() {
+            let space = data
+                .iter()
+                .position(|&b| b == b' ')
+                .ok_or_else(|| TarError::Malformed("PAX record without a length".into()))?;
+            let len: usize = std::str::from_utf8(&data[..space])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| TarError::Malformed("PAX record with a bad length".into()))?;
+            if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
+                return Err(TarError::Malformed("PAX record length out of range".into()));
+            }
+            let record = &data[space + 1..len - 1];
+            data = &data[len..];
+            let eq = record
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or_else(|| TarError::Malformed("PAX record without '='".into()))?;
+            let (key, value) = (&record[..eq], &record[eq + 1..]);
+            match key {
+                b"path" => records.path = Some(value.to_vec()),
+                b"linkpath" => records.link_path = Some(value.to_vec()),
+                b"size" => records.size = Some(pax_u64(value, "size")?),
+                b"uid" => records.uid = Some(pax_u64(value, "uid")?),
+                b"gid" => records.gid = Some(pax_u64(value, "gid")?),
+                b"mtime" => records.mtime = Some(pax_time(value)?),
+                b"atime" => records.atime = Some(pax_time(value)?),
+                _ if key.starts_with(b"GNU.sparse.") => records.sparse = true,
+                _ if key.starts_with(b"SCHILY.xattr.") => {
+                    let name = &key[b"SCHILY.xattr.".len()..];
+                    if name.is_empty() || name.len() > 255 || name.contains(&0) {
+                        return Err(TarError::Malformed(
+                            "invalid xattr name in PAX record".into(),
+                        ));
+                    }
+                    if value.len() > limits.max_xattr_value_bytes {
+                        return Err(TarError::TooLarge(format!(
+                            "xattr {} value of {} bytes (cap {})",
+                            String::from_utf8_lossy(name),
+                            value.len(),
+                            limits.max_xattr_value_bytes
+                        )));
+                    }
+                    xattr_bytes += name.len() + value.len();
+                    if records.xattrs.len() >= limits.max_xattrs
+                        || xattr_bytes > limits.max_xattr_total_bytes
+                    {
+                        return Err(TarError::TooLarge(format!(
+                            "more than {} xattrs or {} xattr bytes on one entry",
+                            limits.max_xattrs, limits.max_xattr_total_bytes
+                        )));
+                    }
+                    records.xattrs.push((name.to_vec(), value.to_vec()));
+                }
+                _ => {}
+            }
+        }
+        Ok(records)
+    }
+}
+
+fn pax_u64(value: &[u8], what: &str) -> Result<u64, TarError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            TarError::Malformed(format!(
+                "invalid PAX {what} {:?}",
+                String::from_utf8_lossy(value)
+            ))
+        })
+}
+
+/// Parses a PAX time, `[-]sec[.frac]`.
+fn pax_time(value: &[u8]) -> Result<Time, TarError> {
+    let bad = || {
+        TarError::Malformed(format!(
+            "invalid PAX time {:?}",
+            String::from_utf8_lossy(value)
+        ))
+    };
+    let text = std::str::from_utf8(value).map_err(|_| bad())?;
+    let (whole, frac) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let sec: i64 = whole.parse().map_err(|_| bad())?;
+    let mut nsec: u32 = 0;
+    for (i, b) in frac.bytes().take(9).enumerate() {
+        nsec += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
+    }
+    // A negative time with a fraction counts down from the whole second.
+    if whole.starts_with('-') && nsec != 0 {
+        return Ok(Time {
+            sec: sec - 1,
+            nsec: 1_000_000_000 - nsec,
+        });
+    }
+    Ok(Time { sec, nsec })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octal_and_base256_numbers() {
+        assert_eq!(parse_number(b"0000644\0", "mode").unwrap(), 0o644);
+        assert_eq!(parse_number(b"   755 \0", "mode").unwrap(), 0o755);
+        assert_eq!(parse_number(b"\0\0\0\0", "mode").unwrap(), 0);
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[11] = 0x01;
+        big[10] = 0x02;
+        assert_eq!(parse_number(&big, "size").unwrap(), 0x0201);
+        assert!(parse_number(b"0009", "mode").is_err());
+        assert_eq!(parse_number(&[0xff; 8], "mtime").unwrap(), -1);
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(
+            pax_time(b"12.5").unwrap(),
+            Time {
+                sec: 12,
+                nsec: 500_000_000
+            }
+        );
+        assert_eq!(
+            pax_time(b"12.123456789123").unwrap(),
+            Time {
+                sec: 12,
+                nsec: 123_456_789
+            }
+        );
+        assert_eq!(
+            pax_time(b"-1.25").unwrap(),
+            Time {
+                sec: -2,
+                nsec: 750_000_000
+            }
+        );
+        assert!(pax_time(b"x").is_err());
+    }
+}
