@@ -266,24 +266,31 @@ impl TarSplitWriter {
 impl Write for TarSplitWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut state = lock(&self.state);
-        match &mut *state {
-            TarSplitState::Open { encoder, .. } => encoder
-                .write(buf)
-                .inspect_err(|_| *state = TarSplitState::Failed),
-            _ => Err(io::Error::other(format!(
-                "{}: tar-split writer is no longer open",
-                self.path.display()
-            ))),
-        }
+        let result = match &mut *state {
+            TarSplitState::Open { encoder, .. } => encoder.write(buf),
+            _ => {
+                return Err(io::Error::other(format!(
+                    "{}: tar-split writer is no longer open",
+                    self.path.display()
+                )));
+            }
+        };
+        result.map_err(|e| {
+            // Poisoned: a gap in the stream must never be committed.
+            *state = TarSplitState::Failed;
+            io::Error::new(e.kind(), format!("write {}: {e}", self.path.display()))
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {
         let mut state = lock(&self.state);
-        match &mut *state {
-            TarSplitState::Open { encoder, .. } => encoder
-                .flush()
-                .inspect_err(|_| *state = TarSplitState::Failed),
-            _ => Ok(()),
-        }
+        let result = match &mut *state {
+            TarSplitState::Open { encoder, .. } => encoder.flush(),
+            _ => return Ok(()),
+        };
+        result.map_err(|e| {
+            *state = TarSplitState::Failed;
+            io::Error::new(e.kind(), format!("flush {}: {e}", self.path.display()))
+        })
     }
 }
