@@ -1,1 +1,70 @@
-//! placeholder
+//! Byte-exact tar disassembly and reassembly, interchangeable with Go's
+//! [`vbatts/tar-split`](https://github.com/vbatts/tar-split).
+//!
+//! A container runtime that extracts a layer tar throws the tar itself away, yet must later
+//! produce the *same* bytes again (its sha256 is the layer's DiffID). tar-split solves this
+//! by splitting the stream, while it is extracted, into:
+//!
+//! * **segments**: every raw byte that is not file content (headers, PAX and GNU extension
+//!   records, padding, end-of-archive blocks, trailing data), kept verbatim;
+//! * **file entries**: for each file body only its name, size and CRC-64.
+//!
+//! The metadata is a stream of JSON lines (usually gzip-compressed). Reassembly walks the
+//! entries, copies segments and reads each body back from the extracted tree, checking its
+//! size and checksum.
+//!
+//! ```
+//! use std::io::Read;
+//! use tarsplit::asm::{Disassembler, assemble};
+//! use tarsplit::storage::{BufferFileGetPutter, JsonPacker, JsonUnpacker};
+//!
+//! // A small archive.
+//! let mut builder = tar::Builder::new(Vec::new());
+//! let mut header = tar::Header::new_gnu();
+//! header.set_size(5);
+//! header.set_cksum();
+//! builder.append_data(&mut header, "hello.txt", &b"hello"[..]).unwrap();
+//! let archive = builder.into_inner().unwrap();
+//!
+//! // Disassemble while reading the archive through: the reader yields the very same bytes.
+//! let mut metadata = Vec::new();
+//! let mut bodies = BufferFileGetPutter::new();
+//! let mut passthrough = Vec::new();
+//! Disassembler::new(&archive[..], JsonPacker::new(&mut metadata), &mut bodies)
+//!     .read_to_end(&mut passthrough)
+//!     .unwrap();
+//! assert_eq!(passthrough, archive);
+//! assert!(String::from_utf8_lossy(&metadata).contains(r#""name":"hello.txt","size":5"#));
+//!
+//! // Reassemble from the metadata and the stored bodies.
+//! let mut rebuilt = Vec::new();
+//! assemble(JsonUnpacker::new(&metadata[..]), &mut bodies, &mut rebuilt).unwrap();
+//! assert_eq!(rebuilt, archive);
+//! ```
+//!
+//! Modules:
+//!
+//! * [`storage`]: [`storage::Entry`], the [`storage::Packer`]/[`storage::Unpacker`] traits
+//!   and their Go-compatible JSON implementations; where bodies go
+//!   ([`storage::FilePutter`]) and come from ([`storage::FileGetter`], including the
+//!   root-confined [`storage::PathFileGetter`]).
+//! * [`asm`]: the [`asm::Disassembler`] `Read` adaptor (and the push-style
+//!   [`asm::DisasmEngine`] underneath), the [`asm::Assembler`] `Read` adaptor and
+//!   [`asm::assemble`].
+//! * [`header`]: tar header decoding with Go `archive/tar` semantics.
+//!
+//! Where Go tar-split is wrong, this crate is stricter or exact, and says so in the error:
+//! header groups (chains of PAX/GNU extension headers) are capped instead of buffered
+//! without bound; an archive truncated anywhere, padding included, is an error; GNU sparse
+//! files are recorded so that they reassemble byte for byte; hard-link headers that carry a
+//! size reassemble from an extracted tree; [`storage::PathFileGetter`] cannot leave its root.
+
+pub mod asm;
+mod clean;
+pub mod crc;
+mod error;
+pub mod header;
+pub mod storage;
+
+pub use clean::clean_path;
+pub use error::{EntryName, Error, Result};

@@ -1,0 +1,10 @@
+//! Disassembly of tar streams into metadata + bodies, and reassembly back to the bytes.
+
+mod assemble;
+mod disassemble;
+
+pub use assemble::{Assembler, assemble};
+pub use disassemble::{
+    DisasmEngine, DisasmOptions, Disassembler, EntryHeader, EntryVisitor, NoVisitor, SparseMode,
+    TRAILING_CHUNK, disassemble, disassemble_to,
+};

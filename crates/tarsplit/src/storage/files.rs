@@ -1,0 +1,387 @@
+//! Where file bodies go during disassembly ([`FilePutter`]) and come from during
+//! reassembly ([`FileGetter`]).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::crc::{Crc64, Crc64Bytes};
+
+/// Stores file bodies while an archive is disassembled (Go `storage.FilePutter`).
+///
+/// The disassembler pushes each body in chunks (`begin`, `write_chunk`…, `end`) so that it
+/// never has to hold a whole file and can pass the same bytes on to its reader in one pass.
+/// [`FilePutter::put`] is the pull-style convenience Go offers, built on the same calls.
+/// The CRC-64 is computed by the caller; putters only store.
+pub trait FilePutter {
+    /// A body named `name` of `size` bytes starts.
+    fn begin(&mut self, name: &[u8], size: u64) -> io::Result<()>;
+    /// The next chunk of the current body.
+    fn write_chunk(&mut self, data: &[u8]) -> io::Result<()>;
+    /// The current body is complete.
+    fn end(&mut self) -> io::Result<()>;
+
+    /// Stores the whole of `body` under `name`; returns its length and CRC-64 (Go `Put`).
+    fn put(&mut self, name: &[u8], body: &mut dyn Read) -> io::Result<(u64, Crc64Bytes)> {
+        self.begin(name, 0)?;
+        let mut crc = Crc64::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            crc.update(&buf[..n]);
+            self.write_chunk(&buf[..n])?;
+        }
+        self.end()?;
+        Ok((crc.len(), crc.bytes()))
+    }
+}
+
+impl<P: FilePutter + ?Sized> FilePutter for &mut P {
+    fn begin(&mut self, name: &[u8], size: u64) -> io::Result<()> {
+        (**self).begin(name, size)
+    }
+    fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        (**self).write_chunk(data)
+    }
+    fn end(&mut self) -> io::Result<()> {
+        (**self).end()
+    }
+}
+
+/// Supplies file bodies for reassembly (Go `storage.FileGetter`).
+pub trait FileGetter {
+    /// A readable body.
+    type Body: Read;
+
+    /// Opens the body recorded under `name`.
+    fn get(&mut self, name: &[u8]) -> io::Result<Self::Body>;
+
+    /// The body's length when known up front (lets the assembler check sizes without an
+    /// extra read).
+    fn body_len(_body: &Self::Body) -> Option<u64> {
+        None
+    }
+}
+
+impl<G: FileGetter + ?Sized> FileGetter for &mut G {
+    type Body = G::Body;
+    fn get(&mut self, name: &[u8]) -> io::Result<Self::Body> {
+        (**self).get(name)
+    }
+    fn body_len(body: &Self::Body) -> Option<u64> {
+        G::body_len(body)
+    }
+}
+
+/// A body held by [`BufferFileGetPutter`], shared so that reading needs no copy.
+#[derive(Debug, Clone)]
+pub struct SharedBody(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A regular file opened by [`PathFileGetter`], with its length at open time.
+#[derive(Debug)]
+pub struct FileBody {
+    file: File,
+    len: u64,
+}
+
+impl Read for FileBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+/// Stores nothing (Go `NewDiscardFilePutter`); the CRCs are still computed by the caller.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DiscardFilePutter;
+
+impl FilePutter for DiscardFilePutter {
+    fn begin(&mut self, _: &[u8], _: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn write_chunk(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn end(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps bodies in memory by exact name (Go `NewBufferFileGetPutter`); a later put of the
+/// same name replaces the earlier one. For tests and small archives only.
+#[derive(Debug, Default)]
+pub struct BufferFileGetPutter {
+    files: HashMap<Vec<u8>, SharedBody>,
+    current: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl BufferFileGetPutter {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stored body of `name`.
+    pub fn body(&self, name: &[u8]) -> Option<&[u8]> {
+        self.files.get(name).map(|b| b.0.as_slice())
+    }
+
+    /// Stores `body` under `name` directly.
+    pub fn insert(&mut self, name: impl Into<Vec<u8>>, body: impl Into<Vec<u8>>) {
+        self.files
+            .insert(name.into(), SharedBody(Arc::new(body.into())));
+    }
+}
+
+impl FilePutter for BufferFileGetPutter {
+    fn begin(&mut self, name: &[u8], size: u64) -> io::Result<()> {
+        self.current = Some((
+            name.to_vec(),
+            Vec::with_capacity(size.min(1 << 20) as usize),
+        ));
+        Ok(())
+    }
+    fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.current {
+            Some((_, body)) => {
+                body.extend_from_slice(data);
+                Ok(())
+            }
+            None => Err(super::io_other("write_chunk without begin")),
+        }
+    }
+    fn end(&mut self) -> io::Result<()> {
+        let (name, body) = self
+            .current
+            .take()
+            .ok_or_else(|| super::io_other("end without begin"))?;
+        self.files.insert(name, SharedBody(Arc::new(body)));
+        Ok(())
+    }
+}
+
+impl FileGetter for BufferFileGetPutter {
+    type Body = io::Cursor<SharedBody>;
+    fn get(&mut self, name: &[u8]) -> io::Result<Self::Body> {
+        match self.files.get(name) {
+            Some(body) => Ok(io::Cursor::new(body.clone())),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no such file")),
+        }
+    }
+    fn body_len(body: &Self::Body) -> Option<u64> {
+        Some(body.get_ref().0.len() as u64)
+    }
+}
+
+/// Reads bodies from a directory tree, typically the extracted layer (Go
+/// `NewPathFileGetter`), without ever leaving it.
+///
+/// Go joins `root` and the name, so `../../etc/hostname` or a symlink in the tree reads
+/// host files. Here every lookup is `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+/// relative to the root's descriptor: `..` and absolute symlinks resolve inside the root.
+/// Where `openat2` is unavailable (ENOSYS, or EPERM from a seccomp filter) a component-wise
+/// walk with `O_NOFOLLOW` is used instead, which clamps `..` at the root and refuses
+/// symlinks. Only regular files are returned (a FIFO would block the reader forever).
+#[derive(Debug)]
+pub struct PathFileGetter {
+    root: OwnedFd,
+    use_openat2: bool,
+}
+
+impl PathFileGetter {
+    /// A getter rooted at `root`.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
+        let root = rustix::fs::open(
+            root.as_ref(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(PathFileGetter {
+            root,
+            use_openat2: true,
+        })
+    }
+
+    /// Forces the fallback walk (for tests of kernels without `openat2`).
+    pub fn without_openat2(mut self) -> Self {
+        self.use_openat2 = false;
+        self
+    }
+
+    fn open(&mut self, name: &[u8]) -> io::Result<OwnedFd> {
+        if name.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file name contains a NUL byte",
+            ));
+        }
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        if self.use_openat2 {
+            let relative = trim_leading_slashes(name);
+            let path = if relative.is_empty() {
+                &b"."[..]
+            } else {
+                relative
+            };
+            for _ in 0..8 {
+                match rustix::fs::openat2(
+                    &self.root,
+                    path,
+                    flags,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                ) {
+                    Err(Errno::AGAIN) => continue, // a concurrent rename raced the lookup
+                    Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                        self.use_openat2 = false;
+                        break;
+                    }
+                    other => return other.map_err(io::Error::from),
+                }
+            }
+        }
+        self.open_by_walk(name, flags)
+    }
+
+    fn open_by_walk(&self, name: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
+        // Lexically resolve the path inside the root: `..` at the root stays at the root.
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for part in name.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "name resolves to the root directory",
+            ));
+        };
+        let mut dir: Option<OwnedFd> = None;
+        for part in dirs {
+            let parent = dir.as_ref().unwrap_or(&self.root);
+            let next = rustix::fs::openat(
+                parent,
+                *part,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            dir = Some(next);
+        }
+        let parent = dir.as_ref().unwrap_or(&self.root);
+        Ok(rustix::fs::openat(
+            parent,
+            *last,
+            flags | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )?)
+    }
+}
+
+fn trim_leading_slashes(mut name: &[u8]) -> &[u8] {
+    while let [b'/', rest @ ..] = name {
+        name = rest;
+    }
+    name
+}
+
+impl FileGetter for PathFileGetter {
+    type Body = FileBody;
+    fn get(&mut self, name: &[u8]) -> io::Result<FileBody> {
+        let fd = self.open(name)?;
+        let st = rustix::fs::fstat(&fd)?;
+        if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(FileBody {
+            file: File::from(fd),
+            len: st.st_size as u64,
+        })
+    }
+    fn body_len(body: &FileBody) -> Option<u64> {
+        Some(body.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crc::crc64;
+
+    fn read_all(mut r: impl Read) -> Vec<u8> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn buffer_get_put() {
+        let mut b = BufferFileGetPutter::new();
+        for (name, body) in [("foo", "foo"), ("bar", "bar")] {
+            let (n, crc) = b.put(name.as_bytes(), &mut body.as_bytes()).unwrap();
+            assert_eq!((n, crc), (3, crc64(body.as_bytes())));
+        }
+        assert_eq!(read_all(b.get(b"foo").unwrap()), b"foo");
+        let err = b.get(b"nope").err().unwrap();
+        assert_eq!(err.to_string(), "no such file");
+        let (n, crc) = DiscardFilePutter.put(b"baz", &mut &b"bazz"[..]).unwrap();
+        assert_eq!((n, crc), (4, crc64(b"bazz")));
+    }
+
+    #[test]
+    fn path_getter_stays_inside_root() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(outer.path().join("secret"), b"host data").unwrap();
+        std::fs::write(root.join("d/f"), b"layer data").unwrap();
+        std::os::unix::fs::symlink("../../secret", root.join("d/up")).unwrap();
+        std::os::unix::fs::symlink("/secret", root.join("abs")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        for walk_only in [false, true] {
+            let mut g = PathFileGetter::new(&root).unwrap();
+            if walk_only {
+                g = g.without_openat2();
+            }
+            assert_eq!(read_all(g.get(b"d/f").unwrap()), b"layer data");
+            assert_eq!(read_all(g.get(b"/d/../d/./f").unwrap()), b"layer data");
+            assert_eq!(read_all(g.get(b"../../../d/f").unwrap()), b"layer data");
+            assert!(g.get(b"../secret").is_err(), "walk_only={walk_only}");
+            assert!(g.get(b"d/up").is_err(), "walk_only={walk_only}");
+            assert!(g.get(b"abs").is_err(), "walk_only={walk_only}");
+            assert!(g.get(b"fifo").is_err(), "walk_only={walk_only}");
+            assert!(g.get(b"d").is_err(), "walk_only={walk_only}");
+            assert!(g.get(b"a\0b").is_err());
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! Go-compatible NDJSON encoding of entries: [`JsonPacker`] and [`JsonUnpacker`].
+//!
+//! The packer writes exactly what Go's `json.Encoder` writes for `storage.Entry` (key order,
+//! omitempty rules, `null` payloads, HTML-safe escaping as go1.19 does it), so our output
+//! gunzipped equals the v0.12.1 goldens byte for byte. The unpacker accepts everything Go's
+//! decoder accepts here: any whitespace between objects, case-insensitive keys, unknown
+//! keys, base64 with escaped CR/LF inside.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Read, Write};
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::{Entry, EntryKind, Packer, Unpacker};
+use crate::clean::clean_path;
+use crate::error::{EntryName, Error, Result};
+
+/// Go's `base64.StdEncoding` as the decoder sees it: padding required, loose trailing bits.
+const GO_STD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
+
+/// Largest JSON object the unpacker buffers. Legitimate lines are at most a few MiB of
+/// base64 (a 1 MiB trailing chunk, or a header group under the disassembler's cap).
+pub const MAX_JSON_OBJECT: usize = 64 << 20;
+
+/// Remembers cleaned file paths to enforce Go's duplicate rule.
+#[derive(Debug, Default)]
+pub(crate) struct SeenPaths(HashSet<Vec<u8>>);
+
+impl SeenPaths {
+    pub(crate) fn insert(&mut self, name: &[u8]) -> Result<()> {
+        if self.0.insert(clean_path(name)) {
+            Ok(())
+        } else {
+            Err(Error::DuplicatePath {
+                name: EntryName(name.to_vec()),
+            })
+        }
+    }
+}
+
+/// Writes entries as Go tar-split JSON lines to `W` (Go `storage.NewJSONPacker`).
+///
+/// Rejects a second file entry whose cleaned name was seen before with
+/// [`Error::DuplicatePath`], writing nothing and not using up a position.
+#[derive(Debug)]
+pub struct JsonPacker<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    position: i64,
+    seen: SeenPaths,
+}
+
+impl<W: Write> JsonPacker<W> {
+    /// A packer writing to `out` (wrap it in a `BufWriter` or gzip encoder).
+    pub fn new(out: W) -> Self {
+        JsonPacker {
+            out,
+            line: Vec::with_capacity(4096),
+            position: 0,
+            seen: SeenPaths::default(),
+        }
+    }
+
+    /// Returns the writer.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// The writer.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+}
+
+impl<W: Write> Packer for JsonPacker<W> {
+    fn add_entry(&mut self, entry: &Entry) -> Result<i64> {
+        if entry.kind == EntryKind::File {
+            self.seen.insert(&entry.name)?;
+        }
+        self.line.clear();
+        encode_entry(&mut self.line, entry, self.position);
+        self.out
+            .write_all(&self.line)
+            .map_err(Error::io("writing tar-split metadata"))?;
+        self.position += 1;
+        Ok(self.position - 1)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(Error::io("writing tar-split metadata"))
+    }
+}
+
+/// Appends one entry as Go's `json.Encoder.Encode` would write it, newline included.
+pub fn encode_entry(out: &mut Vec<u8>, entry: &Entry, position: i64) {
+    out.extend_from_slice(b"{\"type\":");
+    push_int(out, entry.kind.code());
+    if !entry.name.is_empty() {
+        match std::str::from_utf8(&entry.name) {
+            Ok(name) => {
+                out.extend_from_slice(b",\"name\":\"");
+                push_escaped(out, name);
+                out.push(b'"');
+            }
+            Err(_) => {
+                out.extend_from_slice(b",\"name_raw\":\"");
+                push_base64(out, &entry.name);
+                out.push(b'"');
+            }
+        }
+    }
+    if entry.size != 0 {
+        out.extend_from_slice(b",\"size\":");
+        push_int(out, entry.size);
+    }
+    out.extend_from_slice(b",\"payload\":");
+    match &entry.payload {
+        Some(p) => {
+            out.push(b'"');
+            push_base64(out, p);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"position\":");
+    push_int(out, position);
+    out.extend_from_slice(b"}\n");
+}
+
+fn push_int(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
+    let start = out.len();
+    let len = data.len().div_ceil(3) * 4;
+    out.resize(start + len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .expect("buffer sized for base64 output");
+    debug_assert_eq!(written, len);
+}
+
+/// Go 1.19 `encodeState.string` with HTML escaping on a valid UTF-8 string.
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f | b'<' | b'>' | b'&' => Some(b""),
+            // U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR: E2 80 A8/A9.
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+            {
+                out.extend_from_slice(&bytes[start..i]);
+                out.extend_from_slice(if bytes[i + 2] == 0xa8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 3;
+                start = i;
+                continue;
+            }
+            _ => None,
+        };
+        if let Some(esc) = escape {
+            out.extend_from_slice(&bytes[start..i]);
+            if esc.is_empty() {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            } else {
+                out.extend_from_slice(esc);
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Reads Go tar-split JSON entries from `R` (Go `storage.NewJSONUnpacker`).
+///
+/// Applies the same duplicate-path rule as the packer, when the second entry is read.
+#[derive(Debug)]
+pub struct JsonUnpacker<R: BufRead> {
+    input: R,
+    buf: Vec<u8>,
+    pos: usize,
+    index: u64,
+    seen: SeenPaths,
+    eof: bool,
+}
+
+impl<R: BufRead> JsonUnpacker<R> {
+    /// An unpacker over `input` (already decompressed; see [`super::gzip_reader`]).
+    pub fn new(input: R) -> Self {
+        JsonUnpacker {
+            input,
+            buf: Vec::with_capacity(1 << 16),
+            pos: 0,
+            index: 0,
+            seen: SeenPaths::default(),
+            eof: false,
+        }
+    }
+
+    fn meta_err(&self, message: impl Into<String>) -> Error {
+        Error::Metadata {
+            index: self.index,
+            message: message.into(),
+        }
+    }
+
+    /// Reads one more line into the buffer; false at end of input.
+    fn fill(&mut self) -> Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let before = self.buf.len();
+        // Read line by line, but never more than the object cap in one go.
+        let mut limited = Read::take(
+            &mut self.input,
+            (MAX_JSON_OBJECT + 1 - before.min(MAX_JSON_OBJECT)) as u64,
+        );
+        let n = limited
+            .read_until(b'\n', &mut self.buf)
+            .map_err(Error::io("reading tar-split metadata"))?;
+        if n == 0 {
+            self.eof = true;
+            return Ok(false);
+        }
+        if self.buf.len() > MAX_JSON_OBJECT {
+            return Err(self.meta_err(format!("JSON object larger than {MAX_JSON_OBJECT} bytes")));
+        }
+        Ok(true)
+    }
+}
+
+impl<R: BufRead> Unpacker for JsonUnpacker<R> {
+    fn next_entry(&mut self) -> Result<Option<Entry>> {
+        loop {
+            let rest = &self.buf[self.pos..];
+            let ws = rest
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                .count();
+            self.pos += ws;
+            if self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+                if !self.fill()? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let mut stream = serde_json::Deserializer::from_slice(&self.buf[self.pos..])
+                .into_iter::<WireEntry>();
+            match stream.next() {
+                Some(Ok(wire)) => {
+                    self.pos += stream.byte_offset();
+                    let entry = wire.into_entry().map_err(|m| self.meta_err(m))?;
+                    if entry.kind == EntryKind::File {
+                        self.seen.insert(&entry.name)?;
+                    }
+                    self.index += 1;
+                    return Ok(Some(entry));
+                }
+                Some(Err(e)) if e.is_eof() => {
+                    if !self.fill()? {
+                        return Err(self.meta_err(format!("truncated JSON: {e}")));
+                    }
+                }
+                Some(Err(e)) => return Err(self.meta_err(e.to_string())),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// The fields as they appear on the wire, before the name rule is applied.
+#[derive(Default)]
+struct WireEntry {
+    kind: i64,
+    name: Option<String>,
+    name_raw: Option<Vec<u8>>,
+    size: i64,
+    payload: Option<Vec<u8>>,
+    position: i64,
+}
+
+impl WireEntry {
+    fn into_entry(self) -> Result<Entry, String> {
+        let name = match self.name_raw {
+            Some(raw) if !raw.is_empty() => raw,
+            _ => self.name.map(String::into_bytes).unwrap_or_default(),
+        };
+        Ok(Entry {
+            kind: EntryKind::from_code(self.kind),
+            name,
+            size: self.size,
+            payload: self.payload,
+            position: self.position,
+        })
+    }
+}
+
+enum Key {
+    Type,
+    Name,
+    NameRaw,
+    Size,
+    Payload,
+    Position,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Key, E> {
+                // Go matches field names case-insensitively, with Unicode simple folding
+                // (so the Kelvin sign matches k and the long s matches s).
+                let folded: String = v
+                    .chars()
+                    .map(|c| match c {
+                        '\u{212A}' => 'k',
+                        '\u{017F}' => 's',
+                        c => c.to_ascii_lowercase(),
+                    })
+                    .collect();
+                Ok(match folded.as_str() {
+                    "type" => Key::Type,
+                    "name" => Key::Name,
+                    "name_raw" => Key::NameRaw,
+                    "size" => Key::Size,
+                    "payload" => Key::Payload,
+                    "position" => Key::Position,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A base64 string (Go `[]byte`) or `null`.
+struct GoBytes(Option<Vec<u8>>);
+
+impl<'de> de::Deserialize<'de> for GoBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = GoBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<GoBytes, E> {
+                Ok(GoBytes(None))
+            }
+            fn visit_none<E: de::Error>(self) -> std::result::Result<GoBytes, E> {
+                Ok(GoBytes(None))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<GoBytes, E> {
+                decode_go_base64(v.as_bytes())
+                    .map(|b| GoBytes(Some(b)))
+                    .map_err(E::custom)
+            }
+        }
+        d.deserialize_any(BytesVisitor)
+    }
+}
+
+/// Decodes like Go's `base64.StdEncoding`, which skips CR and LF anywhere.
+pub fn decode_go_base64(s: &[u8]) -> Result<Vec<u8>, String> {
+    let stripped;
+    let input = if s.iter().any(|&b| b == b'\r' || b == b'\n') {
+        stripped = s
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\r' && b != b'\n')
+            .collect::<Vec<u8>>();
+        &stripped[..]
+    } else {
+        s
+    };
+    let mut out = vec![0u8; input.len() / 4 * 3 + 3];
+    let n = GO_STD
+        .decode_slice(input, &mut out)
+        .map_err(|e| format!("illegal base64 data: {e}"))?;
+    out.truncate(n);
+    Ok(out)
+}
+
+impl<'de> de::Deserialize<'de> for WireEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = WireEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a tar-split entry object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<WireEntry, A::Error> {
+                let mut e = WireEntry::default();
+                // Go leaves a field unchanged when its JSON value is null.
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Type => e.kind = map.next_value::<Option<i64>>()?.unwrap_or(e.kind),
+                        Key::Size => e.size = map.next_value::<Option<i64>>()?.unwrap_or(e.size),
+                        Key::Position => {
+                            e.position = map.next_value::<Option<i64>>()?.unwrap_or(e.position)
+                        }
+                        Key::Name => {
+                            if let Some(n) = map.next_value::<Option<String>>()? {
+                                e.name = Some(n);
+                            }
+                        }
+                        Key::NameRaw => e.name_raw = map.next_value::<GoBytes>()?.0,
+                        Key::Payload => e.payload = map.next_value::<GoBytes>()?.0,
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(e)
+            }
+        }
+        d.deserialize_map(EntryVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(entries: &[Entry]) -> String {
+        let mut p = JsonPacker::new(Vec::new());
+        for e in entries {
+            p.add_entry(e).unwrap();
+        }
+        String::from_utf8(p.into_inner()).unwrap()
+    }
+
+    fn unpack(text: &str) -> Result<Vec<Entry>> {
+        let mut u = JsonUnpacker::new(text.as_bytes());
+        let mut out = Vec::new();
+        while let Some(e) = u.next_entry()? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn go_wire_format() {
+        let text = pack(&[
+            Entry::segment(b"ab".to_vec()),
+            Entry::file("dir/", 0, None),
+            Entry::file(
+                &b"dir/caf\xe9.txt"[..],
+                7,
+                Some(*b"a\x1d\x89\x88d\x1e\xd0\0"),
+            ),
+            Entry::file("q\"\\\u{1}\u{8}\u{c}\u{7f}\u{2028}<>&.txt", 1, Some([0; 8])),
+        ]);
+        let want = concat!(
+            "{\"type\":2,\"payload\":\"YWI=\",\"position\":0}\n",
+            "{\"type\":1,\"name\":\"dir/\",\"payload\":null,\"position\":1}\n",
+            "{\"type\":1,\"name_raw\":\"ZGlyL2NhZukudHh0\",\"size\":7,\"payload\":\"YR2JiGQe0AA=\",\"position\":2}\n",
+            "{\"type\":1,\"name\":\"q\\\"\\\\\\u0001\\u0008\\u000c\u{7f}\\u2028\\u003c\\u003e\\u0026.txt\",\"size\":1,\"payload\":\"AAAAAAAAAAA=\",\"position\":3}\n",
+        );
+        assert_eq!(text, want);
+        let back = unpack(&text).unwrap();
+        assert_eq!(back[2].name, b"dir/caf\xe9.txt");
+        assert_eq!(
+            back[3].name,
+            "q\"\\\u{1}\u{8}\u{c}\u{7f}\u{2028}<>&.txt".as_bytes()
+        );
+        assert_eq!(back[1].payload, None);
+    }
+
+    #[test]
+    fn duplicates_rejected_both_ways() {
+        let mut p = JsonPacker::new(Vec::new());
+        p.add_entry(&Entry::file("./hurr.txt", 0, None)).unwrap();
+        let err = p.add_entry(&Entry::file("hurr.txt", 0, None)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("duplicates of file paths not supported"),
+            "{err}"
+        );
+        // The rejected entry used no position.
+        assert_eq!(p.add_entry(&Entry::segment(vec![1])).unwrap(), 1);
+        let err = unpack("{\"type\":1,\"name\":\"d/\",\"payload\":null,\"position\":0}\n{\"type\":1,\"name\":\"d\",\"payload\":null,\"position\":1}")
+            .unwrap_err();
+        assert!(matches!(err, Error::DuplicatePath { .. }), "{err}");
+    }
+
+    #[test]
+    fn lenient_like_go() {
+        let e = unpack("  {\"TYPE\":2,\"Payload\":\"QU\\nI=\",\"foo\":[1,{}],\"position\":0}{\"type\":1,\n \"name\":\"a\",\"payload\":null}\r\n")
+            .unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].payload.as_deref(), Some(&b"AB"[..]));
+        assert_eq!(e[1].name, b"a");
+        assert!(unpack("{\"type\":\"2\"}").is_err());
+        assert!(unpack("{\"type\":2,\"payload\":\"QUI\"}").is_err());
+        assert!(unpack("{\"type\":2,\"payload\":\"QUI=\"} x").is_err());
+        assert!(unpack("{\"type\":2,\"payload\":\"QUI=\"").is_err());
+        // name_raw wins over name.
+        let e = unpack("{\"type\":1,\"name\":\"x\",\"name_raw\":\"eQ==\"}").unwrap();
+        assert_eq!(e[0].name, b"y");
+        assert_eq!(unpack("{\"type\":3}").unwrap()[0].kind, EntryKind::Other(3));
+    }
+}
