@@ -12,6 +12,7 @@ pub mod driver;
 pub mod error;
 pub mod fsutil;
 pub mod safe_root;
+pub mod overlay2;
 
 pub use change::{Change, ChangeKind};
 pub use driver::{CreateOpts, DiffDriver, Driver, ProtoDriver, Status, TarStream};

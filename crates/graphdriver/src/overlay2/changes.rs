@@ -1,0 +1,257 @@
+//! Native changes: read the upper dir, look up in the parent only what the upper dir names.
+//!
+//! The result is what the naive comparison of the mounted layer with its parent would give
+//! (moby's `ChangesDirs`), but the walk touches the upper dir and, for each entry found there,
+//! one lookup in the parent's view — so a container that changed two files costs two lookups
+//! whatever the image size. The rules, per upper-dir entry:
+//!
+//! * a whiteout (char 0/0) is `D` when the parent has the path;
+//! * an entry the parent lacks is `A`, and so is everything under it;
+//! * an entry the parent has is `C` when its stat differs as the naive walk judges it (mode,
+//!   owner, rdev; plus mtime and size for non-directories) or its `security.capability`;
+//! * in an opaque directory (the kernel marks a directory opaque when it is re-created after a
+//!   delete, containers/storage#141, so opacity alone is not a deletion) every parent entry
+//!   the upper dir does not have is `D`; opacity covers the whole subtree;
+//! * a directory with any change below it is `C` itself (so permissions travel with it).
+//!
+//! Entries carrying overlay `redirect` or `metacopy` xattrs mean the upper dir does not say
+//! everything; the walk then gives up (`None`) and the caller uses the naive comparison.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+use super::features::read_xattr;
+use crate::change::{Change, ChangeKind};
+use crate::error::{Error, Result};
+
+/// Changes of the layer whose upper dir is `upper` against the parent view mounted at
+/// `parent_view` (`None`: no parent, everything is added). `None` when the upper dir cannot be
+/// trusted as a diff.
+pub(crate) fn upper_changes(
+    id: &str,
+    upper: &Path,
+    parent_view: Option<&Path>,
+    xattr_prefix: &str,
+) -> Result<Option<Vec<Change>>> {
+    let mut walk = Walk {
+        id,
+        upper_root: upper,
+        parent_root: parent_view,
+        opaque_name: format!("{xattr_prefix}opaque"),
+        redirect_name: format!("{xattr_prefix}redirect"),
+        metacopy_name: format!("{xattr_prefix}metacopy"),
+        out: Vec::new(),
+        unsafe_entry: false,
+    };
+    let upper_fd = open_dir(None, upper)?;
+    let parent_fd = parent_view.map(|p| open_dir(None, p)).transpose()?;
+    let opaque = walk.is_opaque(Path::new(""));
+    walk.dir(&upper_fd, parent_fd.as_ref(), PathBuf::new(), opaque, false)?;
+    if walk.unsafe_entry {
+        return Ok(None);
+    }
+    let mut out = walk.out;
+    out.sort();
+    Ok(Some(out))
+}
+
+struct Walk<'a> {
+    id: &'a str,
+    upper_root: &'a Path,
+    parent_root: Option<&'a Path>,
+    opaque_name: String,
+    redirect_name: String,
+    metacopy_name: String,
+    out: Vec<Change>,
+    unsafe_entry: bool,
+}
+
+fn open_dir(at: Option<(&OwnedFd, &OsStr)>, path: &Path) -> Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let opened = match at {
+        Some((dir, name)) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        None => rustix::fs::open(path, flags, Mode::empty()),
+    };
+    opened.map_err(|e| Error::io("open", path, e.into()))
+}
+
+/// Entry names of a directory, sorted, without `.` and `..`.
+pub(crate) fn sorted_names(fd: &OwnedFd, path: &Path) -> Result<Vec<OsString>> {
+    let mut dir =
+        rustix::fs::Dir::read_from(fd).map_err(|e| Error::io("readdir", path, e.into()))?;
+    let mut names = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry.map_err(|e| Error::io("readdir", path, e.into()))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn lstat_at(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<Option<Stat>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(Error::io("lstat", path, e.into())),
+    }
+}
+
+pub(crate) fn is_whiteout(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+fn is_dir(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::Directory
+}
+
+/// moby's `statDifferent`: directories compare mode, owner and rdev; other entries also
+/// mtime (nanoseconds ignored when either side has none) and size.
+fn stat_different(old: &Stat, new: &Stat) -> bool {
+    #[allow(clippy::unnecessary_cast)]
+    let same_time = old.st_mtime == new.st_mtime
+        && (old.st_mtime_nsec == new.st_mtime_nsec
+            || old.st_mtime_nsec == 0
+            || new.st_mtime_nsec == 0);
+    old.st_mode != new.st_mode
+        || old.st_uid != new.st_uid
+        || old.st_gid != new.st_gid
+        || old.st_rdev != new.st_rdev
+        || (!is_dir(old) && (!same_time || old.st_size != new.st_size))
+}
+
+impl Walk<'_> {
+    fn is_opaque(&self, rel: &Path) -> bool {
+        read_xattr(&self.upper_root.join(rel), &self.opaque_name).as_deref() == Some(b"y")
+    }
+
+    fn capability_differs(&self, rel: &Path) -> bool {
+        let Some(parent) = self.parent_root else {
+            return false;
+        };
+        read_xattr(&self.upper_root.join(rel), "security.capability")
+            != read_xattr(&parent.join(rel), "security.capability")
+    }
+
+    fn push(&mut self, rel: &Path, kind: ChangeKind) {
+        self.out.push(Change {
+            path: Path::new("/").join(rel),
+            kind,
+        });
+    }
+
+    /// Walks one upper directory. `parent` is the same directory in the parent view, when it
+    /// exists there as a directory; `added` means the whole directory is new.
+    fn dir(
+        &mut self,
+        upper: &OwnedFd,
+        parent: Option<&OwnedFd>,
+        rel: PathBuf,
+        opaque: bool,
+        added: bool,
+    ) -> Result<()> {
+        let upper_path = self.upper_root.join(&rel);
+        let mut present: HashSet<OsString> = HashSet::new();
+        for name in sorted_names(upper, &upper_path)? {
+            if self.unsafe_entry {
+                return Ok(());
+            }
+            let child = rel.join(&name);
+            let child_upper_path = self.upper_root.join(&child);
+            let Some(st) = lstat_at(upper, &name, &child_upper_path)? else {
+                continue;
+            };
+            if is_whiteout(&st) {
+                if !added
+                    && let Some(p) = parent
+                    && lstat_at(p, &name, &child)?.is_some()
+                {
+                    self.push(&child, ChangeKind::Delete);
+                }
+                continue;
+            }
+            present.insert(name.clone());
+            let old = match (added, parent) {
+                (false, Some(p)) => lstat_at(p, &name, &child)?,
+                _ => None,
+            };
+            if is_dir(&st) {
+                if read_xattr(&child_upper_path, &self.redirect_name).is_some() {
+                    self.unsafe_entry = true;
+                    return Ok(());
+                }
+                let child_fd = open_dir(Some((upper, &name)), &child_upper_path)?;
+                match old {
+                    None => {
+                        self.push(&child, ChangeKind::Add);
+                        self.dir(&child_fd, None, child, false, true)?;
+                    }
+                    Some(old) if !is_dir(&old) => {
+                        self.push(&child, ChangeKind::Modify);
+                        self.dir(&child_fd, None, child, false, true)?;
+                    }
+                    Some(old) => {
+                        let mark = self.out.len();
+                        let changed = stat_different(&old, &st) || self.capability_differs(&child);
+                        let child_opaque = opaque || self.is_opaque(&child);
+                        let parent_fd = match parent {
+                            Some(p) => Some(open_dir(Some((p, &name)), &child)?),
+                            None => None,
+                        };
+                        self.dir(
+                            &child_fd,
+                            parent_fd.as_ref(),
+                            child.clone(),
+                            child_opaque,
+                            false,
+                        )?;
+                        if changed || self.out.len() > mark {
+                            self.out.insert(
+                                mark,
+                                Change {
+                                    path: Path::new("/").join(&child),
+                                    kind: ChangeKind::Modify,
+                                },
+                            );
+                        }
+                    }
+                }
+            } else {
+                if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                    && read_xattr(&child_upper_path, &self.metacopy_name).is_some()
+                {
+                    self.unsafe_entry = true;
+                    return Ok(());
+                }
+                match old {
+                    None => self.push(&child, ChangeKind::Add),
+                    Some(old) => {
+                        if stat_different(&old, &st) || self.capability_differs(&child) {
+                            self.push(&child, ChangeKind::Modify);
+                        }
+                    }
+                }
+            }
+        }
+        if opaque
+            && !added
+            && let Some(p) = parent
+        {
+            let parent_path = self.parent_root.map(|r| r.join(&rel)).unwrap_or_default();
+            for name in sorted_names(p, &parent_path)? {
+                if !present.contains(&name) {
+                    self.push(&rel.join(&name), ChangeKind::Delete);
+                }
+            }
+        }
+        let _ = self.id;
+        Ok(())
+    }
+}
