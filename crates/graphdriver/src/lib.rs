@@ -8,10 +8,15 @@
 
 pub mod archive;
 pub mod change;
+pub mod copy;
 pub mod driver;
 pub mod error;
 pub mod fsutil;
+pub mod graphtest;
+pub mod naive;
+pub mod options;
 pub mod safe_root;
+pub mod vfs;
 pub mod overlay2;
 
 pub use change::{Change, ChangeKind};

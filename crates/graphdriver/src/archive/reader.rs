@@ -216,7 +216,9 @@ impl<R: Read> TarReader<R> {
                     let duplicate = match flag {
                         b'L' => long_name.replace(trim_nul(data)).is_some(),
                         b'K' => long_link.replace(trim_nul(data)).is_some(),
-                        b'x' => pax.replace(PaxRecords::parse(&data, &self.limits)?).is_some(),
+                        b'x' => pax
+                            .replace(PaxRecords::parse(&data, &self.limits)?)
+                            .is_some(),
                         // Global headers apply to nothing we use; moby ignores them too.
                         _ => false,
                     };

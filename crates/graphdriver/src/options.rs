@@ -1,0 +1,200 @@
+//! Driver options and driver selection by name.
+//!
+//! Options are `key=value` strings (`--storage-opt`), parsed like moby's
+//! `ParseStorageOptKeyValue`: split at the first `=`, both sides trimmed.
+//!
+//! ```
+//! use graphdriver::options::parse_storage_opt;
+//! assert_eq!(parse_storage_opt(" size = 10G ").unwrap(), ("size".into(), "10G".into()));
+//! assert!(parse_storage_opt("size").is_err());
+//! ```
+//!
+//! A [`Registry`] maps driver names to constructors. [`Registry::with_builtin`] knows `vfs`;
+//! other drivers register themselves with [`Registry::register`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+
+/// Splits one `key=value` option; both sides are trimmed. Text without `=` is an error.
+pub fn parse_storage_opt(opt: &str) -> Result<(String, String)> {
+    match opt.split_once('=') {
+        Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+        None => Err(Error::InvalidOption(format!(
+            "unable to parse storage-opt key/value: {opt}"
+        ))),
+    }
+}
+
+/// Parses a list of options into a map (the last value of a repeated key wins).
+pub fn parse_storage_opts(opts: &[String]) -> Result<BTreeMap<String, String>> {
+    opts.iter().map(|o| parse_storage_opt(o)).collect()
+}
+
+/// Builds a driver whose home is `<root>/<name>` from its options.
+pub type InitFn = fn(root: &Path, options: &[String]) -> Result<Box<dyn Driver>>;
+
+/// Drivers moby removed; asking for them explains that instead of "not supported".
+const REMOVED_DRIVERS: [&str; 3] = ["aufs", "devicemapper", "overlay"];
+
+/// The order tried when no driver is named and no prior state exists (moby's list).
+pub const PRIORITY: [&str; 5] = ["overlay2", "fuse-overlayfs", "btrfs", "zfs", "vfs"];
+
+/// Driver constructors by name.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    drivers: BTreeMap<String, InitFn>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// A registry with the drivers of this crate that need no registration from elsewhere
+    /// (`vfs`).
+    pub fn with_builtin() -> Self {
+        let mut r = Registry::new();
+        r.register("vfs", |root, options| {
+            Ok(Box::new(crate::vfs::init(root, options)?))
+        })
+        .expect("empty registry has no duplicate");
+        r
+    }
+
+    /// Adds a driver; a name already present is an error, as in moby.
+    pub fn register(&mut self, name: &str, init: InitFn) -> Result<()> {
+        if self.drivers.contains_key(name) {
+            return Err(Error::InvalidOption(format!(
+                "name already registered {name}"
+            )));
+        }
+        self.drivers.insert(name.to_string(), init);
+        Ok(())
+    }
+
+    /// Whether `name` is registered.
+    pub fn is_registered(&self, name: &str) -> bool {
+        self.drivers.contains_key(name)
+    }
+
+    /// Starts driver `name` (home `<root>/<name>`). With an empty name: the driver that
+    /// already has state under `root` (vfs is never picked that way, as in moby), else the
+    /// first of [`PRIORITY`] that starts, else any registered driver.
+    pub fn new_driver(
+        &self,
+        name: &str,
+        root: &Path,
+        options: &[String],
+    ) -> Result<Box<dyn Driver>> {
+        if !name.is_empty() {
+            if REMOVED_DRIVERS.contains(&name) {
+                return Err(Error::NotSupported(format!(
+                    "[graphdriver] ERROR: the {name} storage-driver has been deprecated and removed; \
+                     visit https://docs.docker.com/go/storage-driver/ for more information"
+                )));
+            }
+            let init = self
+                .drivers
+                .get(name)
+                .ok_or_else(|| Error::NotSupported(format!("driver {name} not supported")))?;
+            return init(root, options);
+        }
+        let prior: Vec<&String> = self
+            .drivers
+            .keys()
+            .filter(|n| *n != "vfs" && has_state(&root.join(n)))
+            .collect();
+        match prior.len() {
+            0 => {}
+            1 => return self.drivers[prior[0]](root, options),
+            _ => {
+                let names: Vec<&str> = prior.iter().map(|s| s.as_str()).collect();
+                return Err(Error::Other(format!(
+                    "{} contains several valid graphdrivers: {}; cleanup or explicitly choose storage driver (-s <DRIVER>)",
+                    root.display(),
+                    names.join(", ")
+                )));
+            }
+        }
+        let ordered = PRIORITY.iter().map(|s| s.to_string()).chain(
+            self.drivers
+                .keys()
+                .filter(|k| !PRIORITY.contains(&k.as_str()))
+                .cloned(),
+        );
+        for candidate in ordered {
+            let Some(init) = self.drivers.get(&candidate) else {
+                continue;
+            };
+            match init(root, options) {
+                Ok(d) => return Ok(d),
+                Err(Error::NotSupported(reason)) => {
+                    tracing::debug!(driver = %candidate, %reason, "driver not supported here");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::NotSupported(
+            "no supported storage driver found".into(),
+        ))
+    }
+}
+
+/// moby `HasPriorDriver` for one driver: its home is a non-empty directory.
+fn has_state(home: &PathBuf) -> bool {
+    std::fs::read_dir(home)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_key_value_like_moby() {
+        for bad in ["", "key"] {
+            let e = parse_storage_opt(bad).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid option: unable to parse storage-opt key/value: {bad}")
+            );
+        }
+        let ok = |s: &str| parse_storage_opt(s).unwrap();
+        assert_eq!(ok("key=value"), ("key".into(), "value".into()));
+        assert_eq!(ok(" key = value "), ("key".into(), "value".into()));
+        assert_eq!(
+            ok("key=value1=value2"),
+            ("key".into(), "value1=value2".into())
+        );
+        assert_eq!(
+            ok(" key = value1 = value2 "),
+            ("key".into(), "value1 = value2".into())
+        );
+    }
+
+    #[test]
+    fn selection_by_name_and_priority() {
+        let root = tempfile::tempdir().unwrap();
+        let reg = Registry::with_builtin();
+        assert!(reg.is_registered("vfs"));
+        assert!(
+            matches!(reg.new_driver("aufs", root.path(), &[]), Err(Error::NotSupported(m)) if m.contains("deprecated and removed"))
+        );
+        assert!(matches!(
+            reg.new_driver("nope", root.path(), &[]),
+            Err(Error::NotSupported(_))
+        ));
+        let d = reg.new_driver("", root.path(), &[]).unwrap();
+        assert_eq!(d.name(), "vfs");
+        let mut reg2 = Registry::with_builtin();
+        assert!(
+            reg2.register("vfs", |_, _| Err(Error::Other("x".into())))
+                .is_err()
+        );
+    }
+}
