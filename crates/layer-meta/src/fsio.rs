@@ -88,14 +88,15 @@ impl Fs {
     }
 
     /// Creates directory `rel` with exactly `mode` (umask ignored). `Ok(false)` if it already was
-    /// a directory; `ENOTDIR` if something else is there (what Go's `MkdirAll` reports).
+    /// a directory; `ENOTDIR` if something else is there (what Go's `MkdirAll` reports),
+    /// including a symlink, so that writes never leave the layerdb root.
     pub(crate) fn ensure_dir(&self, rel: &str, mode: u32) -> Result<bool> {
         match self.create_dir(rel, mode) {
             Ok(()) => Ok(true),
             Err(Error::Io { source, .. })
                 if source.raw_os_error() == Some(Errno::EXIST.raw_os_error()) =>
             {
-                match rustix::fs::statat(self.root_fd(), rel, AtFlags::empty()) {
+                match rustix::fs::statat(self.root_fd(), rel, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                         Ok(false)
                     }

@@ -67,7 +67,7 @@
 //! [`MetaStore::remove_layer`] renames a layer to `<hex>-<64hex>-removing` (an [`Orphan`]); the
 //! layer store removes the driver directory, then calls [`MetaStore::finish_removal`].
 //! [`MetaStore::leftovers`] finds stale write-sets, half-written mounts, unloadable layer
-//! directories that would block a commit, stray names and `-removing` directories, logging each
+//! directories that would block a commit, stray entries and `-removing` directories, logging each
 //! as a warning; [`MetaStore::remove_leftover`] removes one. The store decides which.
 //!
 //! # Deliberate differences from moby
@@ -98,7 +98,10 @@
 //! 9. **Exact modes**: files and directories are `chmod`ed to Docker's modes whatever the
 //!    umask (moby relies on running with umask 0).
 //! 10. **Bounded reads**: small files over 4 KiB and `descriptor.json` over 1 MiB are corrupt.
-//! 11. The gzip *compressed* bytes of `tar-split.json.gz` differ from Go's (different deflate
+//! 11. **Symlinks are not followed** below the layerdb root: a symlink at `tmp`, `sha256` or
+//!     `mounts` makes writes fail with `ENOTDIR` and listings fail (moby's `MkdirAll` and
+//!     `ReadDir` follow it), so nothing is ever written outside the root.
+//! 12. The gzip *compressed* bytes of `tar-split.json.gz` differ from Go's (different deflate
 //!     implementation); the header matches and the gunzipped content is identical.
 
 mod error;

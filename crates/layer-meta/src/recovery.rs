@@ -18,6 +18,9 @@ use crate::layout::{
 };
 use crate::store::{Durability, MetaStore};
 
+/// The reason given for entries whose names are not UTF-8 (reported, never removed by us).
+const NOT_UTF8: &str = "name is not UTF-8; remove it by hand";
+
 /// A layer directory renamed to `<hex>-<random>-removing`: its driver directory may still
 /// exist. Finish with [`MetaStore::finish_removal`] once the driver directory is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +48,8 @@ pub enum LeftoverKind {
     /// `sha256/<hex>` that does not load (empty or partial directory, corrupt file, or not a
     /// directory). It blocks any commit of that chain ID (moby/moby#44909).
     BlockingLayer,
-    /// An entry in `sha256/` with a name this store never creates.
+    /// An entry in `tmp/`, `mounts/` or `sha256/` that this store never creates (wrong name
+    /// or type).
     Stray,
 }
 
@@ -71,7 +75,7 @@ pub struct Leftovers {
     pub half_mounts: Vec<Leftover>,
     /// Unloadable layer directories that block commits.
     pub blocking_layers: Vec<Leftover>,
-    /// Unknown names in `sha256/`.
+    /// Unknown entries in `tmp/`, `mounts/` and `sha256/`.
     pub strays: Vec<Leftover>,
     /// `-removing` directories (same as [`MetaStore::orphans`]).
     pub removing: Vec<Orphan>,
@@ -231,9 +235,19 @@ impl MetaStore {
             .map_err(|e| fs.io_error("read directory", TMP_DIR, e))?;
         for entry in tmp.unwrap_or_default() {
             let Some(name) = entry.utf8_name() else {
+                let rel = format!("{TMP_DIR}/{}", entry.name.to_string_lossy());
+                push(&mut found.strays, LeftoverKind::Stray, rel, NOT_UTF8.into());
                 continue;
             };
-            if name.starts_with(WRITE_SET_PREFIX) && !self.inner.is_active(name) {
+            if !name.starts_with(WRITE_SET_PREFIX) {
+                let reason = "unexpected name in tmp/".to_owned();
+                push(
+                    &mut found.strays,
+                    LeftoverKind::Stray,
+                    format!("{TMP_DIR}/{name}"),
+                    reason,
+                );
+            } else if !self.inner.is_active(name) {
                 let reason = "write-set of an interrupted transaction".to_owned();
                 push(
                     &mut found.stale_write_sets,
@@ -249,9 +263,18 @@ impl MetaStore {
             .map_err(|e| fs.io_error("read directory", MOUNTS_DIR, e))?;
         for entry in mounts.unwrap_or_default() {
             let Some(name) = entry.utf8_name() else {
+                let rel = format!("{MOUNTS_DIR}/{}", entry.name.to_string_lossy());
+                push(&mut found.strays, LeftoverKind::Stray, rel, NOT_UTF8.into());
                 continue;
             };
             if entry.file_type != FileType::Directory || layout::check_mount_name(name).is_err() {
+                let reason = "not a mount directory".to_owned();
+                push(
+                    &mut found.strays,
+                    LeftoverKind::Stray,
+                    format!("{MOUNTS_DIR}/{name}"),
+                    reason,
+                );
                 continue;
             }
             let rel = format!("{MOUNTS_DIR}/{name}/{}", mount_file::MOUNT_ID);
@@ -307,12 +330,7 @@ impl MetaStore {
                         "unexpected name".into(),
                     ),
                 },
-                None => push(
-                    &mut found.strays,
-                    LeftoverKind::Stray,
-                    rel,
-                    "name is not UTF-8".into(),
-                ),
+                None => push(&mut found.strays, LeftoverKind::Stray, rel, NOT_UTF8.into()),
             }
         }
         found.removing = self.orphans()?;
@@ -338,6 +356,9 @@ impl MetaStore {
         if name.contains('/') || name == "." || name == ".." {
             return Err(bad("not a direct child of tmp/, mounts/ or sha256/"));
         }
+        if leftover.reason == NOT_UTF8 {
+            return Err(bad("names that are not UTF-8 must be removed by hand"));
+        }
         match (leftover.kind, parent) {
             (LeftoverKind::StaleWriteSet, TMP_DIR) if name.starts_with(WRITE_SET_PREFIX) => {
                 if self.inner.is_active(name) {
@@ -345,7 +366,10 @@ impl MetaStore {
                 }
                 fs.remove_tree(&leftover.rel_path, None)
             }
-            (LeftoverKind::HalfMount, MOUNTS_DIR) => {
+            (LeftoverKind::Stray, TMP_DIR) if !name.starts_with(WRITE_SET_PREFIX) => {
+                fs.remove_tree(&leftover.rel_path, None)
+            }
+            (LeftoverKind::HalfMount | LeftoverKind::Stray, MOUNTS_DIR) => {
                 self.inner.discard(&leftover.rel_path, MOUNTS_DIR)
             }
             (LeftoverKind::BlockingLayer | LeftoverKind::Stray, LAYERS_DIR)

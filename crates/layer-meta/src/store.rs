@@ -319,12 +319,8 @@ impl Inner {
             self.fs.sync_dir("")?;
         }
         for _ in 0..10_000 {
-            let name = format!("{WRITE_SET_PREFIX}{}", rand::random::<u32>());
+            let name = self.claim_write_set_name();
             let rel = format!("{TMP_DIR}/{name}");
-            self.active
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.clone());
             match self.fs.create_dir(&rel, mode) {
                 Ok(()) => {
                     return Ok(WriteSet {
@@ -354,11 +350,7 @@ impl Inner {
         {
             self.fs.sync_dir("")?;
         }
-        let name = format!("{WRITE_SET_PREFIX}{}", rand::random::<u32>());
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone());
+        let name = self.claim_write_set_name();
         let rel = format!("{TMP_DIR}/{name}");
         Ok(WriteSet {
             store: Arc::clone(self),
@@ -366,6 +358,17 @@ impl Inner {
             rel,
             keep: false,
         })
+    }
+
+    /// A random `write-set-<u32>` name not in use by this process, marked in use.
+    fn claim_write_set_name(&self) -> String {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let name = format!("{WRITE_SET_PREFIX}{}", rand::random::<u32>());
+            if active.insert(name.clone()) {
+                return name;
+            }
+        }
     }
 
     fn release_name(&self, name: &str) {

@@ -590,3 +590,83 @@ fn every_durability_mode_commits() {
         assert!(reopened.leftovers().unwrap().is_empty());
     }
 }
+
+#[test]
+fn symlinked_subdirectory_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, store.root().join("sha256")).unwrap();
+    let mut tx = store.start_transaction().unwrap();
+    fill(&mut tx, 0, None).unwrap();
+    let err = tx.commit(&chain(1)[0]).unwrap_err();
+    assert_eq!(err.errno(), Some(Errno::NOTDIR.raw_os_error()), "{err}");
+    assert!(
+        names(&outside).is_empty(),
+        "nothing written through the symlink"
+    );
+    assert!(
+        store.list_layers().is_err(),
+        "listing through a symlink is an error, not a silent empty list"
+    );
+}
+
+#[test]
+fn strays_in_tmp_and_mounts_are_reported_and_removable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    fs::create_dir_all(store.root().join("tmp")).unwrap();
+    fs::write(store.root().join("tmp/junk"), b"x").unwrap();
+    fs::create_dir_all(store.root().join("mounts")).unwrap();
+    fs::write(store.root().join("mounts/file"), b"x").unwrap();
+    let leftovers = store.leftovers().unwrap();
+    let mut strays: Vec<_> = leftovers
+        .strays
+        .iter()
+        .map(|l| l.rel_path.as_str())
+        .collect();
+    strays.sort();
+    assert_eq!(strays, ["mounts/file", "tmp/junk"]);
+    assert_eq!(
+        store.list_mounts().unwrap().broken.len(),
+        1,
+        "a file in mounts/ is a broken mount"
+    );
+    for l in &leftovers.strays {
+        store.remove_leftover(l).unwrap();
+    }
+    assert!(store.leftovers().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_commits_to_one_id_have_one_winner() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+    assert_send_sync::<MetaStore>();
+    assert_send::<layer_meta::Transaction>();
+    assert_send::<layer_meta::TarSplitWriter>();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ids = chain(1);
+    let results: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let ids = ids.clone();
+            std::thread::spawn(move || commit_layer(&store, &ids, 0))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(Error::is_layer_exists)
+    );
+    assert_layer_intact(&store, &ids, 0);
+    assert!(names(&store.root().join("tmp")).is_empty());
+}
