@@ -1,0 +1,144 @@
+//! Helpers shared by the overlay2 integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Whether overlay tests can run here; prints why not. Under `CI=true` a missing overlay is a
+/// failure, not a skip.
+pub fn can_run() -> bool {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: not root");
+        return false;
+    }
+    if !graphdriver::overlay2::overlay_in_proc_filesystems() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("overlay is not in /proc/filesystems on a CI machine");
+        }
+        eprintln!("skipping: overlay is not in /proc/filesystems");
+        return false;
+    }
+    true
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+fn mount_points() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .collect()
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    count_mounts(path) > 0
+}
+
+pub fn count_mounts(path: &Path) -> usize {
+    mount_points()
+        .iter()
+        .filter(|p| p.as_path() == path)
+        .count()
+}
+
+/// Deterministic bytes for a seed (xorshift), like graphtest's seeded random files.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    rustix::fs::lgetxattr(path, name, &mut buf[..])
+        .ok()
+        .map(|n| {
+            buf.truncate(n);
+            buf
+        })
+}
+
+/// A description of every path under `root`: type, mode, owner, size, content digest,
+/// symlink target, device numbers, overlay opaque marker (and mtime seconds when asked).
+pub fn tree(root: &Path, with_mtime: bool) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(root).unwrap();
+        let m = entry.path().symlink_metadata().unwrap();
+        let kind = m.mode() & 0o170000;
+        let mut d = format!("mode={:o} uid={} gid={}", m.mode(), m.uid(), m.gid());
+        match kind {
+            0o100000 => {
+                let data = std::fs::read(entry.path()).unwrap();
+                d += &format!(" size={} sum={:016x}", data.len(), fnv(&data));
+            }
+            0o120000 => {
+                d += &format!(
+                    " -> {}",
+                    std::fs::read_link(entry.path()).unwrap().display()
+                );
+            }
+            0o020000 | 0o060000 => d += &format!(" rdev={}", m.rdev()),
+            0o040000 => {
+                if let Some(v) = xattr(entry.path(), "trusted.overlay.opaque") {
+                    d += &format!(" opaque={}", String::from_utf8_lossy(&v));
+                }
+            }
+            _ => {}
+        }
+        if let Some(cap) = xattr(entry.path(), "security.capability") {
+            d += &format!(" cap={cap:?}");
+        }
+        if with_mtime && kind != 0o120000 {
+            d += &format!(" mtime={}", m.mtime());
+        }
+        out.insert(
+            String::from_utf8_lossy(rel.as_os_str().as_bytes()).into_owned(),
+            d,
+        );
+    }
+    out
+}
+
+pub fn fnv(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Prints the differences of two trees (for assertion messages).
+pub fn tree_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out += &format!("only left:  {k} {v}\n"),
+            Some(w) if w != v => out += &format!("differs:    {k}\n  left  {v}\n  right {w}\n"),
+            _ => {}
+        }
+    }
+    for (k, v) in b {
+        if !a.contains_key(k) {
+            out += &format!("only right: {k} {v}\n");
+        }
+    }
+    out
+}

@@ -1,0 +1,628 @@
+//! overlay2 driver tests on real kernel overlayfs. They need root and overlay; without them
+//! they print why and skip (under `CI=true` a missing overlay is a failure).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use graphdriver::overlay2::{MountApi, Overlay2, Overlay2Options};
+use graphdriver::{ChangeKind, CreateOpts, DiffDriver, ProtoDriver};
+
+mod common;
+use common::*;
+
+fn opts() -> CreateOpts {
+    CreateOpts::default()
+}
+
+fn driver_in(home: &Path, options: Overlay2Options) -> Overlay2 {
+    Overlay2::new(home, options).expect("overlay2 init")
+}
+
+#[test]
+fn layout_is_dockers() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("overlay2");
+    let d = driver_in(&home, Overlay2Options::default());
+    assert_eq!(mode_of(&home), 0o710);
+    assert_eq!(mode_of(&home.join("l")), 0o700);
+
+    d.create("base", None, &opts()).unwrap();
+    d.create("mid", Some("base"), &opts()).unwrap();
+    d.create_read_write("top", Some("mid"), &opts()).unwrap();
+
+    let link = |id: &str| std::fs::read_to_string(home.join(id).join("link")).unwrap();
+    for id in ["base", "mid", "top"] {
+        let dir = home.join(id);
+        assert_eq!(mode_of(&dir), 0o710, "{id}");
+        assert_eq!(mode_of(&dir.join("diff")), 0o755, "{id}");
+        assert_eq!(mode_of(&dir.join("link")), 0o644, "{id}");
+        let l = link(id);
+        assert_eq!(l.len(), 26, "{id}: {l:?}");
+        assert!(
+            l.bytes()
+                .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        );
+        let target = std::fs::read_link(home.join("l").join(&l)).unwrap();
+        assert_eq!(target, PathBuf::from(format!("../{id}/diff")));
+    }
+    // A base layer has neither lower nor work.
+    assert!(!home.join("base/lower").exists());
+    assert!(!home.join("base/work").exists());
+    assert_eq!(
+        std::fs::read_to_string(home.join("mid/lower")).unwrap(),
+        format!("l/{}", link("base"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(home.join("top/lower")).unwrap(),
+        format!("l/{}:l/{}", link("mid"), link("base"))
+    );
+    assert_eq!(mode_of(&home.join("top/lower")), 0o644);
+    assert_eq!(mode_of(&home.join("top/work")), 0o700);
+    // Parents are marked committed; the top is not.
+    for id in ["base", "mid"] {
+        let c = home.join(id).join("committed");
+        assert_eq!(mode_of(&c), 0o600);
+        assert_eq!(std::fs::metadata(&c).unwrap().len(), 0);
+    }
+    assert!(!home.join("top/committed").exists());
+
+    let meta = d.metadata("top").unwrap();
+    assert_eq!(meta["UpperDir"], home.join("top/diff").to_string_lossy());
+    assert_eq!(meta["WorkDir"], home.join("top/work").to_string_lossy());
+    assert_eq!(meta["MergedDir"], home.join("top/merged").to_string_lossy());
+    assert_eq!(
+        meta["LowerDir"],
+        format!(
+            "{}:{}",
+            home.join("mid/diff").display(),
+            home.join("base/diff").display()
+        )
+    );
+    assert!(!d.metadata("base").unwrap().contains_key("LowerDir"));
+    assert_eq!(d.list().unwrap(), vec!["base", "mid", "top"]);
+    assert_eq!(d.payload_root("mid").unwrap(), Some(home.join("mid/diff")));
+
+    // Removing drops the directory and the l/ symlink.
+    let top_link = link("top");
+    d.remove("top").unwrap();
+    assert!(!home.join("top").exists());
+    assert!(std::fs::symlink_metadata(home.join("l").join(top_link)).is_err());
+    d.remove("top").unwrap();
+    assert!(!d.exists("top"));
+}
+
+#[test]
+fn bad_ids_options_and_missing_layers_are_clear_errors() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("overlay2");
+    let d = driver_in(&home, Overlay2Options::default());
+    for bad in ["", "..", "a/b", "l"] {
+        assert!(d.create(bad, None, &opts()).is_err(), "{bad:?}");
+    }
+    let err = d.create("x", Some("missing"), &opts()).unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert!(!home.join("x").exists(), "a failed create leaves nothing");
+    d.create("x", None, &opts()).unwrap();
+    assert!(
+        d.create("x", None, &opts()).is_err(),
+        "creating twice is refused"
+    );
+
+    let mut size = CreateOpts::default();
+    size.storage_opt.insert("size".into(), "10G".into());
+    let err = d.create("y", Some("x"), &size).unwrap_err();
+    assert!(
+        err.to_string().contains("only supported for ReadWrite"),
+        "{err}"
+    );
+    let mut unknown = CreateOpts::default();
+    unknown.storage_opt.insert("color".into(), "blue".into());
+    assert!(
+        d.create_read_write("y", Some("x"), &unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("Unknown option")
+    );
+    assert!(!home.join("y").exists());
+
+    assert!(Overlay2Options::parse(&["overlay2.max_depth=501"]).is_err());
+    assert!(Overlay2Options::parse(&["overlay2.bogus=1"]).is_err());
+    assert!(Overlay2Options::parse(&["overlay2.size=10G"]).is_err());
+    let parsed =
+        Overlay2Options::parse(&["overlay2.max_depth=300", "overlay2.mount_api=legacy"]).unwrap();
+    assert_eq!(parsed.max_depth, 300);
+    assert_eq!(parsed.mount_api, MountApi::Legacy);
+
+    // A corrupt lower file is reported with the layer's name, not mounted.
+    d.create("z", Some("x"), &opts()).unwrap();
+    std::fs::write(home.join("z/lower"), "").unwrap();
+    let err = d.get("z", "").unwrap_err();
+    assert!(err.to_string().contains("layer z"), "{err}");
+    assert!(!home.join("z/merged").exists());
+    assert!(matches!(
+        d.get("nope", ""),
+        Err(graphdriver::Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn status_reports_features() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    let status: BTreeMap<String, String> = d.status().into_iter().collect();
+    for key in [
+        "Backing Filesystem",
+        "Supports d_type",
+        "Using metacopy",
+        "Native Overlay Diff",
+        "userxattr",
+        "Changes",
+    ] {
+        assert!(status.contains_key(key), "{key} missing from {status:?}");
+    }
+    assert_eq!(status["Supports d_type"], "true");
+    assert_ne!(status["Backing Filesystem"], "<unknown>");
+    assert_eq!(
+        status["Native Overlay Diff"],
+        d.uses_native_diff().to_string()
+    );
+    assert!(status["Changes"].starts_with(if d.uses_native_diff() {
+        "native"
+    } else {
+        "naive"
+    }));
+    eprintln!("overlay2 status here: {status:?}");
+}
+
+#[test]
+fn get_put_are_refcounted_and_adopt_existing_mounts() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("overlay2");
+    let d = driver_in(&home, Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    std::fs::write(home.join("base/diff/hello"), "hi").unwrap();
+    d.create_read_write("rw", Some("base"), &opts()).unwrap();
+
+    // A base layer is its diff dir: nothing to mount.
+    assert_eq!(d.get("base", "").unwrap(), home.join("base/diff"));
+    d.put("base").unwrap();
+
+    let merged = home.join("rw/merged");
+    let a = d.get("rw", "").unwrap();
+    let b = d.get("rw", "").unwrap();
+    assert_eq!(a, merged);
+    assert_eq!(a, b);
+    assert!(is_mounted(&merged));
+    assert_eq!(std::fs::read_to_string(merged.join("hello")).unwrap(), "hi");
+    std::fs::write(merged.join("new"), "x").unwrap();
+    assert!(
+        home.join("rw/diff/new").exists(),
+        "writes land in the upper dir"
+    );
+    d.put("rw").unwrap();
+    assert!(is_mounted(&merged), "one reference left");
+    d.put("rw").unwrap();
+    assert!(!is_mounted(&merged));
+    assert!(!merged.exists(), "merged is removed on the last put");
+
+    // A mount left by an earlier driver instance is recognised, not mounted twice.
+    d.get("rw", "").unwrap();
+    let d2 = Overlay2::new(&home, Overlay2Options::default()).unwrap();
+    assert_eq!(d2.get("rw", "").unwrap(), merged);
+    assert_eq!(count_mounts(&merged), 1);
+    d2.put("rw").unwrap();
+    assert!(is_mounted(&merged), "the adopted mount keeps its reference");
+    // Cleanup unmounts everything under the home.
+    d2.cleanup().unwrap();
+    assert!(!is_mounted(&merged));
+    d.cleanup().unwrap();
+}
+
+#[test]
+fn committed_parents_mount_read_only() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("overlay2");
+    let d = driver_in(&home, Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    d.create("mid", Some("base"), &opts()).unwrap();
+    d.create_read_write("top", Some("mid"), &opts()).unwrap();
+    let top = d.get("top", "").unwrap();
+    let mid = d.get("mid", "").unwrap();
+    // Both mounted at once: mid's diff is a lower of top and mid is mounted without upper.
+    let err = std::fs::write(mid.join("f"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(30), "EROFS expected, got {err}");
+    std::fs::write(top.join("f"), "x").unwrap();
+    d.put("mid").unwrap();
+    d.put("top").unwrap();
+}
+
+/// graphtest's DriverTestCreateBase / CreateSnap: modes, owners and special bits survive.
+#[test]
+fn create_base_and_snapshot_keep_metadata() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    d.create_read_write("Base", None, &opts()).unwrap();
+    let root = d.get("Base", "").unwrap();
+    let sub = root.join("a subdir");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o1705)).unwrap();
+    std::os::unix::fs::lchown(&sub, Some(1), Some(2)).unwrap();
+    let file = root.join("a file");
+    std::fs::write(&file, "Some data").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o4222)).unwrap();
+    d.put("Base").unwrap();
+    d.create("Snap", Some("Base"), &opts()).unwrap();
+    for id in ["Base", "Snap"] {
+        let root = d.get(id, "").unwrap();
+        let m = std::fs::symlink_metadata(root.join("a subdir")).unwrap();
+        assert_eq!(m.mode(), 0o041705, "{id}");
+        assert_eq!((m.uid(), m.gid()), (1, 2));
+        let m = std::fs::symlink_metadata(root.join("a file")).unwrap();
+        assert_eq!(m.mode(), 0o104222, "{id}");
+        assert_eq!((m.uid(), m.gid()), (0, 0));
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 2);
+        d.put(id).unwrap();
+    }
+    d.remove("Snap").unwrap();
+    d.remove("Base").unwrap();
+}
+
+/// graphtest's DriverTestDeepLayerRead: each layer writes its id; the top sees all of them.
+fn deep_layer_read(d: &Overlay2, layers: usize) {
+    d.create("base", None, &opts()).unwrap();
+    let root = d.get("base", "").unwrap();
+    std::fs::write(root.join("testfile.txt"), "test content").unwrap();
+    d.put("base").unwrap();
+    let mut lower = "base".to_string();
+    for i in 1..=layers {
+        let upper = format!("layer{i:04}");
+        d.create(&upper, Some(&lower), &opts()).unwrap();
+        let root = d.get(&upper, "").unwrap();
+        std::fs::write(root.join("top-id"), &upper).unwrap();
+        std::fs::create_dir(root.join(format!("layer-{i}"))).unwrap();
+        std::fs::write(root.join(format!("layer-{i}/layer-id")), &upper).unwrap();
+        std::fs::write(root.join(format!("layer-{i}/parent-id")), &lower).unwrap();
+        d.put(&upper).unwrap();
+        lower = upper;
+    }
+    let root = d.get(&lower, "").unwrap();
+    assert_eq!(std::fs::read_to_string(root.join("top-id")).unwrap(), lower);
+    let mut expect = lower.clone();
+    for i in (1..=layers).rev() {
+        let got = std::fs::read_to_string(root.join(format!("layer-{i}/layer-id"))).unwrap();
+        assert_eq!(got, expect, "layer-{i}");
+        expect = std::fs::read_to_string(root.join(format!("layer-{i}/parent-id"))).unwrap();
+    }
+    assert_eq!(expect, "base");
+    assert_eq!(
+        std::fs::read_to_string(root.join("testfile.txt")).unwrap(),
+        "test content"
+    );
+    d.put(&lower).unwrap();
+}
+
+#[test]
+fn deep_layer_read_128() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    deep_layer_read(&d, 128);
+    // Docker's limit: a 129th lower is refused, and nothing is left behind.
+    let err = d
+        .create("too-deep", Some("layer0128"), &opts())
+        .unwrap_err();
+    assert!(err.to_string().contains("max depth exceeded"), "{err}");
+    assert!(!tmp.path().join("overlay2/too-deep").exists());
+    d.cleanup().unwrap();
+}
+
+/// A home path long enough that Docker's absolute option string for 128 lowers exceeds a
+/// page, so mount(2) must switch to home-relative paths (and must not move our cwd).
+#[test]
+fn chain_longer_than_a_page_of_options_mounts_with_mount2() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp
+        .path()
+        .join("a-rather-long-directory-name-for-the-driver-home")
+        .join("overlay2");
+    std::fs::create_dir_all(home.parent().unwrap()).unwrap();
+    let options = Overlay2Options {
+        mount_api: MountApi::Legacy,
+        ..Overlay2Options::default()
+    };
+    let d = driver_in(&home, options);
+    let cwd = std::env::current_dir().unwrap();
+    let absolute_len = 128 * (home.as_os_str().len() + "/l/".len() + 27);
+    assert!(
+        absolute_len > 4096,
+        "the test must exceed a page ({absolute_len})"
+    );
+    deep_layer_read(&d, 128);
+    assert_eq!(
+        std::env::current_dir().unwrap(),
+        cwd,
+        "mounting must not chdir the process"
+    );
+    d.cleanup().unwrap();
+}
+
+/// With the new mount API there is no page limit: 300 lowers mount (max_depth raised), and
+/// the same chain is refused by mount(2) with a clear error.
+#[test]
+fn chain_of_300_with_fsconfig() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("overlay2");
+    let d = driver_in(
+        &home,
+        Overlay2Options {
+            max_depth: 500,
+            ..Overlay2Options::default()
+        },
+    );
+    if !d.features().lowerdir_plus {
+        eprintln!("skipping: kernel has no fsconfig lowerdir+ (needs 6.8)");
+        return;
+    }
+    deep_layer_read(&d, 300);
+    d.cleanup().unwrap();
+    let legacy = driver_in(
+        &home,
+        Overlay2Options {
+            max_depth: 500,
+            mount_api: MountApi::Legacy,
+            ..Overlay2Options::default()
+        },
+    );
+    let err = legacy.get("layer0300", "").unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
+    assert!(!home.join("layer0300/merged").exists());
+}
+
+fn write_files(root: &Path, count: usize, seed: u64) {
+    std::fs::create_dir_all(root.join("directory-0")).unwrap();
+    for i in 0..count {
+        std::fs::write(
+            root.join(format!("directory-0/file-{i}")),
+            pseudo_random(seed + i as u64, 64),
+        )
+        .unwrap();
+    }
+}
+
+fn check_files(root: &Path, count: usize, seed: u64) {
+    for i in 0..count {
+        let got = std::fs::read(root.join(format!("directory-0/file-{i}"))).unwrap();
+        assert_eq!(got, pseudo_random(seed + i as u64, 64), "file-{i}");
+    }
+}
+
+/// graphtest's DriverTestDiffApply(10): diff of upper against base applied on a fresh child of
+/// base reproduces upper, and the applied size equals DiffSize.
+#[test]
+fn diff_apply_10_files() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    assert!(
+        d.uses_native_diff(),
+        "this kernel supports native diff (see status)"
+    );
+    let n = 10;
+    d.create("base", None, &opts()).unwrap();
+    let root = d.get("base", "").unwrap();
+    write_files(&root, n, 3);
+    std::fs::write(root.join("file-remove.txt"), "remove me").unwrap();
+    std::fs::create_dir_all(root.join("var/lib")).unwrap();
+    d.put("base").unwrap();
+
+    d.create("upper", Some("base"), &opts()).unwrap();
+    let root = d.get("upper", "").unwrap();
+    write_files(&root, n, 6);
+    std::fs::remove_file(root.join("file-remove.txt")).unwrap();
+    std::fs::remove_dir(root.join("var/lib")).unwrap();
+    d.put("upper").unwrap();
+
+    let diff_size = d.diff_size("upper", None).unwrap();
+    assert_eq!(diff_size, 64 * n as u64);
+
+    d.create("diff", Some("base"), &opts()).unwrap();
+    let root = d.get("diff", "").unwrap();
+    check_files(&root, n, 3);
+    assert!(root.join("file-remove.txt").exists());
+    d.put("diff").unwrap();
+
+    let mut tar = d.diff("upper", Some("base")).unwrap();
+    let applied = d.apply_diff("diff", Some("base"), &mut tar).unwrap();
+    assert_eq!(applied, diff_size);
+    let root = d.get("diff", "").unwrap();
+    check_files(&root, n, 6);
+    assert!(!root.join("file-remove.txt").exists());
+    assert!(!root.join("var/lib").exists());
+    assert!(root.join("var").is_dir());
+    d.put("diff").unwrap();
+    // The upper dir holds overlay whiteouts, as the kernel would have made them.
+    let wh =
+        std::fs::symlink_metadata(tmp.path().join("overlay2/diff/diff/file-remove.txt")).unwrap();
+    assert_eq!((wh.mode() & 0o170000, wh.rdev()), (0o020000, 0));
+}
+
+/// graphtest's DriverTestChanges(20): modify, add and delete every third file.
+#[test]
+fn changes_20_files() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    let root = d.get("base", "").unwrap();
+    write_files(&root, 20, 3);
+    d.put("base").unwrap();
+    d.create("upper", Some("base"), &opts()).unwrap();
+    let root = d.get("upper", "").unwrap();
+    let mut expect = vec![(PathBuf::from("/directory-0"), ChangeKind::Modify)];
+    for j in 0..20 {
+        let path = format!("directory-0/file-{j}");
+        match j % 3 {
+            0 => {
+                std::fs::write(root.join(&path), pseudo_random(100 + j as u64, 80)).unwrap();
+                expect.push((PathBuf::from(format!("/{path}")), ChangeKind::Modify));
+            }
+            1 => {
+                let added = format!("directory-0/file-9-{j}");
+                std::fs::write(root.join(&added), "new").unwrap();
+                expect.push((PathBuf::from(format!("/{added}")), ChangeKind::Add));
+            }
+            _ => {
+                std::fs::remove_file(root.join(&path)).unwrap();
+                expect.push((PathBuf::from(format!("/{path}")), ChangeKind::Delete));
+            }
+        }
+    }
+    d.put("upper").unwrap();
+    expect.sort();
+    let got: Vec<_> = d
+        .changes("upper", Some("base"))
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.path, c.kind))
+        .collect();
+    assert_eq!(got, expect);
+}
+
+/// Native changes agree with the naive comparison of the two mounted trees on a scenario with
+/// every kind of edit a container can make.
+#[test]
+fn native_changes_agree_with_naive_comparison() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    let b = d.get("base", "").unwrap();
+    for dir in [
+        "etc",
+        "usr/share/data",
+        "usr/lib",
+        "opt/app/sub",
+        "swap/d",
+        "keep",
+    ] {
+        std::fs::create_dir_all(b.join(dir)).unwrap();
+    }
+    for (f, c) in [
+        ("etc/a.conf", "a"),
+        ("etc/b.conf", "b"),
+        ("etc/c.conf", "c"),
+        ("usr/share/data/1", "1"),
+        ("usr/share/data/2", "2"),
+        ("usr/lib/x", "x"),
+        ("opt/app/sub/deep", "d"),
+        ("swap/f", "f"),
+        ("swap/d/inner", "i"),
+        ("keep/same", "s"),
+    ] {
+        std::fs::write(b.join(f), c).unwrap();
+    }
+    std::os::unix::fs::symlink("a.conf", b.join("etc/link")).unwrap();
+    d.put("base").unwrap();
+    d.create("mid", Some("base"), &opts()).unwrap();
+    let m = d.get("mid", "").unwrap();
+    std::fs::write(m.join("etc/mid-added"), "m").unwrap();
+    std::fs::remove_file(m.join("usr/lib/x")).unwrap();
+    d.put("mid").unwrap();
+
+    d.create_read_write("rw", Some("mid"), &opts()).unwrap();
+    let r = d.get("rw", "").unwrap();
+    std::fs::write(r.join("etc/a.conf"), "changed").unwrap(); // C
+    std::fs::remove_file(r.join("etc/c.conf")).unwrap(); // D
+    std::fs::set_permissions(r.join("etc/b.conf"), std::fs::Permissions::from_mode(0o600)).unwrap(); // C (mode)
+    std::os::unix::fs::lchown(r.join("keep"), Some(5), Some(5)).unwrap(); // C dir (owner)
+    std::fs::remove_dir_all(r.join("usr/share/data")).unwrap();
+    std::fs::create_dir(r.join("usr/share/data")).unwrap(); // opaque re-creation
+    std::fs::write(r.join("usr/share/data/new"), "n").unwrap();
+    std::fs::remove_dir_all(r.join("opt/app")).unwrap(); // D of a whole tree
+    std::fs::remove_file(r.join("swap/f")).unwrap();
+    std::fs::create_dir(r.join("swap/f")).unwrap(); // file -> dir
+    std::fs::write(r.join("swap/f/child"), "c").unwrap();
+    std::fs::remove_dir_all(r.join("swap/d")).unwrap();
+    std::fs::write(r.join("swap/d"), "now a file").unwrap(); // dir -> file
+    std::fs::create_dir_all(r.join("brand/new/tree")).unwrap(); // A subtree
+    std::fs::write(r.join("brand/new/tree/f"), "f").unwrap();
+    std::fs::hard_link(r.join("etc/a.conf"), r.join("etc/a.hard")).unwrap();
+    std::fs::remove_file(r.join("etc/link")).unwrap();
+    std::os::unix::fs::symlink("b.conf", r.join("etc/link")).unwrap(); // symlink retargeted
+    std::fs::write(r.join("etc/mid-added"), "m").unwrap(); // same content, new mtime
+    std::fs::write(r.join("usr/lib/x"), "back").unwrap(); // re-created over a lower whiteout
+    let mut f = std::fs::File::open(r.join("keep/same")).unwrap(); // read only: no copy-up
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    d.put("rw").unwrap();
+
+    let native = d.changes("rw", Some("mid")).unwrap();
+    let rw_view = d.get("rw", "").unwrap();
+    let mid_view = d.get("mid", "").unwrap();
+    let mut naive = graphdriver::archive::changes::changes_dirs(&rw_view, Some(&mid_view)).unwrap();
+    d.put("mid").unwrap();
+    d.put("rw").unwrap();
+    naive.sort();
+    let show = |v: &[graphdriver::Change]| {
+        v.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(show(&native), show(&naive));
+    assert!(
+        native
+            .iter()
+            .any(|c| c.path == Path::new("/usr/share/data/1") && c.kind == ChangeKind::Delete)
+    );
+    assert!(
+        native
+            .iter()
+            .any(|c| c.path == Path::new("/opt/app") && c.kind == ChangeKind::Delete)
+    );
+    assert!(!native.iter().any(|c| c.path.starts_with("/keep/same")));
+
+    // The diff of rw applied on a new child of mid gives the same merged view.
+    d.create("again", Some("mid"), &opts()).unwrap();
+    let mut tar = d.diff("rw", Some("mid")).unwrap();
+    d.apply_diff("again", Some("mid"), &mut tar).unwrap();
+    let a = d.get("again", "").unwrap();
+    let r = d.get("rw", "").unwrap();
+    assert_eq!(tree(&a, false), tree(&r, false));
+    d.put("rw").unwrap();
+    d.put("again").unwrap();
+}
