@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use graphdriver::overlay2::{MountApi, Overlay2, Overlay2Options};
 use graphdriver::{ChangeKind, CreateOpts, DiffDriver, ProtoDriver};
 
-mod common;
-use common::*;
+mod overlay2_util;
+use overlay2_util::*;
 
 fn opts() -> CreateOpts {
     CreateOpts::default()
