@@ -109,3 +109,159 @@ pub fn read_golden(rel: &str) -> Vec<u8> {
 pub fn sha256_hex(data: &[u8]) -> String {
     layer_digest::Digester::sha256_of(data).hex().to_string()
 }
+
+/// One entry of a generated archive.
+#[derive(Debug, Clone)]
+pub enum GenKind {
+    File(Vec<u8>),
+    Dir,
+    Symlink(String),
+    /// Hard link to an earlier entry; `size` is what the header claims (no body follows).
+    Hardlink(u64),
+}
+
+/// Header flavour of a generated entry.
+#[derive(Debug, Clone, Copy)]
+pub enum GenFormat {
+    Ustar,
+    Gnu,
+    Old,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenEntry {
+    pub name: String,
+    pub kind: GenKind,
+    pub format: GenFormat,
+    /// PAX records (e.g. SCHILY.xattr.*) written in an `x` header before the entry.
+    pub pax: Vec<(String, Vec<u8>)>,
+    pub mtime: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenArchive {
+    pub entries: Vec<GenEntry>,
+    /// Bytes appended after the end-of-archive marker (and record padding).
+    pub trailing: Vec<u8>,
+    /// Drop the end-of-archive marker entirely (Go accepts a clean EOF at a header).
+    pub no_end_marker: bool,
+}
+
+/// Builds the tar bytes of a generated archive with the `tar` crate.
+pub fn build_archive(spec: &GenArchive) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut first_file: Option<String> = None;
+    for (i, e) in spec.entries.iter().enumerate() {
+        // A unique prefix keeps cleaned names distinct (Go refuses duplicates).
+        let name = format!("e{i}/{}", e.name);
+        if !e.pax.is_empty() {
+            b.append_pax_extensions(e.pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .unwrap();
+        }
+        let mut h = match e.format {
+            GenFormat::Ustar => tar::Header::new_ustar(),
+            GenFormat::Gnu => tar::Header::new_gnu(),
+            GenFormat::Old => tar::Header::new_old(),
+        };
+        h.set_mtime(e.mtime);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        match &e.kind {
+            GenKind::File(body) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(body.len() as u64);
+                b.append_data(&mut h, &name, &body[..]).unwrap();
+                first_file.get_or_insert(name);
+            }
+            GenKind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{name}/"), std::io::empty())
+                    .unwrap();
+            }
+            GenKind::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, &name, target).unwrap();
+            }
+            GenKind::Hardlink(size) => {
+                let Some(target) = first_file.clone() else {
+                    continue;
+                };
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(*size);
+                b.append_link(&mut h, &name, &target).unwrap();
+            }
+        }
+    }
+    let mut out = if spec.no_end_marker {
+        b.into_inner().unwrap()
+    } else {
+        b.finish().map(|_| ()).and_then(|_| b.into_inner()).unwrap()
+    };
+    out.extend_from_slice(&spec.trailing);
+    out
+}
+
+/// A proptest strategy for generated archives.
+pub fn archive_strategy() -> impl proptest::strategy::Strategy<Value = GenArchive> {
+    use proptest::prelude::*;
+    let name = prop_oneof![
+        "[a-z]{1,12}",
+        "[a-zA-Z0-9_.-]{90,200}",
+        "[a-z]{1,8}/[a-z]{1,8}/[a-z]{50,120}",
+        "[a-zé<>&ü ]{1,20}",
+    ];
+    let body = prop_oneof![
+        Just(Vec::new()),
+        proptest::collection::vec(any::<u8>(), 1..600),
+        (0usize..4, any::<u8>()).prop_map(|(blocks, b)| vec![b; 512 * blocks + 512]),
+        proptest::collection::vec(any::<u8>(), 1000..5000),
+    ];
+    let kind = prop_oneof![
+        4 => body.prop_map(GenKind::File),
+        1 => Just(GenKind::Dir),
+        1 => "[a-z/.]{1,150}".prop_map(GenKind::Symlink),
+        1 => prop_oneof![Just(0u64), 1u64..2000].prop_map(GenKind::Hardlink),
+    ];
+    let format = prop_oneof![
+        Just(GenFormat::Ustar),
+        Just(GenFormat::Gnu),
+        Just(GenFormat::Old)
+    ];
+    let pax = proptest::collection::vec(
+        (
+            "(SCHILY\\.xattr\\.user\\.[a-z]{1,10}|comment|LIBARCHIVE\\.[a-z]{1,5})",
+            proptest::collection::vec(1u8..=255, 1..300),
+        ),
+        0..3,
+    );
+    let entry = (name, kind, format, pax, 0u64..0o77777777777).prop_map(
+        |(name, kind, format, pax, mtime)| GenEntry {
+            name,
+            kind,
+            format,
+            pax,
+            mtime,
+        },
+    );
+    let trailing = prop_oneof![
+        3 => Just(Vec::new()),
+        1 => proptest::collection::vec(any::<u8>(), 1..3000),
+        1 => (1usize..5000).prop_map(|n| vec![0u8; n]),
+    ];
+    (
+        proptest::collection::vec(entry, 0..12),
+        trailing,
+        proptest::bool::weighted(0.15),
+    )
+        .prop_map(|(entries, trailing, no_end_marker)| GenArchive {
+            entries,
+            trailing,
+            no_end_marker,
+        })
+}

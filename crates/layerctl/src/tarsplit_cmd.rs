@@ -1,0 +1,366 @@
+//! `layerctl tar-split …`: the same commands, flags and behaviour as Go's `tar-split` CLI.
+//!
+//! * `disasm [--output META] [--no-stdout] TAR|-`: gzip-compressed metadata to META
+//!   (default `tar-data.json.gz`, mode 0600), the tar passed through to stdout.
+//! * `asm --input META --path DIR [--output FILE|-] [--compress]`: rebuild the tar from
+//!   the metadata and the extracted tree at DIR (confined to DIR).
+//! * `checksize [--work] TAR…`: how big the metadata of each tar is.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use tarsplit::asm::{DisasmEngine, DisasmOptions, NoVisitor, assemble, disassemble_to};
+use tarsplit::storage::{
+    DiscardFilePutter, JsonPacker, PathFileGetter, gzip_unpacker, gzip_writer,
+};
+
+/// `tar-split` commands.
+#[derive(Debug, Args)]
+pub struct TarSplitArgs {
+    /// Accepted for compatibility with Go's CLI (log level).
+    #[arg(short = 'D', long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: TarSplitCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TarSplitCommand {
+    /// Disassemble a tar into metadata, passing the tar through to stdout.
+    #[command(visible_alias = "d")]
+    Disasm(DisasmArgs),
+    /// Reassemble a tar from metadata and a directory of file bodies.
+    #[command(visible_alias = "a")]
+    Asm(AsmArgs),
+    /// Display the size of the tar-split metadata of tar archives.
+    Checksize(ChecksizeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DisasmArgs {
+    /// Where to write the gzip-compressed metadata.
+    #[arg(long, default_value = "tar-data.json.gz")]
+    output: PathBuf,
+    /// Do not copy the tar to stdout.
+    #[arg(long)]
+    no_stdout: bool,
+    /// Keep the bytes of a final, partial padding block instead of failing (Go drops them).
+    #[arg(long)]
+    keep_partial_padding: bool,
+    /// The tar archive, or `-` for stdin.
+    #[arg(num_args = 0..)]
+    tar: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct AsmArgs {
+    /// The gzip-compressed metadata.
+    #[arg(long, default_value = "tar-data.json.gz")]
+    input: PathBuf,
+    /// The directory holding the file bodies (the extracted archive).
+    #[arg(long, default_value = "")]
+    path: String,
+    /// Where to write the tar, `-` for stdout.
+    #[arg(long, default_value = "-")]
+    output: String,
+    /// Gzip the output tar.
+    #[arg(long)]
+    compress: bool,
+    /// Ignored, with a warning (as Go does).
+    #[arg(num_args = 0.., hide = true)]
+    extra: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ChecksizeArgs {
+    /// Keep the temporary metadata files.
+    #[arg(long)]
+    work: bool,
+    /// Tar archives to inspect.
+    #[arg(num_args = 0..)]
+    tars: Vec<PathBuf>,
+}
+
+/// Runs a `tar-split` subcommand.
+pub fn run(args: TarSplitArgs) -> Result<()> {
+    match args.command {
+        TarSplitCommand::Disasm(a) => disasm(a),
+        TarSplitCommand::Asm(a) => asm(a),
+        TarSplitCommand::Checksize(a) => checksize(a),
+    }
+}
+
+fn log_info(msg: &str) {
+    eprintln!("level=info msg={msg:?}");
+}
+
+fn open_input(name: &str) -> Result<Box<dyn Read>> {
+    if name == "-" {
+        Ok(Box::new(io::stdin().lock()))
+    } else {
+        Ok(Box::new(
+            File::open(name).with_context(|| format!("opening {name}"))?,
+        ))
+    }
+}
+
+fn create_0600(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+/// Gzip-compresses metadata on a second thread so that JSON encoding and deflate overlap.
+struct GzipPipe {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    worker: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+const PIPE_CHUNK: usize = 256 << 10;
+
+impl GzipPipe {
+    fn new(file: File) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let worker = std::thread::spawn(move || -> io::Result<()> {
+            let mut gz = gzip_writer(BufWriter::with_capacity(1 << 20, file));
+            for chunk in rx {
+                gz.write_all(&chunk)?;
+            }
+            gz.finish()?
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()
+        });
+        GzipPipe {
+            tx: Some(tx),
+            buf: Vec::with_capacity(PIPE_CHUNK),
+            worker: Some(worker),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip pipe closed"))?;
+        if tx.send(chunk).is_err() {
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("gzip thread stopped")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        self.tx.take();
+        match self.worker.take() {
+            Some(w) => w
+                .join()
+                .map_err(|_| io::Error::other("gzip thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.join()
+    }
+}
+
+impl Write for GzipPipe {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIPE_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn disasm(args: DisasmArgs) -> Result<()> {
+    if args.tar.len() != 1 {
+        bail!("please specify tar to be disabled <NAME|->");
+    }
+    let input_name = &args.tar[0];
+    let input = open_input(input_name)?;
+    let meta = create_0600(&args.output)?;
+    let opts = DisasmOptions {
+        keep_partial_padding: args.keep_partial_padding,
+        ..DisasmOptions::default()
+    };
+    let mut engine = DisasmEngine::new(
+        JsonPacker::new(GzipPipe::new(meta)),
+        DiscardFilePutter,
+        NoVisitor,
+        opts,
+    );
+    let read = if args.no_stdout {
+        disassemble_to(input, io::sink(), &mut engine)
+    } else {
+        disassemble_to(input, io::stdout().lock(), &mut engine)
+    }
+    .with_context(|| format!("disassembling {input_name}"))?;
+    let (packer, _, _) = engine.into_parts();
+    packer
+        .into_inner()
+        .finish()
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    log_info(&format!(
+        "created {} from {} (read {} bytes)",
+        args.output.display(),
+        input_name,
+        read
+    ));
+    Ok(())
+}
+
+fn asm(args: AsmArgs) -> Result<()> {
+    if args.path.is_empty() {
+        bail!("--path must be set");
+    }
+    if !args.extra.is_empty() {
+        eprintln!(
+            "level=warning msg=\"ignoring arguments: {}\"",
+            args.extra.join(", ")
+        );
+    }
+    let meta =
+        File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let unpacker = gzip_unpacker(meta);
+    let getter =
+        PathFileGetter::new(&args.path).with_context(|| format!("opening {}", args.path))?;
+    let out: Box<dyn Write> = if args.output == "-" {
+        Box::new(io::stdout().lock())
+    } else {
+        Box::new(create_0600(Path::new(&args.output))?)
+    };
+    let what = || format!("assembling from {} and {}", args.path, args.input.display());
+    let written = if args.compress {
+        let mut gz =
+            flate2::write::GzEncoder::new(BufWriter::new(out), flate2::Compression::default());
+        let n = assemble(unpacker, getter, &mut gz).with_context(what)?;
+        gz.finish()?.flush()?;
+        n
+    } else {
+        assemble(unpacker, getter, out).with_context(what)?
+    };
+    log_info(&format!(
+        "created {} from {} and {} (wrote {} bytes)",
+        args.output,
+        args.path,
+        args.input.display(),
+        written
+    ));
+    Ok(())
+}
+
+/// Counts bytes written through it.
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Counts header entries (every FileType entry is one tar header).
+struct CountingPacker<P> {
+    inner: P,
+    files: u64,
+}
+
+impl<P: tarsplit::storage::Packer> tarsplit::storage::Packer for CountingPacker<P> {
+    fn add_entry(&mut self, entry: &tarsplit::storage::Entry) -> tarsplit::Result<i64> {
+        if entry.kind == tarsplit::storage::EntryKind::File {
+            self.files += 1;
+        }
+        self.inner.add_entry(entry)
+    }
+    fn flush(&mut self) -> tarsplit::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn checksize(args: ChecksizeArgs) -> Result<()> {
+    if args.tars.is_empty() {
+        bail!("please specify tar archives to check ('-' will check stdin)");
+    }
+    for tar in &args.tars {
+        let size = std::fs::metadata(tar)
+            .with_context(|| format!("inspecting {}", tar.display()))?
+            .len();
+        println!(
+            "inspecting {:?} (size {}k)",
+            tar.display().to_string(),
+            size / 1024
+        );
+        let work = tempfile::Builder::new()
+            .prefix("tar-split-checksize-")
+            .tempdir()?;
+        let json_path = work.path().join("tar-data.json");
+        let gz_path = work.path().join("tar-data.json.gz");
+        let json = CountingWriter {
+            inner: BufWriter::new(File::create(&json_path)?),
+            count: 0,
+        };
+        let mut engine = DisasmEngine::new(
+            CountingPacker {
+                inner: JsonPacker::new(json),
+                files: 0,
+            },
+            DiscardFilePutter,
+            NoVisitor,
+            DisasmOptions::default(),
+        );
+        disassemble_to(File::open(tar)?, io::sink(), &mut engine)
+            .with_context(|| format!("disassembling {}", tar.display()))?;
+        let (packer, _, _) = engine.into_parts();
+        let files = packer.files;
+        let mut json = packer.inner.into_inner();
+        json.flush()?;
+        let json_len = json.count;
+        drop(json);
+        let mut gz = gzip_writer(CountingWriter {
+            inner: BufWriter::new(File::create(&gz_path)?),
+            count: 0,
+        });
+        io::copy(&mut File::open(&json_path)?, &mut gz)?;
+        let mut gz_out = gz.finish()?;
+        gz_out.flush()?;
+        println!(" -- number of files: {files}");
+        println!(" -- size of metadata uncompressed: {}k", json_len / 1024);
+        println!(
+            " -- size of gzip compressed metadata: {}k",
+            gz_out.count / 1024
+        );
+        if args.work {
+            let kept = work.keep();
+            println!(" -- working files kept in {}", kept.display());
+        }
+    }
+    Ok(())
+}
