@@ -1,1 +1,60 @@
-//! placeholder
+//! A container image layer store, compatible with Docker's.
+//!
+//! The [`Store`] turns layer tarballs into content-addressed, reference-counted read-only
+//! [`Layer`]s on a graph driver (overlay2 or vfs), gives containers writable [`RwLayer`]s on
+//! top, and hands back each layer's exact original tar bytes on demand. It reads and writes
+//! Docker's on-disk format: `<root>/image/<driver>/layerdb` for metadata and `<root>/<driver>`
+//! for the driver, so a Docker data-root (daemon stopped) opens as-is.
+//!
+//! ```no_run
+//! use std::io::Read;
+//! use layer_store::{CreateRwOptions, Store, StoreOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open(StoreOptions::new("/var/lib/mystore"))?;
+//! let base = store.register(std::fs::File::open("base.tar")?, None)?;
+//! let app = store.register(std::fs::File::open("app.tar")?, Some(base.chain_id()))?;
+//!
+//! // A container on top, with its own writable layer.
+//! let rw = store.create_rw_layer("ctr1", Some(app.chain_id()), &CreateRwOptions::default())?;
+//! let root = rw.mount("")?;
+//! std::fs::write(root.join("hello"), "world")?;
+//! rw.unmount()?;
+//! for change in rw.changes()? {
+//!     println!("{change}"); // "A /hello"
+//! }
+//!
+//! // The exact bytes that were registered, verified against the DiffID.
+//! let mut tar = Vec::new();
+//! app.tar_stream()?.read_to_end(&mut tar)?;
+//!
+//! store.release_rw_layer(rw)?;
+//! store.release(app)?;
+//! store.release(base)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Reference counting follows moby: a layer counts the references handed out by
+//! [`Store::register`] and [`Store::get`], its children, and the RW layers on it; the release
+//! that drops the count to zero deletes it and releases its parent in turn. Where this store
+//! deliberately differs from moby, the method docs say so.
+
+mod check;
+mod drivers;
+mod error;
+mod gc;
+mod ids;
+mod layer;
+mod locks;
+mod register;
+mod rwlayer;
+mod store;
+mod tarstream;
+
+pub use check::{CheckOptions, CheckReport, Problem};
+pub use drivers::{DRIVERS, choose as choose_driver};
+pub use error::{Error, Result};
+pub use gc::GcReport;
+pub use layer::{EmptyLayer, Layer, LayerRef, Metadata};
+pub use rwlayer::{CreateRwOptions, InitFn, RwLayer, RwLayerRef};
+pub use store::{DEFAULT_MAX_DEPTH, Store, StoreOptions};

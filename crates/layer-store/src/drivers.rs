@@ -1,0 +1,82 @@
+//! Choosing and opening the graph driver for a data-root, as Docker does.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use graphdriver::Driver;
+use graphdriver::options::Registry;
+
+use crate::error::{Error, Result};
+
+/// The drivers this store knows, in Docker's order of preference.
+pub const DRIVERS: &[&str] = &["overlay2", "vfs"];
+
+/// The driver already in use under `root`: its home `<root>/<name>` is a non-empty directory
+/// or `image/<name>/layerdb` exists. Several in use is an error, as in Docker.
+fn in_use(root: &Path) -> Result<Option<String>> {
+    let used: Vec<&str> = DRIVERS
+        .iter()
+        .copied()
+        .filter(|name| {
+            let home_used = std::fs::read_dir(root.join(name))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            home_used || root.join("image").join(name).join("layerdb").is_dir()
+        })
+        .collect();
+    match used.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some((*one).to_owned())),
+        many => Err(Error::InvalidArgument(format!(
+            "{} contains several valid graphdrivers: {}; cleanup or explicitly choose storage driver",
+            root.display(),
+            many.join(", ")
+        ))),
+    }
+}
+
+/// Picks and starts the driver for a root without an explicit choice: the one already in use
+/// there, else overlay2 when it starts on this kernel and filesystem, else vfs.
+pub(crate) fn choose_and_open(
+    root: &Path,
+    options: &[String],
+) -> Result<(String, Arc<dyn Driver>)> {
+    if let Some(name) = in_use(root)? {
+        let d = open(&name, root, options)?;
+        return Ok((name, d));
+    }
+    match open("overlay2", root, options) {
+        Ok(d) => return Ok(("overlay2".into(), d)),
+        Err(e) => tracing::info!(error = %e, "overlay2 unavailable, using vfs"),
+    }
+    // overlay2's probe may have left its empty home behind; it must not count as "in use".
+    let _ = std::fs::remove_dir(root.join("overlay2"));
+    Ok(("vfs".into(), open("vfs", root, options)?))
+}
+
+/// The name [`choose_and_open`] would pick, without keeping the driver.
+pub fn choose(root: &Path, options: &[String]) -> Result<String> {
+    Ok(choose_and_open(root, options)?.0)
+}
+
+/// Starts driver `name` with its home at `<root>/<name>`.
+pub(crate) fn open(name: &str, root: &Path, options: &[String]) -> Result<Arc<dyn Driver>> {
+    Ok(Arc::from(registry().new_driver(name, root, options)?))
+}
+
+/// Every driver this store can run: the crate's built-ins plus overlay2.
+fn registry() -> Registry {
+    let mut registry = Registry::with_builtin();
+    if !registry.is_registered("overlay2") {
+        registry
+            .register("overlay2", |root, options| {
+                let opts = graphdriver::overlay2::Overlay2Options::parse(options)?;
+                Ok(Box::new(graphdriver::overlay2::Overlay2::new(
+                    root.join("overlay2"),
+                    opts,
+                )?))
+            })
+            .expect("overlay2 is not registered yet");
+    }
+    registry
+}

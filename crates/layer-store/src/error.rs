@@ -1,0 +1,139 @@
+//! Errors of the layer store.
+
+use layer_digest::{ChainId, DiffId};
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the store can fail with. Messages match moby's where moby has one, so logs read
+/// the same; each names the layer or mount concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No layer with that chain ID (moby's `ErrLayerDoesNotExist`).
+    #[error("layer does not exist: {0}")]
+    LayerDoesNotExist(ChainId),
+    /// The reference was not handed out by this store, or was already released
+    /// (moby's `ErrLayerNotRetained`).
+    #[error("layer not retained: {0}")]
+    LayerNotRetained(String),
+    /// No RW layer with that name (moby's `ErrMountDoesNotExist`).
+    #[error("mount does not exist: {0}")]
+    MountDoesNotExist(String),
+    /// An RW layer with that name exists (moby's `ErrMountNameConflict`).
+    #[error("mount already exists with name: {0}")]
+    MountNameConflict(String),
+    /// The chain would be deeper than the store allows (moby's `ErrMaxDepthExceeded`).
+    #[error("max depth exceeded: parent {parent} is already {depth} layers deep (max {max})")]
+    MaxDepthExceeded {
+        /// The parent the new layer was to sit on.
+        parent: ChainId,
+        /// The parent's depth.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A layer is still used and cannot be removed.
+    #[error("layer {layer} is in use: {why}")]
+    InUse {
+        /// The layer.
+        layer: ChainId,
+        /// What uses it.
+        why: String,
+    },
+    /// A layer's reassembled tar did not hash to its DiffID (moby's text, plus the digests).
+    #[error(
+        "could not verify layer data for: {chain_id}. This may be because internal files in the layer store were modified. Re-pulling or rebuilding this image may resolve the issue (expected {expected}, got {actual})"
+    )]
+    VerificationFailed {
+        /// The layer.
+        chain_id: ChainId,
+        /// Its DiffID.
+        expected: DiffId,
+        /// What the stream hashed to.
+        actual: DiffId,
+    },
+    /// `tar_stream_from` was given a layer that is not an ancestor.
+    #[error(
+        "layer ID '{0}' is not a parent of the specified layer: cannot provide diff to non-parent"
+    )]
+    NotAParent(ChainId),
+    /// Registering failed while reading, splitting or applying the tar.
+    #[error("failed to register layer{}: {source}", parent_suffix(.parent))]
+    Register {
+        /// The parent it was to sit on.
+        parent: Option<ChainId>,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The data-root is locked by another process.
+    #[error("data-root {path} is in use by another process (lock file {lock})")]
+    Locked {
+        /// The data-root.
+        path: std::path::PathBuf,
+        /// The lock file.
+        lock: std::path::PathBuf,
+    },
+    /// The stored metadata.
+    #[error(transparent)]
+    Meta(#[from] layer_meta::Error),
+    /// The graph driver.
+    #[error(transparent)]
+    Driver(#[from] graphdriver::Error),
+    /// tar-split disassembly or reassembly.
+    #[error("layer {layer}: tar-split: {source}")]
+    TarSplit {
+        /// The layer (chain ID, or the cache ID while registering).
+        layer: String,
+        /// The cause.
+        #[source]
+        source: tarsplit::Error,
+    },
+    /// An I/O error with context.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Invalid options or arguments.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The init function of an RW layer failed.
+    #[error("init function for mount {name} failed: {source}")]
+    InitFunc {
+        /// The RW layer's name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn parent_suffix(parent: &Option<ChainId>) -> String {
+    match parent {
+        Some(p) => format!(" on parent {p}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether this is (or wraps) [`Error::LayerDoesNotExist`].
+    pub fn is_layer_does_not_exist(&self) -> bool {
+        match self {
+            Error::LayerDoesNotExist(_) => true,
+            Error::Register { source, .. } => source.is_layer_does_not_exist(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Reading a layer back: tar-split reassembly, verified against the DiffID.
+
+use std::io::{self, BufReader, Read};
+use std::sync::Arc;
+
+use graphdriver::Driver;
+use layer_digest::{DiffId, Digester};
+use tarsplit::asm::Assembler;
+use tarsplit::storage::{FileGetter, JsonUnpacker, PathFileGetter};
+
+use crate::error::{Error, Result};
+use crate::layer::Layer;
+
+/// Where a layer's file bodies are read from: the driver's payload directory when it offers
+/// one (no mount needed), else the mounted layer, put back when the stream is dropped.
+struct LayerFiles {
+    getter: PathFileGetter,
+    mounted: Option<(Arc<dyn Driver>, String)>,
+}
+
+impl FileGetter for LayerFiles {
+    type Body = <PathFileGetter as FileGetter>::Body;
+
+    fn get(&mut self, name: &[u8]) -> io::Result<Self::Body> {
+        self.getter.get(name)
+    }
+
+    fn body_len(body: &Self::Body) -> Option<u64> {
+        PathFileGetter::body_len(body)
+    }
+}
+
+impl Drop for LayerFiles {
+    fn drop(&mut self) {
+        if let Some((driver, id)) = self.mounted.take()
+            && let Err(e) = driver.put(&id)
+        {
+            tracing::warn!(id, error = %e, "unmount after tar stream failed");
+        }
+    }
+}
+
+fn open_files(layer: &Layer) -> Result<LayerFiles> {
+    let driver = layer.0.backend.driver.clone();
+    let id = layer.cache_id();
+    let (root, mounted) = match driver.payload_root(id)? {
+        Some(root) => (root, None),
+        None => (driver.get(id, "")?, Some((driver.clone(), id.to_owned()))),
+    };
+    let getter = PathFileGetter::new(&root).map_err(|e| {
+        if let Some((d, id)) = &mounted {
+            let _ = d.put(id);
+        }
+        Error::io(
+            format!("layer {}: open {}", layer.chain_id(), root.display()),
+            e,
+        )
+    })?;
+    Ok(LayerFiles { getter, mounted })
+}
+
+/// The layer's original tar bytes, checked against its DiffID at EOF.
+pub(crate) fn verified_stream(layer: &Layer) -> Result<Box<dyn Read + Send>> {
+    let _span = tracing::debug_span!("tar_stream", layer = %layer.chain_id()).entered();
+    let meta_reader = layer.0.backend.meta.tar_split_reader(layer.chain_id())?;
+    let files = open_files(layer)?;
+    let asm = Assembler::new(
+        JsonUnpacker::new(BufReader::with_capacity(256 << 10, meta_reader)),
+        files,
+    );
+    Ok(Box::new(Verified {
+        inner: asm,
+        digester: Some(Digester::sha256()),
+        layer: layer.clone(),
+    }))
+}
+
+/// Hashes what passes and turns EOF into an error when the digest is not the DiffID.
+struct Verified<R> {
+    inner: R,
+    digester: Option<Digester>,
+    layer: Layer,
+}
+
+impl<R: Read> Read for Verified<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match &mut self.digester {
+            Some(d) if n > 0 => d.update(&buf[..n]),
+            Some(_) => {
+                let actual = DiffId::new(self.digester.take().expect("present").finish());
+                if &actual != self.layer.diff_id() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        Error::VerificationFailed {
+                            chain_id: self.layer.chain_id().clone(),
+                            expected: self.layer.diff_id().clone(),
+                            actual,
+                        },
+                    ));
+                }
+            }
+            None => {}
+        }
+        Ok(n)
+    }
+}
