@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -213,7 +214,8 @@ fn disasm(args: DisasmArgs) -> Result<()> {
     let read = if args.no_stdout {
         disassemble_to(input, io::sink(), &mut engine)
     } else {
-        disassemble_to(input, io::stdout().lock(), &mut engine)
+        let stdout = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        disassemble_to(input, stdout, &mut engine)
     }
     .with_context(|| format!("disassembling {input_name}"))?;
     let (packer, _, _) = engine.into_parts();
@@ -246,7 +248,8 @@ fn asm(args: AsmArgs) -> Result<()> {
     let getter =
         PathFileGetter::new(&args.path).with_context(|| format!("opening {}", args.path))?;
     let out: Box<dyn Write> = if args.output == "-" {
-        Box::new(io::stdout().lock())
+        // Raw fd 1: std's stdout is line-buffered, which rescans every chunk for newlines.
+        Box::new(File::from(io::stdout().as_fd().try_clone_to_owned()?))
     } else {
         Box::new(create_0600(Path::new(&args.output))?)
     };
