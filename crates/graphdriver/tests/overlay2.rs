@@ -626,3 +626,78 @@ fn native_changes_agree_with_naive_comparison() {
     d.put("rw").unwrap();
     d.put("again").unwrap();
 }
+
+/// The native diff's whiteouts: `.wh.<name>` regular files, mode 0600, owner names from the
+/// host, opaque dirs followed by `.wh..wh..opq`; when the kernel shares one whiteout inode,
+/// later whiteouts carry the first one's path as link name, exactly as Docker writes them.
+#[test]
+fn native_diff_whiteouts_look_like_dockers() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("overlay2");
+    let d = driver_in(&home, Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    let b = d.get("base", "").unwrap();
+    std::fs::create_dir_all(b.join("d/gone")).unwrap();
+    std::fs::write(b.join("a"), "a").unwrap();
+    std::fs::write(b.join("d/b"), "b").unwrap();
+    std::fs::write(b.join("d/gone/x"), "x").unwrap();
+    d.put("base").unwrap();
+    d.create_read_write("rw", Some("base"), &opts()).unwrap();
+    let r = d.get("rw", "").unwrap();
+    std::fs::remove_file(r.join("a")).unwrap();
+    std::fs::remove_file(r.join("d/b")).unwrap();
+    std::fs::remove_dir_all(r.join("d/gone")).unwrap();
+    std::fs::create_dir(r.join("d/gone")).unwrap();
+    d.put("rw").unwrap();
+    let shared = std::fs::symlink_metadata(home.join("rw/diff/a"))
+        .unwrap()
+        .nlink()
+        > 1;
+
+    let mut tar = Vec::new();
+    d.diff("rw", Some("base"))
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    let mut seen = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        let name = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+        let link = h
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.to_vec()).unwrap());
+        seen.push((
+            name,
+            h.entry_type().as_byte(),
+            h.mode().unwrap(),
+            h.username().unwrap().map(String::from),
+            link,
+        ));
+    }
+    let root = Some("root".to_string());
+    let expect = vec![
+        (".wh.a".to_string(), b'0', 0o600, root.clone(), None),
+        ("d/".to_string(), b'5', 0o40755, root.clone(), None),
+        (
+            "d/.wh.b".to_string(),
+            b'0',
+            0o600,
+            root.clone(),
+            shared.then(|| "a".to_string()),
+        ),
+        ("d/gone/".to_string(), b'5', 0o40755, root.clone(), None),
+        (
+            "d/gone/.wh..wh..opq".to_string(),
+            b'0',
+            0o755,
+            root.clone(),
+            None,
+        ),
+    ];
+    assert_eq!(seen, expect, "kernel shares whiteout inodes: {shared}");
+}

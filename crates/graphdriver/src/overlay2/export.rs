@@ -1,8 +1,9 @@
 //! The native diff: a streaming tar of a layer's upper dir in Docker's (AUFS) whiteout form.
 //!
 //! Entries come in Go `filepath.WalkDir` order (pre-order, names sorted bytewise) with the
-//! headers Go's `archive/tar` writes for Docker's `TarWithOptions`: USTAR when everything
-//! fits, PAX records otherwise; mode with the file-type bits; mtime rounded to the second.
+//! headers Go's `archive/tar` writes for Docker's `TarWithOptions` (PAX format requested):
+//! a plain ustar-magic block when everything fits, PAX records before it otherwise; mode with
+//! the file-type bits; mtime truncated to the second; owner names looked up on the host.
 //! Overlay's own markers are converted back:
 //!
 //! * a whiteout (char device 0/0) `d/name` becomes an empty regular file `d/.wh.name`, mode
@@ -189,6 +190,20 @@ impl UpperTar {
                     header.write(&mut self.pending);
                 }
                 FileType::CharacterDevice if is_whiteout(&st) => {
+                    // The kernel makes whiteouts hard links of one shared inode. Docker runs its
+                    // hardlink bookkeeping before the whiteout conversion, so every whiteout but
+                    // the first keeps a link name pointing at the first one's original path
+                    // (harmless on a regular file). Reproduced for byte-identical diffs.
+                    #[allow(clippy::useless_conversion)]
+                    let key = (u64::from(st.st_dev), u64::from(st.st_ino));
+                    if st.st_nlink > 1 {
+                        match self.hardlinks.get(&key) {
+                            Some(first) => header.linkname = first.clone(),
+                            None => {
+                                self.hardlinks.insert(key, tar_name.clone());
+                            }
+                        }
+                    }
                     let base = name.as_bytes();
                     let dir = frame_dir_prefix(&rel);
                     header.name = [dir.as_slice(), b".wh.", base].concat();
@@ -305,8 +320,8 @@ struct EntryHeader {
 impl EntryHeader {
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     fn from_stat(st: &Stat) -> Self {
-        // Go rounds to the nearest second (halves up) unless a format is forced.
-        let mtime = st.st_mtime as i64 + i64::from(st.st_mtime_nsec as i64 >= 500_000_000);
+        // Docker truncates to the second (and forces the PAX format so Go does not round).
+        let mtime = st.st_mtime as i64;
         EntryHeader {
             name: Vec::new(),
             mode: st.st_mode as u32,
@@ -326,9 +341,10 @@ impl EntryHeader {
 
     fn write(&self, out: &mut Vec<u8>) {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        let split = split_ustar_path(&self.name);
+        // Docker asks Go for the PAX format explicitly, so a long name is a PAX record, never
+        // a USTAR prefix split.
         let name_fits = self.name.is_ascii() && self.name.len() <= 100;
-        if !name_fits && split.is_none() {
+        if !name_fits {
             pax.push(("path".into(), self.name.clone()));
         }
         if !self.linkname.is_ascii() || self.linkname.len() > 100 {
@@ -385,14 +401,7 @@ impl EntryHeader {
             out.resize(out.len() + pad, 0);
         }
         let mut block = [0u8; BLOCK];
-        match (&split, is_pax || name_fits) {
-            (_, true) => put_str(&mut block[0..100], &to_ascii(&self.name)),
-            (Some((prefix, suffix)), false) => {
-                put_str(&mut block[0..100], suffix);
-                put_str(&mut block[345..500], prefix);
-            }
-            (None, false) => put_str(&mut block[0..100], &to_ascii(&self.name)),
-        }
+        put_str(&mut block[0..100], &to_ascii(&self.name));
         put_octal(&mut block[100..108], u64::from(self.mode & 0o7_777_777));
         put_octal(
             &mut block[108..116],
@@ -425,25 +434,6 @@ impl EntryHeader {
         finish_checksum(&mut block);
         out.extend_from_slice(&block);
     }
-}
-
-/// Go's `splitUSTARPath`: a name longer than 100 bytes may go in prefix (155) + name (100).
-fn split_ustar_path(name: &[u8]) -> Option<(&[u8], &[u8])> {
-    if name.len() <= 100 || !name.is_ascii() {
-        return None;
-    }
-    let mut length = name.len();
-    if length > 156 {
-        length = 156;
-    } else if name[length - 1] == b'/' {
-        length -= 1;
-    }
-    let i = name[..length].iter().rposition(|&b| b == b'/')?;
-    let (plen, nlen) = (i, name.len() - i - 1);
-    if i == 0 || nlen > 100 || nlen == 0 || plen > 155 {
-        return None;
-    }
-    Some((&name[..i], &name[i + 1..]))
 }
 
 fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
@@ -536,16 +526,6 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(len, rec.len());
-    }
-
-    #[test]
-    fn ustar_split_matches_go() {
-        let name = format!("{}/{}", "d".repeat(120), "f".repeat(20));
-        let (p, n) = split_ustar_path(name.as_bytes()).unwrap();
-        assert_eq!(p.len(), 120);
-        assert_eq!(n.len(), 20);
-        assert!(split_ustar_path(b"short").is_none());
-        assert!(split_ustar_path("x".repeat(150).as_bytes()).is_none());
     }
 
     #[test]

@@ -105,7 +105,10 @@ pub fn tree(root: &Path, with_mtime: bool) -> BTreeMap<String, String> {
         if let Some(cap) = xattr(entry.path(), "security.capability") {
             d += &format!(" cap={cap:?}");
         }
-        if with_mtime && kind != 0o120000 {
+        // Whiteouts get the time they were made (Docker mknods them and sets no time), and
+        // symlink times are not restored either.
+        let whiteout = kind == 0o020000 && m.rdev() == 0;
+        if with_mtime && kind != 0o120000 && !whiteout {
             d += &format!(" mtime={}", m.mtime());
         }
         out.insert(
