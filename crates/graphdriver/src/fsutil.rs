@@ -147,22 +147,83 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
 
 /// Removes `name` in `dir` and, if it is a directory, everything below it. Never follows
 /// symlinks. A missing entry is not an error.
+///
+/// Iterative with a list of pending relative paths instead of recursion over open fds, so
+/// a tree of any depth costs neither stack nor file descriptors; every directory is
+/// reopened from `dir` with the in-root resolver.
 pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) => return Ok(()),
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Ok(()) | Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
         Err(e) => return Err(e.into()),
     }
-    let sub = match open_dir_at(dir, name) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
-            return Ok(());
+    // (path relative to `dir`, children already emptied of files and queued)
+    let mut stack: Vec<(Vec<u8>, bool)> = vec![(name.to_bytes().to_vec(), false)];
+    while let Some((rel, expanded)) = stack.pop() {
+        if expanded {
+            remove_empty_dir(dir, &rel)?;
+            continue;
         }
+        let fd = match crate::safe_root::open_beneath(
+            dir,
+            &rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if errno_of(&e) == Some(rustix::io::Errno::NOENT) => continue,
+            // Replaced by a non-directory since it was listed: unlink that instead.
+            Err(e)
+                if matches!(
+                    errno_of(&e),
+                    Some(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)
+                ) =>
+            {
+                let (parent, base) = split_rel(&rel);
+                let pfd = crate::safe_root::open_beneath(
+                    dir,
+                    parent,
+                    OFlags::RDONLY | OFlags::DIRECTORY,
+                )?;
+                match rustix::fs::unlinkat(&pfd, base, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        stack.push((rel.clone(), true));
+        for child in list_dir(fd.as_fd())? {
+            match rustix::fs::unlinkat(&fd, &*child, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {
+                    let mut sub = rel.clone();
+                    sub.push(b'/');
+                    sub.extend_from_slice(child.to_bytes());
+                    stack.push((sub, false));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn split_rel(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&rel[..0], rel),
+    }
+}
+
+fn remove_empty_dir(dir: BorrowedFd<'_>, rel: &[u8]) -> io::Result<()> {
+    let (parent, base) = split_rel(rel);
+    let pfd = match crate::safe_root::open_beneath(dir, parent, OFlags::RDONLY | OFlags::DIRECTORY)
+    {
+        Ok(fd) => fd,
+        Err(e) if errno_of(&e) == Some(rustix::io::Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e),
     };
-    clear_dir(sub.as_fd())?;
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+    match rustix::fs::unlinkat(&pfd, base, AtFlags::REMOVEDIR) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(e.into()),
     }

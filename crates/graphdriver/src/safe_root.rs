@@ -90,61 +90,100 @@ impl SafeRoot {
     /// The directory `rel`, creating missing components. `on_create(parent, name)` runs for
     /// each directory this call creates (the applier sets 0755 and the owner there). A
     /// dangling symlink on the way is followed, inside the root, and its target created.
+    ///
+    /// Iterative (one `openat` per uncached component), so deep paths cost no stack.
     pub fn ensure_dir(
         &mut self,
         rel: &[u8],
         on_create: &mut dyn FnMut(BorrowedFd<'_>, &CStr) -> io::Result<()>,
     ) -> io::Result<Arc<OwnedFd>> {
-        self.ensure_dir_hops(rel, on_create, 0)
-    }
-
-    fn ensure_dir_hops(
-        &mut self,
-        rel: &[u8],
-        on_create: &mut dyn FnMut(BorrowedFd<'_>, &CStr) -> io::Result<()>,
-        hops: u32,
-    ) -> io::Result<Arc<OwnedFd>> {
-        match self.open_dir(rel) {
-            Ok(fd) => return Ok(fd),
-            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {}
-            Err(e) => return Err(e),
+        if let Some(fd) = self.cache.get(rel) {
+            return Ok(fd.clone());
         }
-        // Something on the way is missing: make sure the parent exists, then this one.
-        let (parent_rel, name) = match rel.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&rel[..0], rel),
-        };
-        if name.is_empty() {
-            return Err(Errno::NOENT.into());
-        }
-        let parent = self.ensure_dir_hops(parent_rel, on_create, hops)?;
-        let cname = component(name)?;
-        match rustix::fs::mkdirat(parent.as_fd(), &*cname, Mode::from_raw_mode(0o700)) {
-            Ok(()) => on_create(parent.as_fd(), &cname)?,
-            Err(Errno::EXIST) => {
-                let meta = lstat_at(parent.as_fd(), &cname)?;
-                if !meta.is_symlink() {
-                    // A directory appeared (then open_dir would have worked) or a non-dir.
-                    return Err(Errno::NOTDIR.into());
+        let mut wanted = rel.to_vec();
+        let mut hops = 0u32;
+        'restart: loop {
+            let mut cur: Option<Arc<OwnedFd>> = None; // None: the root
+            let mut prefix: Vec<u8> = Vec::with_capacity(wanted.len());
+            let comps: Vec<Vec<u8>> = wanted
+                .split(|&b| b == b'/')
+                .filter(|c| !c.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            for (i, comp) in comps.iter().enumerate() {
+                let parent_len = prefix.len();
+                if !prefix.is_empty() {
+                    prefix.push(b'/');
                 }
-                if hops >= MAX_SYMLINK_HOPS {
-                    return Err(Errno::LOOP.into());
+                prefix.extend_from_slice(comp);
+                if let Some(fd) = self.cache.get(&prefix) {
+                    cur = Some(fd.clone());
+                    continue;
                 }
-                // A dangling symlink: create its target, inside the root (moby#53258).
-                let target = read_link_at(parent.as_fd(), &cname)?;
-                let base: &[u8] = if target.starts_with(b"/") {
-                    b""
-                } else {
-                    parent_rel
+                let cname = component(comp)?;
+                let dir = cur
+                    .as_deref()
+                    .map(|f| f.as_fd())
+                    .unwrap_or(self.root.as_fd());
+                let opened = rustix::fs::openat(
+                    dir,
+                    &*cname,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                let fd = match opened {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT) => {
+                        match rustix::fs::mkdirat(dir, &*cname, Mode::from_raw_mode(0o700)) {
+                            Ok(()) => on_create(dir, &cname)?,
+                            Err(Errno::EXIST) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        crate::fsutil::open_dir_at(dir, &cname)?
+                    }
+                    // A symlink (or a non-directory): let the kernel resolve it in the root.
+                    Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                        if !lstat_at(dir, &cname)?.is_symlink() {
+                            return Err(Errno::NOTDIR.into());
+                        }
+                        match self.open_in_root(&prefix, OFlags::RDONLY | OFlags::DIRECTORY) {
+                            Ok(fd) => fd,
+                            Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                                // Dangling: create its target, inside the root (moby#53258).
+                                hops += 1;
+                                if hops > MAX_SYMLINK_HOPS {
+                                    return Err(Errno::LOOP.into());
+                                }
+                                let target = read_link_at(dir, &cname)?;
+                                let base: &[u8] = if target.starts_with(b"/") {
+                                    b""
+                                } else {
+                                    &prefix[..parent_len]
+                                };
+                                let mut next = join_lexically(base, &target);
+                                for rest in &comps[i + 1..] {
+                                    next.push(b'/');
+                                    next.extend_from_slice(rest);
+                                }
+                                wanted = next;
+                                continue 'restart;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
                 };
-                let joined = join_lexically(base, &target);
-                return self.ensure_dir_hops(&joined, on_create, hops + 1);
+                let fd = Arc::new(fd);
+                self.remember(&prefix, fd.clone());
+                cur = Some(fd);
             }
-            Err(e) => return Err(e.into()),
+            let fd = match cur {
+                Some(fd) => fd,
+                None => Arc::new(self.open_in_root(b"", OFlags::RDONLY | OFlags::DIRECTORY)?),
+            };
+            self.remember(rel, fd.clone());
+            return Ok(fd);
         }
-        let fd = Arc::new(crate::fsutil::open_dir_at(parent.as_fd(), &cname)?);
-        self.remember(rel, fd.clone());
-        Ok(fd)
     }
 
     fn remember(&mut self, rel: &[u8], fd: Arc<OwnedFd>) {

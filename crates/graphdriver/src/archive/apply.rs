@@ -115,11 +115,16 @@ impl Applier<'_> {
             ));
         }
         let (parent_rel, base) = name.split_last();
-        if parent_rel.is_empty()
-            && base.starts_with(WHITEOUT_META_PREFIX.as_bytes())
-            && base != WHITEOUT_OPAQUE_DIR.as_bytes()
+        let top = name
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .next()
+            .unwrap_or_default();
+        if top.starts_with(WHITEOUT_META_PREFIX.as_bytes())
+            && name.as_bytes() != WHITEOUT_OPAQUE_DIR.as_bytes()
         {
-            // AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`): never part of the tree.
+            // AUFS metadata (`.wh..wh.plnk/…`, `.wh..wh.aufs`) at the root: never part of
+            // the tree.
             return Ok(());
         }
         let parent = self.ensure_parent(header, parent_rel)?;

@@ -6,19 +6,27 @@
 //! Modify of its own. Entries with the same device and inode in both trees are the same
 //! file (overlay lower layers, hardlinked copies) and are pruned with their subtree.
 //!
-//! **mtime precision.** moby compares mtimes with `sameFsTime`: equal, or the same second
+//! **mtime precision.** moby compares mtimes with `sameFsTime` (equal, or the same second
 //! when either side has zero nanoseconds, because trees extracted from tars only have whole
-//! seconds. That tolerance hides real changes: a layer extracted at `T.0` and then rewritten
-//! (same size) within second `T` looks unchanged, which is why moby's naive `Diff` sleeps to
-//! the next whole second before returning. We compare the full nanosecond mtime instead. It is
-//! exact for every case the drivers produce: a vfs copy keeps nanosecond mtimes (set with
-//! `utimensat`), a tar applied by us restores the PAX nanoseconds it carries, and any write
-//! through the kernel stamps the current time at the filesystem's granularity (1 ns on
-//! ext4, xfs, btrfs and tmpfs). The one case where precision is really lost is a filesystem
-//! with coarse timestamps, where a same-size rewrite within one tick keeps the old mtime:
-//! there size, mode, owner and (for symlinks) the target still count, and we accept that
-//! residue rather than sleeping. Directory mtimes and sizes are ignored, as in moby
-//! (moby/moby#9874): they change whenever a child does.
+//! seconds) and its naive `Diff` sleeps to the next whole second so that a later rewrite
+//! cannot fall into the same second as the extraction. We do it exactly instead:
+//!
+//! 1. mtimes are compared to the nanosecond. Copies keep nanosecond mtimes (vfs sets them
+//!    with `utimensat`), tars applied by us restore the PAX nanoseconds they carry, and our
+//!    exports write them, so an untouched file always compares equal.
+//! 2. The kernel stamps writes with a *coarse* clock (one scheduler tick, 1–10 ms, unless
+//!    the filesystem has multigrain timestamps), and some filesystems store whole seconds.
+//!    So a same-size rewrite made within the same tick as the original's last write keeps
+//!    the very same mtime: this is the one case where precision is lost, and stat data
+//!    cannot tell it from an untouched copy. It can only happen to a file created (copied)
+//!    less than a tick after the mtime it carries. We detect exactly that window: when all
+//!    stat data is equal, we look at the new file's birth time (`statx` btime, or ctime
+//!    where btime is missing) and, if it is within [`AMBIGUITY_WINDOW_NS`] of the mtime,
+//!    compare the two files' contents. Old files never pay for this; fresh ones pay one
+//!    read of equal-sized files, instead of everyone paying a sleep.
+//!
+//! Directory mtimes and sizes are ignored, as in moby (moby/moby#9874): they change
+//! whenever a child does.
 
 use std::collections::HashSet;
 use std::ffi::{CStr, OsStr};
@@ -191,7 +199,84 @@ fn entry_differs(
         return Ok(fsutil::read_link_at(new_dir, name)? != fsutil::read_link_at(old_dir, name)?);
     }
     let cap = c"security.capability";
-    Ok(fsutil::get_xattr_at(new_dir, name, cap)? != fsutil::get_xattr_at(old_dir, name, cap)?)
+    if fsutil::get_xattr_at(new_dir, name, cap)? != fsutil::get_xattr_at(old_dir, name, cap)? {
+        return Ok(true);
+    }
+    if new.file_type == rustix::fs::FileType::RegularFile && born_near_mtime(new_dir, name, new)? {
+        return contents_differ(new_dir, old_dir, name);
+    }
+    Ok(false)
+}
+
+/// Wider than any timestamp granularity we know of (coarse clock ticks, whole-second
+/// filesystems), so that every ambiguous file is caught.
+pub const AMBIGUITY_WINDOW_NS: i128 = 2_000_000_000;
+
+/// Whether the file was created (or last had its inode changed, without btime) so soon
+/// after the mtime it carries that a rewrite could have kept that mtime. See the module doc.
+fn born_near_mtime(dir: BorrowedFd<'_>, name: &CStr, meta: &Meta) -> io::Result<bool> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let stx = match rustix::fs::statx(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BTIME | StatxFlags::CTIME,
+    ) {
+        Ok(stx) => stx,
+        // No statx at all: assume the worst and compare contents.
+        Err(rustix::io::Errno::NOSYS) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    };
+    let born = if stx.stx_mask & StatxFlags::BTIME.bits() != 0 {
+        stx.stx_btime
+    } else {
+        stx.stx_ctime
+    };
+    let ns = |sec: i64, nsec: u32| i128::from(sec) * 1_000_000_000 + i128::from(nsec);
+    Ok(ns(born.tv_sec, born.tv_nsec) - ns(meta.mtime_sec, meta.mtime_nsec) < AMBIGUITY_WINDOW_NS)
+}
+
+/// Byte comparison of two regular files of equal size.
+fn contents_differ(
+    new_dir: BorrowedFd<'_>,
+    old_dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> io::Result<bool> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+    let open = |dir| -> io::Result<std::fs::File> {
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    };
+    let (mut a, mut b) = (open(new_dir)?, open(old_dir)?);
+    let (mut buf_a, mut buf_b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = read_full(&mut a, &mut buf_a)?;
+        let m = read_full(&mut b, &mut buf_b)?;
+        if n != m || buf_a[..n] != buf_b[..m] {
+            return Ok(true);
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match f.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
+    }
 }
 
 /// The size of `changes` in `dir`: the sizes of added and modified non-directories, each
