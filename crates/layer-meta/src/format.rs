@@ -21,7 +21,8 @@ pub(crate) const DESCRIPTOR_LIMIT: u64 = 1 << 20;
 /// A layer's registry descriptor (`descriptor.json`), docker/distribution's `Descriptor`.
 ///
 /// moby writes it only for layers whose descriptor has a digest (Windows foreign layers).
-/// Field order and `omitempty` rules match Go's, so [`encode_descriptor`] is byte-identical.
+/// Field order, `omitempty` rules and string escapes match Go's `json.Marshal`, so the
+/// `descriptor.json` written is byte-identical.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
     /// `mediaType`.

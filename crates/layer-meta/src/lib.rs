@@ -70,6 +70,14 @@
 //! directories that would block a commit, stray entries and `-removing` directories, logging each
 //! as a warning; [`MetaStore::remove_leftover`] removes one. The store decides which.
 //!
+//! # How it is tested
+//!
+//! moby's `filestore_test.go` cases (`tests/filestore.rs`); the layerdb of a real dockerd
+//! data-root read back exactly and rewritten byte-for-byte (`tests/docker_fixture.rs`); a
+//! [`FaultInjector`] failing every disk-changing step of every operation in turn with
+//! `ENOSPC`/`EIO`/`EEXIST` (`tests/fault_injection.rs`); and a child process SIGKILLed at random
+//! points while committing (`tests/crash.rs`).
+//!
 //! # Deliberate differences from moby
 //!
 //! 1. **Mount records are atomic and durable.** moby writes `mount-id`, `init-id` and `parent`

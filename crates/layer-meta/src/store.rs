@@ -93,6 +93,9 @@ impl LayerListing {
 }
 
 /// The layerdb metadata store. Cheap to clone; clones share the open root directory.
+///
+/// Open one store per layerdb per process and clone it: write-sets of live transactions are
+/// known per store, and another store (or process) would report them as stale leftovers.
 #[derive(Debug, Clone)]
 pub struct MetaStore {
     pub(crate) inner: Arc<Inner>,
