@@ -1,0 +1,264 @@
+//! `layer-bench`: our store driven exactly like `../shared/peers/moby-layer-bench` drives
+//! moby's, printing the same lines, so `cargo xtask bench peers` times both the same way.
+//!
+//! `layer-bench --root DIR --driver overlay2|vfs [-n N] [--rw] [--rw-apply TAR] [--reopen]
+//! [--release] TAR...`: the TARs are registered as one chain (N times over), every layer's tar
+//! stream is checked against its DiffID, then the optional RW, reopen and release steps run.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use layer_digest::{ChainId, Digester};
+use layer_store::{CreateRwOptions, LayerRef, Store, StoreOptions};
+
+struct Args {
+    root: PathBuf,
+    driver: String,
+    n: usize,
+    rw: bool,
+    rw_apply: Option<PathBuf>,
+    reopen: bool,
+    release: bool,
+    tars: Vec<PathBuf>,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        root: PathBuf::new(),
+        driver: "overlay2".into(),
+        n: 1,
+        rw: false,
+        rw_apply: None,
+        reopen: false,
+        release: false,
+        tars: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let arg = arg.trim_start_matches('-').to_owned();
+        match arg.as_str() {
+            "root" => a.root = it.next().expect("--root DIR").into(),
+            "driver" => a.driver = it.next().expect("--driver NAME"),
+            "n" => a.n = it.next().expect("-n N").parse().expect("-n takes a number"),
+            "rw" => a.rw = true,
+            "rw-apply" => a.rw_apply = Some(it.next().expect("--rw-apply TAR").into()),
+            "reopen" => a.reopen = true,
+            "release" => a.release = true,
+            _ => a.tars.push(arg.into()),
+        }
+    }
+    assert!(
+        !a.root.as_os_str().is_empty() && !a.tars.is_empty(),
+        "usage: layer-bench --root DIR --driver D TAR..."
+    );
+    a
+}
+
+fn mbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs.max(1e-9)
+}
+
+fn open(root: &Path, driver: &str) -> Store {
+    Store::open(StoreOptions::new(root).driver(driver))
+        .unwrap_or_else(|e| die(&format!("open: {e}")))
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("layer-bench: {msg}");
+    std::process::exit(1)
+}
+
+fn digest_of(mut r: impl Read) -> io::Result<(String, u64)> {
+    let mut d = Digester::sha256();
+    let n = io::copy(&mut r, &mut d)?;
+    Ok((d.finish().to_string(), n))
+}
+
+fn main() {
+    let args = parse();
+    std::fs::create_dir_all(&args.root).unwrap_or_else(|e| die(&format!("{e}")));
+    let t0 = Instant::now();
+    let mut store = open(&args.root, &args.driver);
+    println!(
+        "open      driver={} root={} secs={:.3}",
+        store.driver_name(),
+        args.root.display(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let mut layers: Vec<LayerRef> = Vec::new();
+    let (mut reg_bytes, mut reg_secs) = (0u64, 0f64);
+    for _ in 0..args.n {
+        for tar in &args.tars {
+            let f = std::fs::File::open(tar)
+                .unwrap_or_else(|e| die(&format!("{}: {e}", tar.display())));
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let parent = layers.last().map(|l| l.chain_id().clone());
+            let st = Instant::now();
+            let l = store
+                .register(io::BufReader::with_capacity(1 << 20, f), parent.as_ref())
+                .unwrap_or_else(|e| die(&format!("register: {e}")));
+            let secs = st.elapsed().as_secs_f64();
+            println!(
+                "register  {} chain={} diff={} tar_bytes={size} diff_size={} secs={secs:.3} MBps={:.1}",
+                layers.len(),
+                l.chain_id(),
+                l.diff_id(),
+                l.diff_size(),
+                mbps(size, secs)
+            );
+            reg_bytes += size;
+            reg_secs += secs;
+            layers.push(l);
+        }
+    }
+    println!(
+        "register  total layers={} bytes={reg_bytes} secs={reg_secs:.3} MBps={:.1}",
+        layers.len(),
+        mbps(reg_bytes, reg_secs)
+    );
+
+    let (mut ts_bytes, mut ts_secs, mut bad) = (0u64, 0f64, 0);
+    for (i, l) in layers.iter().enumerate() {
+        let st = Instant::now();
+        let (dg, nb) = l
+            .tar_stream()
+            .and_then(|s| {
+                digest_of(s).map_err(|e| layer_store::Error::Io {
+                    context: "tar stream".into(),
+                    source: e,
+                })
+            })
+            .unwrap_or_else(|e| die(&format!("tarstream: {e}")));
+        let secs = st.elapsed().as_secs_f64();
+        let ok = dg == l.diff_id().to_string();
+        bad += usize::from(!ok);
+        println!(
+            "tarstream {i} digest={dg} bytes={nb} match={ok} secs={secs:.3} MBps={:.1}",
+            mbps(nb, secs)
+        );
+        ts_bytes += nb;
+        ts_secs += secs;
+    }
+    println!(
+        "tarstream total bytes={ts_bytes} secs={ts_secs:.3} MBps={:.1} mismatches={bad}",
+        mbps(ts_bytes, ts_secs)
+    );
+
+    if args.rw {
+        let top = layers.last().map(|l| l.chain_id().clone());
+        let st = Instant::now();
+        let rw = store
+            .create_rw_layer("peer-bench-rw", top.as_ref(), &CreateRwOptions::default())
+            .unwrap_or_else(|e| die(&format!("create rw: {e}")));
+        println!("rw        create secs={:.3}", st.elapsed().as_secs_f64());
+        let st = Instant::now();
+        let path = rw
+            .mount("")
+            .unwrap_or_else(|e| die(&format!("mount rw: {e}")));
+        println!(
+            "rw        mount path={} secs={:.3}",
+            path.display(),
+            st.elapsed().as_secs_f64()
+        );
+        std::fs::write(path.join("peer-bench-added"), b"added\n")
+            .unwrap_or_else(|e| die(&format!("{e}")));
+        if let Some(victim) = walkdir::WalkDir::new(&path)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|e| e.file_type().is_file() && e.file_name() != "peer-bench-added")
+        {
+            std::fs::remove_file(victim.path()).unwrap_or_else(|e| die(&format!("{e}")));
+            println!(
+                "rw        deleted {}",
+                victim
+                    .path()
+                    .strip_prefix(&path)
+                    .map(|p| format!("/{}", p.display()))
+                    .unwrap_or_default()
+            );
+        }
+        rw.unmount()
+            .unwrap_or_else(|e| die(&format!("unmount: {e}")));
+        if let Some(apply) = &args.rw_apply {
+            let f = std::fs::File::open(apply).unwrap_or_else(|e| die(&format!("{e}")));
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let st = Instant::now();
+            let sz = rw
+                .apply_diff(&mut io::BufReader::with_capacity(1 << 20, f))
+                .unwrap_or_else(|e| die(&format!("rw applydiff: {e}")));
+            let secs = st.elapsed().as_secs_f64();
+            println!(
+                "rw        applydiff size={sz} secs={secs:.3} MBps={:.1}",
+                mbps(size, secs)
+            );
+        }
+        let st = Instant::now();
+        let ch = rw
+            .changes()
+            .unwrap_or_else(|e| die(&format!("changes: {e}")));
+        println!(
+            "rw        changes n={} secs={:.3}",
+            ch.len(),
+            st.elapsed().as_secs_f64()
+        );
+        let st = Instant::now();
+        let (dg, nb) = rw
+            .tar_stream()
+            .map_err(|e| e.to_string())
+            .and_then(|s| digest_of(s).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| die(&format!("rw tarstream: {e}")));
+        let secs = st.elapsed().as_secs_f64();
+        println!(
+            "rw        tarstream digest={dg} bytes={nb} secs={secs:.3} MBps={:.1}",
+            mbps(nb, secs)
+        );
+        store
+            .release_rw_layer(rw)
+            .unwrap_or_else(|e| die(&format!("release rw: {e}")));
+    }
+
+    if args.reopen {
+        store
+            .cleanup()
+            .unwrap_or_else(|e| die(&format!("cleanup: {e}")));
+        let ids: Vec<ChainId> = layers.iter().map(|l| l.chain_id().clone()).collect();
+        drop(layers);
+        drop(store);
+        let st = Instant::now();
+        store = open(&args.root, &args.driver);
+        let m = store.map();
+        println!(
+            "reopen    layers={} secs={:.3}",
+            m.len(),
+            st.elapsed().as_secs_f64()
+        );
+        layers = ids
+            .iter()
+            .map(|id| {
+                store
+                    .get(id)
+                    .unwrap_or_else(|e| die(&format!("get {id} after reopen: {e}")))
+            })
+            .collect();
+    }
+
+    if args.release {
+        let st = Instant::now();
+        let n = layers.len();
+        for l in layers.drain(..).rev() {
+            store
+                .release(l)
+                .unwrap_or_else(|e| die(&format!("release: {e}")));
+        }
+        println!(
+            "release   layers={n} secs={:.3}",
+            st.elapsed().as_secs_f64()
+        );
+    }
+    store
+        .cleanup()
+        .unwrap_or_else(|e| die(&format!("cleanup: {e}")));
+}
