@@ -41,6 +41,9 @@ pub struct StoreOptions {
     pub cleanup_on_open: bool,
     /// Wait for another process's lock on the root instead of failing at once.
     pub wait_for_lock: bool,
+    /// Test seam: consulted before every metadata step (see [`layer_meta::FaultInjector`]).
+    #[doc(hidden)]
+    pub fault_injector: Option<Arc<dyn layer_meta::FaultInjector>>,
 }
 
 impl StoreOptions {
@@ -54,6 +57,7 @@ impl StoreOptions {
             max_depth: DEFAULT_MAX_DEPTH,
             cleanup_on_open: false,
             wait_for_lock: true,
+            fault_injector: None,
         }
     }
 
@@ -144,6 +148,18 @@ impl Store {
     /// Opens (creating if needed) the store under a data-root and restores every layer and RW
     /// layer recorded there.
     pub fn open(opts: StoreOptions) -> Result<Store> {
+        Self::open_inner(opts, None)
+    }
+
+    /// Test seam: [`Store::open`] with a driver built by the caller (e.g. one that wraps a
+    /// real driver to inject failures). `opts.driver` names its layerdb (`image/<name>`) and
+    /// defaults to the driver's own name.
+    #[doc(hidden)]
+    pub fn open_with_driver(opts: StoreOptions, driver: Arc<dyn Driver>) -> Result<Store> {
+        Self::open_inner(opts, Some(driver))
+    }
+
+    fn open_inner(opts: StoreOptions, given: Option<Arc<dyn Driver>>) -> Result<Store> {
         let _span = tracing::info_span!("store_open", root = %opts.root.display()).entered();
         std::fs::create_dir_all(&opts.root)
             .map_err(|e| Error::io(format!("create data-root {}", opts.root.display()), e))?;
@@ -153,12 +169,16 @@ impl Store {
             opts.root.join("layerstore.lock"),
             opts.wait_for_lock,
         )?;
-        let (name, driver) = match &opts.driver {
-            Some(name) => (
+        let (name, driver) = match (given, &opts.driver) {
+            (Some(driver), name) => (
+                name.clone().unwrap_or_else(|| driver.name().to_owned()),
+                driver,
+            ),
+            (None, Some(name)) => (
                 name.clone(),
                 drivers::open(name, &opts.root, &opts.driver_options)?,
             ),
-            None => drivers::choose_and_open(&opts.root, &opts.driver_options)?,
+            (None, None) => drivers::choose_and_open(&opts.root, &opts.driver_options)?,
         };
         let image_dir = opts.root.join("image").join(&name);
         std::fs::create_dir_all(&image_dir)
@@ -168,7 +188,7 @@ impl Store {
             &image_dir.join("layerdb"),
             MetaOptions {
                 durability: opts.durability,
-                ..MetaOptions::default()
+                fault_injector: opts.fault_injector.clone(),
             },
         )?;
         let store = Store {
