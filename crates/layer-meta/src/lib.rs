@@ -96,7 +96,7 @@
 //!    them forever. `finish_removal` deletes exactly the named directory, `cache-id` last;
 //!    moby's `Remove` matches every `<hex>*-removing` with the same cache ID.
 //! 7. **Stricter validation**: `size` must be a canonical non-negative decimal (moby's
-//!    `ParseInt` would accept `+5`, `007`, `-1`); `cache-id` must be a single safe directory
+//!    `ParseInt` would accept `+5`, `007`, `-1`); `cache-id` must be a single safe UTF-8 directory
 //!    name without surrounding whitespace (moby accepts any non-empty string; BuildKit IDs
 //!    still pass); `descriptor.json`'s digest must be valid or empty; mount names may not
 //!    contain `/`. Only sha256 chain IDs are stored (moby would write `sha512/<hex>` but never
