@@ -4,11 +4,13 @@
 //! * `test`: the whole test suite, as CI runs it (fmt, clippy, tests, docs).
 //! * `demo`: the README's main job on an embedded default image.
 //! * `bench tarsplit`: our tar-split against Go's CLI, side by side.
+//! * `bench peers`: our store against moby's, containers-storage and GNU tar, side by side.
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod bench_peers;
 mod bench_tarsplit;
 
 fn main() -> ExitCode {
@@ -23,12 +25,16 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (job, rest) = args.split_first().map(|(j, r)| (j.as_str(), r)).unwrap_or(("help", &[]));
+    let (job, rest) = args
+        .split_first()
+        .map(|(j, r)| (j.as_str(), r))
+        .unwrap_or(("help", &[]));
     match job {
         "test" => test(rest),
         "bench" => match rest.split_first() {
             Some((what, rest)) if what == "tarsplit" => bench_tarsplit::run(rest),
-            _ => bail!("usage: cargo xtask bench tarsplit [ARGS]"),
+            Some((what, rest)) if what == "peers" => bench_peers::run(rest),
+            _ => bail!("usage: cargo xtask bench tarsplit|peers [ARGS]"),
         },
         "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <test|bench tarsplit> [ARGS]");
@@ -76,7 +82,14 @@ fn test(args: &[String]) -> Result<()> {
     step("fmt", fmt)?;
     if !quick {
         let mut clippy = cargo();
-        clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
         step("clippy", clippy)?;
     }
     let mut t = cargo();
@@ -84,7 +97,8 @@ fn test(args: &[String]) -> Result<()> {
     step("tests", t)?;
     if !quick {
         let mut doc = cargo();
-        doc.args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings");
+        doc.args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings");
         step("docs", doc)?;
     }
     Ok(())
