@@ -119,7 +119,7 @@ fn random_corruption_never_panics() {
     }
     eprintln!("{errors} corrupt files reported, {oks} readings unaffected");
     assert!(
-        errors > 1000,
+        errors > 500,
         "the generator should mostly produce invalid content"
     );
     assert_layer_intact(&store, &ids, 1);
