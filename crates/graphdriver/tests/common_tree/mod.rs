@@ -1,0 +1,105 @@
+//! Helpers shared by the archive tests: building tars and describing trees.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use graphdriver::archive::writer::{TarHeader, TarWriter};
+
+/// A tar from `(header, data)` pairs.
+pub fn tar_of(entries: &[(TarHeader, &[u8])]) -> Vec<u8> {
+    let mut w = TarWriter::new(Vec::new());
+    for (h, data) in entries {
+        let mut d = *data;
+        w.append(h, Some(&mut d)).unwrap();
+    }
+    w.finish().unwrap()
+}
+
+/// A file entry with content.
+pub fn file(name: &str, data: &'static str) -> (TarHeader, &'static [u8]) {
+    (TarHeader::file(name, data.len() as u64), data.as_bytes())
+}
+
+/// A directory entry.
+pub fn dir(name: &str) -> (TarHeader, &'static [u8]) {
+    (TarHeader::dir(name), b"")
+}
+
+/// An empty whiteout-style file entry.
+pub fn marker(name: &str) -> (TarHeader, &'static [u8]) {
+    (TarHeader::file(name, 0), b"")
+}
+
+/// A hard link entry.
+pub fn hardlink(name: &str, target: &str) -> (TarHeader, &'static [u8]) {
+    (TarHeader::hardlink(name, target), b"")
+}
+
+/// A symlink entry.
+pub fn symlink(name: &str, target: &str) -> (TarHeader, &'static [u8]) {
+    (TarHeader::symlink(name, target), b"")
+}
+
+/// What a tree holds, path → description (type, mode, owner, content or target; mtimes
+/// of non-directories when `with_times`). The root itself is left out.
+pub fn describe(root: &Path, with_times: bool) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let m = fs::symlink_metadata(entry.path()).unwrap();
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            "dir".to_string()
+        } else if ft.is_symlink() {
+            format!(
+                "symlink->{}",
+                fs::read_link(entry.path()).unwrap().display()
+            )
+        } else if ft.is_file() {
+            format!(
+                "file:{}",
+                String::from_utf8_lossy(&fs::read(entry.path()).unwrap())
+            )
+        } else if ft.is_char_device() {
+            format!("char:{}", m.rdev())
+        } else if ft.is_block_device() {
+            format!("block:{}", m.rdev())
+        } else if ft.is_fifo() {
+            "fifo".to_string()
+        } else {
+            "other".to_string()
+        };
+        let mut line = format!(
+            "{what} mode={:o} owner={}:{}",
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid()
+        );
+        if with_times && !ft.is_dir() {
+            line += &format!(" mtime={}.{:09}", m.mtime(), m.mtime_nsec());
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .display()
+            .to_string();
+        out.insert(rel, line);
+    }
+    out
+}
+
+/// The paths of a tree with just their kind and content (no modes), for stage checks.
+pub fn shape(root: &Path) -> Vec<String> {
+    describe(root, false)
+        .into_iter()
+        .map(|(p, d)| {
+            let kind = d.split(" mode=").next().unwrap().to_string();
+            format!("{p} {kind}")
+        })
+        .collect()
+}
