@@ -87,8 +87,9 @@
 //! 3. **Commit refuses any existing target with `EEXIST`**, including a regular file, where
 //!    Go's rename would fail with `ENOTDIR` on a file (same on-disk outcome: nothing replaced).
 //! 4. **Directories are fsynced** (write-set before, `sha256/` after the rename) by default;
-//!    moby fsyncs files only. If the post-rename fsync fails, the commit is undone (moved back
-//!    and deleted) and an error returned, so "error" always means "not registered".
+//!    moby fsyncs files only. If the fsync after a rename fails, the rename is undone (commit,
+//!    `set_mount`, `remove_mount`, `remove_layer`), so an error always means "nothing changed";
+//!    a clean-up failure after a completed change is a warning, its garbage a stale write-set.
 //! 5. **Leftovers are reported, not ignored**: moby never cleans `tmp/write-set-*` and skips
 //!    unloadable layers with a debug log; we report both (warning logs and
 //!    [`MetaStore::leftovers`], [`LayerListing::broken`]).
