@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tarsplit::asm::{DisasmEngine, DisasmOptions, NoVisitor, assemble, disassemble_to};
 use tarsplit::storage::{
-    DiscardFilePutter, JsonPacker, PathFileGetter, gzip_unpacker, gzip_writer,
+    BackgroundUnpacker, DiscardFilePutter, JsonPacker, PathFileGetter, gzip_unpacker, gzip_writer,
 };
 
 /// `tar-split` commands.
@@ -244,7 +244,8 @@ fn asm(args: AsmArgs) -> Result<()> {
     }
     let meta =
         File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
-    let unpacker = gzip_unpacker(meta);
+    // Decompress and decode the metadata on a second core while this one reads the files.
+    let unpacker = BackgroundUnpacker::spawn(gzip_unpacker(meta));
     let getter =
         PathFileGetter::new(&args.path).with_context(|| format!("opening {}", args.path))?;
     let out: Box<dyn Write> = if args.output == "-" {

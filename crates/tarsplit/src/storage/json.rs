@@ -360,6 +360,16 @@ impl<'de> de::Deserialize<'de> for Key {
                 f.write_str("a field name")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Key, E> {
+                // The exact spelling is what every writer uses: no folding needed.
+                match v {
+                    "type" => return Ok(Key::Type),
+                    "name" => return Ok(Key::Name),
+                    "name_raw" => return Ok(Key::NameRaw),
+                    "size" => return Ok(Key::Size),
+                    "payload" => return Ok(Key::Payload),
+                    "position" => return Ok(Key::Position),
+                    _ => {}
+                }
                 // Go matches field names case-insensitively, with Unicode simple folding
                 // (so the Kelvin sign matches k and the long s matches s).
                 let folded: String = v
@@ -415,7 +425,7 @@ impl<'de> de::Deserialize<'de> for GoBytes {
 /// Decodes like Go's `base64.StdEncoding`, which skips CR and LF anywhere.
 pub fn decode_go_base64(s: &[u8]) -> Result<Vec<u8>, String> {
     let stripped;
-    let input = if s.iter().any(|&b| b == b'\r' || b == b'\n') {
+    let input = if s.contains(&b'\n') || s.contains(&b'\r') {
         stripped = s
             .iter()
             .copied()

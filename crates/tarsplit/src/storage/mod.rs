@@ -8,12 +8,14 @@
 //!   [`BufferFileGetPutter`] (memory), [`DiscardFilePutter`] (nothing).
 //! * [`gzip_writer`] / [`gzip_reader`]: the metadata is stored gzip-compressed in practice.
 
+mod background;
 mod entry;
 mod files;
 mod json;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
+pub use background::BackgroundUnpacker;
 pub use entry::{Entry, EntryKind};
 pub use files::{
     BufferFileGetPutter, DiscardFilePutter, FileBody, FileGetter, FilePutter, PathFileGetter,
@@ -100,7 +102,7 @@ pub fn gzip_reader<R: Read>(r: R) -> BufReader<flate2::read::MultiGzDecoder<BufR
 }
 
 /// A JSON unpacker over gzip-compressed metadata.
-pub fn gzip_unpacker<R: Read>(r: R) -> JsonUnpacker<impl BufRead> {
+pub fn gzip_unpacker<R: Read>(r: R) -> JsonUnpacker<impl BufRead + use<R>> {
     JsonUnpacker::new(gzip_reader(r))
 }
 
