@@ -1,14 +1,26 @@
 //! The one-pass register pipeline: hash, split and apply a layer tar together.
+//!
+//! Two threads share the work. The *reader* pulls the input, hashes every byte (the DiffID)
+//! and runs the tar-split disassembler, which gzips its JSON into the transaction's
+//! `tar-split.json.gz`; the bytes it passes on travel in 1 MiB chunks over a bounded channel
+//! to the *applier*, the calling thread, where the driver extracts them. Hashing and gzip thus
+//! overlap with file creation, and memory stays bounded by the channel (at most
+//! `CHUNKS_IN_FLIGHT` chunks) whatever the layer size.
 
 use std::io::{self, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use graphdriver::Driver;
 use layer_digest::{DiffId, DigestReader};
-use layer_meta::Transaction;
+use layer_meta::{TarSplitWriter, Transaction};
 use tarsplit::asm::Disassembler;
 use tarsplit::storage::{DiscardFilePutter, JsonPacker};
 
 use crate::error::{Error, Result};
+
+const CHUNK: usize = 1 << 20;
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What applying a layer produced.
 pub(crate) struct Applied {
@@ -16,14 +28,13 @@ pub(crate) struct Applied {
     pub(crate) size: u64,
 }
 
-/// Reads `tar` once: a [`DigestReader`] hashes every byte (the DiffID), the tar-split
-/// [`Disassembler`] records headers and payload CRCs into the transaction's
-/// `tar-split.json.gz`, and the driver applies the very bytes the disassembler passes on.
+/// Reads `tar` once: hashes it, records its tar-split metadata into `tx` and has the driver
+/// apply the same bytes into `cache_id`.
 ///
-/// The driver may stop reading at the end-of-archive blocks; whatever follows is drained so
-/// that it reaches the digest and the tar-split metadata too (the DiffID covers every byte up
-/// to EOF, as moby's).
-pub(crate) fn apply_and_split<R: Read>(
+/// The driver may stop reading at the end-of-archive blocks; the reader thread still reads
+/// to EOF so that trailing bytes reach the digest and the tar-split metadata (the DiffID
+/// covers every byte, as moby's).
+pub(crate) fn apply_and_split<R: Read + Send>(
     driver: &dyn Driver,
     tx: &mut Transaction,
     cache_id: &str,
@@ -31,18 +42,80 @@ pub(crate) fn apply_and_split<R: Read>(
     tar: R,
 ) -> Result<Applied> {
     let tar_split = tx.tar_split_writer()?;
+    let stop = AtomicBool::new(false);
+    let (chunks_tx, chunks_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+
+    let (applied, split) = std::thread::scope(|s| {
+        let reader =
+            s.spawn(|| split_and_forward(tar, tar_split, chunks_tx, spare_rx, &stop, cache_id));
+        let mut input = ChunkReader {
+            rx: chunks_rx,
+            spare: spare_tx,
+            current: Vec::new(),
+            pos: 0,
+        };
+        let applied = {
+            let _span = tracing::info_span!("apply", cache = cache_id).entered();
+            driver.apply_diff(cache_id, parent_cache, &mut input)
+        };
+        if applied.is_err() {
+            // No point reading a multi-gigabyte input to its end for a layer we will discard.
+            stop.store(true, Ordering::Relaxed);
+        }
+        drop(input);
+        let split = reader.join().unwrap_or_else(|_| {
+            Err(Error::io(
+                format!("layer {cache_id}: reader thread panicked"),
+                io::Error::other("panic"),
+            ))
+        });
+        (applied, split)
+    });
+    // A tar-split failure (malformed or truncated tar) explains an apply failure better than
+    // the apply error does, so it wins; a reader stopped because the apply failed does not.
+    match (split?, applied) {
+        (Some(diff_id), Ok(size)) => Ok(Applied { diff_id, size }),
+        (_, Err(e)) => Err(e.into()),
+        (None, Ok(_)) => Err(Error::io(
+            format!("layer {cache_id}: reading stopped before the end"),
+            io::Error::other("stopped"),
+        )),
+    }
+}
+
+/// The reader thread: input → digest → disassembler → chunks for the applier.
+fn split_and_forward<R: Read>(
+    tar: R,
+    tar_split: TarSplitWriter,
+    chunks: SyncSender<Vec<u8>>,
+    spare: Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+    cache_id: &str,
+) -> Result<Option<DiffId>> {
     let packer = JsonPacker::new(BufWriter::with_capacity(256 << 10, tar_split));
-    let hashed = DigestReader::new(tar);
-    let mut disasm = Disassembler::new(hashed, packer, DiscardFilePutter);
-
-    let applied = {
-        let _span = tracing::info_span!("apply", cache = cache_id).entered();
-        driver.apply_diff(cache_id, parent_cache, &mut disasm)
-    };
-    let drained = io::copy(&mut disasm, &mut io::sink());
-    let size = applied?;
-    drained.map_err(|e| split_error(cache_id, e))?;
-
+    let mut disasm = Disassembler::new(DigestReader::new(tar), packer, DiscardFilePutter);
+    let mut applier_gone = false;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut buf = spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        buf.resize(CHUNK, 0);
+        let n = fill(&mut disasm, &mut buf).map_err(|e| split_error(cache_id, e))?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        // Once the applier has stopped reading (end-of-archive reached), keep reading to EOF
+        // for the digest and the metadata, but stop sending.
+        if !applier_gone && chunks.send(buf).is_err() {
+            applier_gone = true;
+        }
+    }
+    drop(chunks);
     let (hashed, packer, _, _) = disasm.into_parts();
     let mut buffered = packer.into_inner();
     buffered
@@ -55,29 +128,63 @@ pub(crate) fn apply_and_split<R: Read>(
         )
     })?;
     tar_split.finish()?;
-    Ok(Applied {
-        diff_id: DiffId::new(hashed.digest()),
-        size,
-    })
+    Ok(Some(DiffId::new(hashed.digest())))
+}
+
+/// Reads until `buf` is full or EOF.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The applier's view of the stream: chunks from the reader thread, buffers sent back for
+/// reuse.
+struct ChunkReader {
+    rx: Receiver<Vec<u8>>,
+    spare: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    let done = std::mem::replace(&mut self.current, next);
+                    let _ = self.spare.try_send(done);
+                    self.pos = 0;
+                }
+                // The reader thread finished (EOF) or failed; its error is reported by join.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Turns an I/O error from the disassembler back into the tar-split error it carries.
 fn split_error(layer: &str, e: io::Error) -> Error {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<tarsplit::Error>())
+    if e.get_ref()
+        .is_some_and(|inner| inner.is::<tarsplit::Error>())
     {
-        Some(_) => {
-            let inner = e
-                .into_inner()
-                .expect("checked above")
-                .downcast::<tarsplit::Error>()
-                .expect("checked above");
-            Error::TarSplit {
-                layer: layer.to_owned(),
-                source: *inner,
-            }
-        }
-        None => Error::io(format!("layer {layer}: read layer tar"), e),
+        let inner = e.into_inner().expect("checked above");
+        let inner = inner.downcast::<tarsplit::Error>().expect("checked above");
+        return Error::TarSplit {
+            layer: layer.to_owned(),
+            source: *inner,
+        };
     }
+    Error::io(format!("layer {layer}: read layer tar"), e)
 }

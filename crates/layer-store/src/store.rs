@@ -422,12 +422,12 @@ impl Store {
     /// applied by the driver in the same pass. Nothing becomes visible unless everything
     /// succeeded; on any error every directory and file made for it is removed. Registering
     /// content that already exists returns a new reference to the existing layer.
-    pub fn register<R: Read>(&self, tar: R, parent: Option<&ChainId>) -> Result<LayerRef> {
+    pub fn register<R: Read + Send>(&self, tar: R, parent: Option<&ChainId>) -> Result<LayerRef> {
         self.register_with_descriptor(tar, parent, None)
     }
 
     /// [`Store::register`] that also stores a distribution descriptor (`descriptor.json`).
-    pub fn register_with_descriptor<R: Read>(
+    pub fn register_with_descriptor<R: Read + Send>(
         &self,
         tar: R,
         parent: Option<&ChainId>,
@@ -445,7 +445,7 @@ impl Store {
             })
     }
 
-    fn register_inner<R: Read>(
+    fn register_inner<R: Read + Send>(
         &self,
         tar: R,
         parent: Option<&ChainId>,
@@ -569,8 +569,10 @@ impl Store {
     /// Gives back a reference. A layer whose count drops to zero is deleted, then its parent is
     /// released in turn; returns what was deleted, child first.
     ///
-    /// Deviation from moby: a failure while deleting from disk leaves the layer in the map and
-    /// its parent counted, so the state in memory still matches the disk; moby drops both.
+    /// Deviation from moby: a failure before the layer's metadata is marked for removal leaves
+    /// the layer in the map, held by nothing, and its parent counted, so memory still matches
+    /// the disk and a later get + release deletes it; moby drops both. A failure after the mark
+    /// forgets the layer and releases its parent (gc finishes the removal on disk).
     pub fn release(&self, mut layer: LayerRef) -> Result<Vec<Metadata>> {
         let _span = tracing::info_span!("release", layer = %layer.chain_id()).entered();
         layer.released = true;
@@ -602,10 +604,22 @@ impl Store {
             }
             let layer = entry.layer.clone();
             let md = layer.metadata_record();
-            if let Err(e) = self.delete_layer(&layer) {
-                // Keep memory in line with the disk: the layer is still (partly) there.
-                state.layers.get_mut(&id).expect("still present").count += 1;
-                return Err(e);
+            match self.delete_layer(&layer) {
+                Ok(()) => {}
+                // Nothing changed on disk: the layer stays, held by nothing (as a layer
+                // restored after a restart), so a later get + release deletes it; its parent
+                // still counts it as a child.
+                Err(DeleteError::Unchanged(e)) => return Err(e),
+                // The metadata is already marked for removal: the layer is gone (gc or the
+                // next open finishes the removal). Forget it and release its parent, so that
+                // the map and the counts keep matching what the layerdb lists.
+                Err(DeleteError::Marked(e)) => {
+                    state.layers.remove(&id);
+                    if let Some(p) = layer.parent() {
+                        let _ = self.release_chain(state, p.chain_id().clone());
+                    }
+                    return Err(e);
+                }
             }
             state.layers.remove(&id);
             removed.push(md);
@@ -618,11 +632,17 @@ impl Store {
 
     /// Removes a layer from disk: metadata renamed to `-removing` first, then the driver
     /// directory, then the metadata. A crash in between leaves an orphan that cleanup finishes.
-    fn delete_layer(&self, layer: &Layer) -> Result<()> {
+    fn delete_layer(&self, layer: &Layer) -> std::result::Result<(), DeleteError> {
         let meta = &self.inner.backend.meta;
-        let orphan = meta.remove_layer(layer.chain_id())?;
-        self.inner.backend.driver.remove(layer.cache_id())?;
-        meta.finish_removal(&orphan)?;
+        let orphan = meta
+            .remove_layer(layer.chain_id())
+            .map_err(|e| DeleteError::Unchanged(e.into()))?;
+        let finish = || -> Result<()> {
+            self.inner.backend.driver.remove(layer.cache_id())?;
+            meta.finish_removal(&orphan)?;
+            Ok(())
+        };
+        finish().map_err(DeleteError::Marked)?;
         tracing::info!(layer = %layer.chain_id(), cache = layer.cache_id(), "deleted layer");
         Ok(())
     }
@@ -772,9 +792,21 @@ impl Store {
                 return Ok(Vec::new());
             }
         }
-        if let Err(e) = self.remove_rw_from_disk(&name, &m) {
-            lock(&m.0.refs).insert(layer.ref_id);
-            return Err(e);
+        match self.remove_rw_from_disk(&name, &m) {
+            Ok(()) => {}
+            // Nothing changed: the RW layer stays, held by nothing (as after a restart), so
+            // get_rw_layer + release_rw_layer retries. (Putting the consumed handle's ID back
+            // would make it unreleasable.)
+            Err(DeleteError::Unchanged(e)) => return Err(e),
+            // The record is gone: so is the RW layer; gc collects its directories.
+            Err(DeleteError::Marked(e)) => {
+                lock(&self.inner.mounts).remove(&name);
+                if let Some(p) = m.parent() {
+                    let mut state = lock(&self.inner.state);
+                    let _ = self.release_chain(&mut state, p.chain_id().clone());
+                }
+                return Err(e);
+            }
         }
         lock(&self.inner.mounts).remove(&name);
         match m.parent() {
@@ -786,15 +818,24 @@ impl Store {
         }
     }
 
-    /// Removes an RW layer's directories and record. The record goes last, so a crash leaves a
-    /// record whose directories are gone, which open still loads and release finishes.
-    fn remove_rw_from_disk(&self, name: &str, m: &RwLayer) -> Result<()> {
+    /// Removes an RW layer's record, then its directories. The record goes first (one atomic
+    /// step), so an interruption leaves only directories that nothing names, which gc
+    /// collects; never a record whose directories are gone.
+    fn remove_rw_from_disk(&self, name: &str, m: &RwLayer) -> std::result::Result<(), DeleteError> {
+        self.inner
+            .backend
+            .meta
+            .remove_mount(name)
+            .map_err(|e| DeleteError::Unchanged(e.into()))?;
         let driver = &self.inner.backend.driver;
-        driver.remove(m.mount_id())?;
-        if let Some(init) = m.init_id() {
-            driver.remove(init)?;
-        }
-        self.inner.backend.meta.remove_mount(name)?;
+        let dirs = || -> Result<()> {
+            driver.remove(m.mount_id())?;
+            if let Some(init) = m.init_id() {
+                driver.remove(init)?;
+            }
+            Ok(())
+        };
+        dirs().map_err(DeleteError::Marked)?;
         tracing::info!(name, mount = m.mount_id(), "removed RW layer");
         Ok(())
     }
@@ -831,7 +872,20 @@ impl Store {
         let mut state = lock(&self.inner.state);
         if let Some(e) = state.layers.get(id) {
             let layer = e.layer.clone();
-            self.delete_layer(&layer)?;
+            match self.delete_layer(&layer) {
+                Ok(()) => {}
+                Err(DeleteError::Unchanged(e)) => return Err(e),
+                Err(DeleteError::Marked(e)) => {
+                    // Gone from the layerdb's listing: forget it (gc finishes the removal).
+                    state.layers.remove(id);
+                    if let Some(p) = layer.parent()
+                        && let Some(pe) = state.layers.get_mut(p.chain_id())
+                    {
+                        pe.count = pe.count.saturating_sub(1);
+                    }
+                    return Err(e);
+                }
+            }
             state.layers.remove(id);
             if let Some(p) = layer.parent()
                 && let Some(pe) = state.layers.get_mut(p.chain_id())
@@ -848,7 +902,21 @@ impl Store {
         let Some(m) = lock(&self.inner.mounts).get(name).cloned() else {
             return Ok(());
         };
-        self.remove_rw_from_disk(name, &m)?;
+        match self.remove_rw_from_disk(name, &m) {
+            Ok(()) => {}
+            Err(DeleteError::Unchanged(e)) => return Err(e),
+            Err(DeleteError::Marked(e)) => {
+                // The record is gone; forget the RW layer below, then report.
+                lock(&self.inner.mounts).remove(name);
+                if let Some(p) = m.parent() {
+                    let mut state = lock(&self.inner.state);
+                    if let Some(pe) = state.layers.get_mut(p.chain_id()) {
+                        pe.count = pe.count.saturating_sub(1);
+                    }
+                }
+                return Err(e);
+            }
+        }
         lock(&self.inner.mounts).remove(name);
         if let Some(p) = m.parent() {
             let mut state = lock(&self.inner.state);
@@ -858,6 +926,13 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Why [`Store::delete_layer`] failed: before anything changed on disk, or after the layer's
+/// metadata was marked for removal (the point of no return).
+enum DeleteError {
+    Unchanged(Error),
+    Marked(Error),
 }
 
 /// Undoes a half-done register or RW-layer creation when dropped without [`disarm`]:
