@@ -1,24 +1,75 @@
 //! `layerctl`: the command-line tool over the layer store.
 //!
-//! Subcommands are grouped by area; each group lives in its own module.
+//! Every command works on a data-root with Docker's layout (`--root`, default
+//! `$LAYERCTL_ROOT`, else `/var/lib/layerctl` as root or `~/.local/share/layerctl`), so a
+//! Docker data-root with the daemon stopped works too. Subcommands are grouped by area; each
+//! group lives in its own module:
 //!
-//! * `layerctl tar-split disasm|asm|checksize`: a drop-in for Go's `tar-split` CLI.
+//! * [`layer_cmd`]: `import`, `ls`, `inspect`, `export`, `rm`, `commit`.
+//! * [`load`]: `load` of `docker save` archives and OCI layouts/archives.
+//! * [`rw_cmd`]: `rw create|ls|mount|unmount|changes|diff|rm`.
+//! * [`maint_cmd`]: `check`, `gc`, `info`.
+//! * `tar-split disasm|asm|checksize`: a drop-in for Go's `tar-split` CLI.
+//!
+//! Exit status: 0 on success, 1 on failure (one `error: …` line on stderr), 2 on usage errors.
+//!
+//! Reference counting: the store counts references like moby, where a leaf layer nobody holds
+//! is deleted by the next release that reaches it. A CLI user expects layers to stay until
+//! `layerctl rm`, so commands that release anything first take (and keep) references on the
+//! layers that must survive; see [`layer_cmd::rm`] and [`rw_cmd`].
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod compression;
+mod context;
+mod initlayer;
+mod layer_cmd;
+mod load;
+mod maint_cmd;
+mod output;
+mod progress;
+mod rw_cmd;
 mod tarsplit_cmd;
+
+use context::GlobalArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "layerctl", version, about = "Container image layer store tool")]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Register a layer tar (plain, gzip or zstd) on an optional parent; prints the chain ID.
+    Import(layer_cmd::ImportArgs),
+    /// Load a `docker save` archive, an OCI layout directory or an OCI archive; prints the top
+    /// chain ID of each image.
+    Load(load::LoadArgs),
+    /// List all layers.
+    Ls(layer_cmd::LsArgs),
+    /// Show one layer as JSON.
+    Inspect(layer_cmd::InspectArgs),
+    /// Write a layer's exact original tar.
+    Export(layer_cmd::ExportArgs),
+    /// Remove a layer and the parents it leaves unused.
+    Rm(layer_cmd::RmArgs),
+    /// Read-write (container) layers.
+    #[command(subcommand)]
+    Rw(rw_cmd::RwCommand),
+    /// Register an RW layer's changes as a new layer on its parent; prints the chain ID.
+    Commit(layer_cmd::CommitArgs),
+    /// Check every layer and RW layer (exit 1 when anything is wrong).
+    Check(maint_cmd::CheckArgs),
+    /// Remove what interrupted work left behind.
+    Gc,
+    /// Show the driver, its status, counts and the root.
+    Info,
     /// Disassemble and reassemble tar archives (compatible with Go's tar-split).
     #[command(name = "tar-split")]
     TarSplit(tarsplit_cmd::TarSplitArgs),
@@ -26,14 +77,36 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    context::init_logging(&cli.global);
     let result = match cli.command {
         Command::TarSplit(args) => tarsplit_cmd::run(args),
+        command => run(&cli.global, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("layerctl: error: {err:#}");
+            // One line, whatever the causes' messages hold.
+            let msg = format!("{err:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
+    let ctx = context::Context::new(global)?;
+    match command {
+        Command::Import(a) => layer_cmd::import(&ctx, a),
+        Command::Load(a) => load::run(&ctx, a),
+        Command::Ls(a) => layer_cmd::ls(&ctx, a),
+        Command::Inspect(a) => layer_cmd::inspect(&ctx, a),
+        Command::Export(a) => layer_cmd::export(&ctx, a),
+        Command::Rm(a) => layer_cmd::rm(&ctx, a),
+        Command::Rw(c) => rw_cmd::run(&ctx, c),
+        Command::Commit(a) => layer_cmd::commit(&ctx, a),
+        Command::Check(a) => maint_cmd::check(&ctx, a),
+        Command::Gc => maint_cmd::gc(&ctx),
+        Command::Info => maint_cmd::info(&ctx),
+        Command::TarSplit(_) => unreachable!("handled before the store is opened"),
     }
 }

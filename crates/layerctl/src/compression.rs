@@ -1,0 +1,57 @@
+//! Layer compression, detected by magic bytes as `docker load` does (plain, gzip, zstd).
+
+use std::io::{self, BufReader, Read};
+
+/// How a stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Not compressed (a plain tar).
+    None,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+}
+
+impl Compression {
+    /// Recognises the first bytes of a stream.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// Wraps `input` in the decompressor its first bytes call for. Reads stay streaming: nothing
+/// beyond the decoders' own buffers is held in memory.
+pub fn decompress<'a, R: Read + Send + 'a>(
+    mut input: R,
+) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
+    // Read the magic with a loop: a pipe may hand out fewer bytes per read than it needs.
+    let mut head = [0u8; 4];
+    let mut len = 0;
+    while len < head.len() {
+        match input.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let kind = Compression::detect(&head[..len]);
+    let whole = BufReader::with_capacity(
+        64 * 1024,
+        io::Cursor::new(head[..len].to_vec()).chain(input),
+    );
+    let reader: Box<dyn Read + Send + 'a> = match kind {
+        Compression::None => Box::new(whole),
+        // Multi-member gzip (as `pigz` or concatenation writes) is one stream to `gzip -d`.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(whole)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(whole)?),
+    };
+    Ok((kind, reader))
+}

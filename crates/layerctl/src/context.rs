@@ -1,0 +1,147 @@
+//! Global options, logging, and opening the store they name.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{ArgAction, Args, ValueEnum};
+use layer_digest::ChainId;
+use layer_store::{LayerRef, Store, StoreOptions};
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The data-root, with Docker's layout [default: $LAYERCTL_ROOT, else /var/lib/layerctl as
+    /// root, else $XDG_DATA_HOME/layerctl or ~/.local/share/layerctl].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The graph driver [default: the one the root uses, else overlay2 where it works, else vfs].
+    #[arg(long, global = true, value_enum)]
+    pub driver: Option<DriverName>,
+    /// Machine-readable output for listing and inspecting commands.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress bars and no logs.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Logs on stderr: `-v` info, `-vv` debug, `-vvv` trace.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The drivers the CLI offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverName {
+    /// Kernel overlayfs (needs root).
+    Overlay2,
+    /// Full copies; works anywhere.
+    Vfs,
+}
+
+impl DriverName {
+    fn as_str(self) -> &'static str {
+        match self {
+            DriverName::Overlay2 => "overlay2",
+            DriverName::Vfs => "vfs",
+        }
+    }
+}
+
+/// Sets up `tracing` on stderr as `-v`/`-q` ask; `RUST_LOG` wins when set.
+pub fn init_logging(args: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (args.quiet, args.verbose) {
+        (true, _) | (false, 0) => None,
+        (false, 1) => Some("info"),
+        (false, 2) => Some("debug"),
+        (false, _) => Some("trace"),
+    };
+    let filter = match (std::env::var("RUST_LOG"), level) {
+        (Ok(spec), _) if !spec.is_empty() => EnvFilter::new(spec),
+        (_, Some(level)) => EnvFilter::new(level),
+        _ => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The default data-root for this user.
+pub fn default_root() -> Result<PathBuf> {
+    if let Some(root) = std::env::var_os("LAYERCTL_ROOT").filter(|r| !r.is_empty()) {
+        return Ok(PathBuf::from(root));
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/layerctl"));
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(data).join("layerctl"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("no --root given and neither $LAYERCTL_ROOT, $XDG_DATA_HOME nor $HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/layerctl"))
+}
+
+/// What a command runs with: the open store and the output settings.
+#[derive(Debug)]
+pub struct Context {
+    pub store: Store,
+    pub json: bool,
+    /// Progress bars are drawn (stderr is a terminal and not `-q`).
+    pub progress: bool,
+}
+
+impl Context {
+    /// Opens the store the global options name (waiting for another process's lock).
+    pub fn new(args: &GlobalArgs) -> Result<Context> {
+        let root = match &args.root {
+            Some(r) => r.clone(),
+            None => default_root()?,
+        };
+        let mut opts = StoreOptions::new(&root);
+        opts.driver = args.driver.map(|d| d.as_str().to_owned());
+        let store =
+            Store::open(opts).with_context(|| format!("open layer store at {}", root.display()))?;
+        Ok(Context {
+            store,
+            json: args.json,
+            progress: !args.quiet && std::io::stderr().is_terminal(),
+        })
+    }
+
+    /// Finds a layer by chain ID: `sha256:<hex>`, `<hex>`, or a unique prefix of either.
+    pub fn resolve_layer(&self, id: &str) -> Result<ChainId> {
+        if let Ok(c) = id.parse::<ChainId>() {
+            if self.store.map().contains_key(&c) {
+                return Ok(c);
+            }
+            anyhow::bail!("layer does not exist: {c}");
+        }
+        let hex = id.strip_prefix("sha256:").unwrap_or(id);
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!("invalid layer ID {id:?}: want sha256:<hex> or a hex prefix");
+        }
+        let matches: Vec<ChainId> = self
+            .store
+            .map()
+            .into_keys()
+            .filter(|c| c.hex().starts_with(hex))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => anyhow::bail!("layer does not exist: {id}"),
+            many => anyhow::bail!("layer ID prefix {id} is ambiguous ({} layers)", many.len()),
+        }
+    }
+
+    /// A reference that keeps `id` alive for the rest of the process: never released, so no
+    /// later release in this process can reach zero on it and delete it. (Dropping a
+    /// [`LayerRef`] only logs; the store forgets the count when the process ends.)
+    pub fn pin(&self, id: &ChainId) -> Result<()> {
+        let r: LayerRef = self.store.get(id)?;
+        std::mem::forget(r);
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! `load`: every layer of a `docker save` archive, an OCI layout directory or an OCI archive,
+//! registered as a chain and checked against the image config's DiffIDs.
+//!
+//! All or nothing: a layer whose DiffID (or OCI blob digest) does not match, or any other
+//! failure, releases every layer this load created, so the store is left as it was. Layers
+//! that existed before are pinned (a reference kept for the rest of the process) so that
+//! releasing their new children can never cascade into deleting them.
+//!
+//! Streaming: an archive file is indexed in place and each layer read straight from it; stdin
+//! and compressed archives are first spooled to an unnamed temporary file under the root.
+
+mod format;
+mod source;
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read, Seek};
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use layer_digest::{ChainId, DigestReader, chain_id};
+use layer_store::LayerRef;
+
+use crate::compression::{self, Compression};
+use crate::context::Context;
+use crate::progress;
+use format::ImagePlan;
+use source::{Source, TarIndex};
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// A `docker save` archive or OCI archive (tar, maybe gzip/zstd-compressed), an OCI layout
+    /// directory, or `-` for an archive on stdin.
+    input: String,
+}
+
+/// What goes wrong reading an image archive.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The archive is not a readable tar.
+    #[error("{0}: corrupt archive: {1}")]
+    Corrupt(String, String),
+    /// A member the manifests name is not there.
+    #[error("{0}: missing from the image: {1}")]
+    Missing(String, String),
+    /// A member path that climbs out of the image.
+    #[error("{0:?}: path escapes the image")]
+    BadPath(String),
+    /// A JSON document over the size cap.
+    #[error("{0}: JSON document of {1} bytes is over the {max} byte limit", max = format::MAX_JSON)]
+    TooLarge(String, u64),
+    /// A JSON document that does not parse or says something impossible.
+    #[error("{0}: {1}")]
+    BadJson(String, String),
+    /// The manifest and the config disagree on the number of layers.
+    #[error("image {image}: {layers} layers but {diff_ids} diff_ids in the config")]
+    LayerCount {
+        image: String,
+        layers: usize,
+        diff_ids: usize,
+    },
+    /// An OCI blob whose content does not hash to its descriptor's digest.
+    #[error("blob {blob}: digest mismatch: expected {expected}, got {actual}")]
+    BlobDigest {
+        blob: String,
+        expected: String,
+        actual: String,
+    },
+    /// A layer whose tar does not hash to the config's DiffID.
+    #[error(
+        "image {image}: layer {index} ({path}): DiffID mismatch: config says {expected}, content is {actual}"
+    )]
+    DiffIdMismatch {
+        image: String,
+        index: usize,
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    /// Neither format.
+    #[error("{0}: not a docker-save archive or OCI layout (no manifest.json or index.json)")]
+    UnknownFormat(String),
+    /// I/O with context.
+    #[error("{0}: {1}")]
+    Io(String, #[source] io::Error),
+}
+
+impl LoadError {
+    pub(crate) fn io(what: String, e: io::Error) -> Self {
+        LoadError::Io(what, e)
+    }
+}
+
+pub fn run(ctx: &Context, args: LoadArgs) -> Result<()> {
+    let source = open_source(ctx, &args.input)?;
+    let plans = if source.exists("manifest.json") {
+        format::docker_save(&source)
+    } else if source.exists("index.json") {
+        format::oci(&source)
+    } else {
+        Err(LoadError::UnknownFormat(args.input.clone()))
+    }
+    .with_context(|| format!("load {}", args.input))?;
+
+    let mut loader = Loader::new(ctx);
+    let result = loader.load_all(&source, &plans);
+    match result {
+        Ok(tops) => {
+            loader.keep();
+            for top in tops {
+                println!("{top}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            loader.roll_back();
+            Err(e).with_context(|| format!("load {}", args.input))
+        }
+    }
+}
+
+/// Opens the input as a [`Source`]: a directory as is, a plain tar in place, stdin or a
+/// compressed archive through an unnamed spool file under the root.
+fn open_source(ctx: &Context, input: &str) -> Result<Source> {
+    let path = Path::new(input);
+    if input != "-" && path.is_dir() {
+        return Ok(Source::Dir(path.to_path_buf()));
+    }
+    let mut file = if input == "-" {
+        spool(ctx, io::stdin(), "stdin")?
+    } else {
+        File::open(path).with_context(|| format!("open {input}"))?
+    };
+    let mut head = [0u8; 4];
+    let n = read_up_to(&mut file, &mut head).with_context(|| format!("read {input}"))?;
+    file.rewind().with_context(|| format!("read {input}"))?;
+    if Compression::detect(&head[..n]) != Compression::None {
+        let (_, plain) = compression::decompress(file).with_context(|| format!("read {input}"))?;
+        file = spool(ctx, plain, input)?;
+    }
+    Ok(Source::Tar(TarIndex::build(file, input)?))
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Copies a stream to an unnamed file under the root (same filesystem as the layers, gone
+/// when closed whatever happens) and rewinds it.
+fn spool(ctx: &Context, mut input: impl Read, what: &str) -> Result<File> {
+    let mut file = tempfile::tempfile_in(ctx.store.root())
+        .with_context(|| format!("create a spool file under {}", ctx.store.root().display()))?;
+    io::copy(&mut input, &mut file).with_context(|| format!("read {what}"))?;
+    file.rewind()?;
+    Ok(file)
+}
+
+/// Registers layers and remembers what it must undo.
+struct Loader<'a> {
+    ctx: &'a Context,
+    /// Layers that existed before this load: never released by it.
+    before: HashSet<ChainId>,
+    /// References to layers this load created, in creation order.
+    created: Vec<LayerRef>,
+}
+
+impl<'a> Loader<'a> {
+    fn new(ctx: &'a Context) -> Self {
+        Loader {
+            ctx,
+            before: ctx.store.map().into_keys().collect(),
+            created: Vec::new(),
+        }
+    }
+
+    fn load_all(&mut self, source: &Source, plans: &[ImagePlan]) -> Result<Vec<ChainId>> {
+        let mut total = 0;
+        for plan in plans {
+            for layer in &plan.layers {
+                total += source.open(&layer.path)?.1;
+            }
+        }
+        let bar = progress::bytes(self.ctx.progress, Some(total), "load");
+        let mut tops = Vec::new();
+        for plan in plans {
+            let mut parent: Option<ChainId> = None;
+            for (index, layer) in plan.layers.iter().enumerate() {
+                let want = chain_id(parent.as_ref(), &layer.diff_id);
+                if self.ctx.store.map().contains_key(&want) {
+                    // Same chain, same content: nothing to register.
+                    tracing::info!(layer = %want, "layer already present");
+                    if self.before.contains(&want) {
+                        self.ctx.pin(&want)?;
+                    }
+                    bar.inc(source.open(&layer.path)?.1);
+                    parent = Some(want);
+                    continue;
+                }
+                let (raw, _) = source.open(&layer.path)?;
+                let mut blob = DigestReader::new(bar.wrap_read(raw));
+                let (kind, tar) = compression::decompress(&mut blob)
+                    .map_err(|e| LoadError::io(layer.path.clone(), e))?;
+                tracing::info!(image = plan.name, index, path = layer.path, compression = ?kind, "registering layer");
+                let registered =
+                    self.ctx
+                        .store
+                        .register(tar, parent.as_ref())
+                        .with_context(|| {
+                            format!("image {}: layer {index} ({})", plan.name, layer.path)
+                        })?;
+                let got_chain = registered.chain_id().clone();
+                let got_diff = registered.diff_id().clone();
+                self.track(registered);
+                if got_diff != layer.diff_id {
+                    return Err(LoadError::DiffIdMismatch {
+                        image: plan.name.clone(),
+                        index,
+                        path: layer.path.clone(),
+                        expected: layer.diff_id.to_string(),
+                        actual: got_diff.to_string(),
+                    }
+                    .into());
+                }
+                if let Some(expected) = &layer.blob_digest {
+                    // The tar is read to its end-of-archive marker; hash what follows too.
+                    io::copy(&mut blob, &mut io::sink())
+                        .map_err(|e| LoadError::io(layer.path.clone(), e))?;
+                    let actual = blob.digest();
+                    if &actual != expected {
+                        return Err(LoadError::BlobDigest {
+                            blob: layer.path.clone(),
+                            expected: expected.to_string(),
+                            actual: actual.to_string(),
+                        }
+                        .into());
+                    }
+                }
+                parent = Some(got_chain);
+            }
+            match parent {
+                Some(top) => tops.push(top),
+                None => {
+                    tracing::warn!(image = plan.name, "image has no layers");
+                }
+            }
+        }
+        bar.finish_and_clear();
+        Ok(tops)
+    }
+
+    /// Keeps a reference for undo, unless the layer existed before (then it is pinned).
+    fn track(&mut self, r: LayerRef) {
+        if self.before.contains(r.chain_id()) {
+            std::mem::forget(r);
+        } else {
+            self.created.push(r);
+        }
+    }
+
+    /// Success: the layers stay (their counts live only in this process).
+    fn keep(&mut self) {
+        for r in self.created.drain(..) {
+            std::mem::forget(r);
+        }
+    }
+
+    /// Failure: releases what this load created, newest first, so each release finds its
+    /// children already gone and deletes the layer.
+    fn roll_back(&mut self) {
+        while let Some(r) = self.created.pop() {
+            let id = r.chain_id().clone();
+            match self.ctx.store.release(r) {
+                Ok(removed) => {
+                    tracing::info!(layer = %id, removed = removed.len(), "rolled back layer")
+                }
+                Err(e) => tracing::error!(layer = %id, error = %e, "could not roll back layer"),
+            }
+        }
+    }
+}

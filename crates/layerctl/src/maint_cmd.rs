@@ -1,0 +1,161 @@
+//! Maintenance: `check`, `gc`, `info`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use layer_store::CheckOptions;
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::output;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Remove broken layers (and what is built on them) and leftovers. The exit status still
+    /// says whether anything was wrong before the repair.
+    #[arg(long)]
+    repair: bool,
+    /// Check metadata and directories only; don't reassemble every layer's tar.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckJson {
+    layers_checked: usize,
+    rw_layers_checked: usize,
+    clean: bool,
+    problems: Vec<String>,
+    repaired: Vec<String>,
+}
+
+pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
+    let spinner = if ctx.progress {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(format!("checking {} layers", ctx.store.map().len()));
+        s.enable_steady_tick(Duration::from_millis(120));
+        Some(s)
+    } else {
+        None
+    };
+    let report = ctx.store.check(&CheckOptions {
+        verify_content: !args.quick,
+        repair: args.repair,
+    });
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let report = report?;
+    let json = CheckJson {
+        layers_checked: report.layers_checked,
+        rw_layers_checked: report.mounts_checked,
+        clean: report.is_clean(),
+        problems: report.problems.iter().map(ToString::to_string).collect(),
+        repaired: report.repaired.clone(),
+    };
+    if ctx.json {
+        output::json(&json)?;
+    } else {
+        println!(
+            "checked {} layers and {} RW layers",
+            json.layers_checked, json.rw_layers_checked
+        );
+        for p in &json.problems {
+            println!("problem: {p}");
+        }
+        for r in &json.repaired {
+            println!("repaired: removed {r}");
+        }
+        if json.clean {
+            println!("ok");
+        }
+    }
+    if !json.clean {
+        let n = json.problems.len();
+        if args.repair {
+            bail!("check found {n} problem(s); repaired");
+        }
+        bail!("check found {n} problem(s); `layerctl check --repair` removes what is broken");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct GcJson {
+    finished_removals: Vec<String>,
+    leftovers: Vec<String>,
+    driver_dirs: Vec<String>,
+}
+
+pub fn gc(ctx: &Context) -> Result<()> {
+    let report = ctx.store.collect_garbage()?;
+    if ctx.json {
+        return output::json(&GcJson {
+            finished_removals: report.finished_removals,
+            leftovers: report.leftovers,
+            driver_dirs: report.driver_dirs,
+        });
+    }
+    for r in &report.finished_removals {
+        println!("finished removal of layer {r}");
+    }
+    for l in &report.leftovers {
+        println!("removed metadata leftover {l}");
+    }
+    for d in &report.driver_dirs {
+        println!("removed driver directory {d}");
+    }
+    if report.is_empty() {
+        println!("nothing to remove");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct InfoJson {
+    root: String,
+    driver: String,
+    layers: usize,
+    rw_layers: usize,
+    broken_layers: Vec<String>,
+    broken_rw_layers: Vec<String>,
+    status: BTreeMap<String, String>,
+}
+
+pub fn info(ctx: &Context) -> Result<()> {
+    let (broken_layers, broken_rw_layers) = ctx.store.broken();
+    let status_rows = ctx.store.driver_status();
+    let info = InfoJson {
+        root: ctx.store.root().display().to_string(),
+        driver: ctx.store.driver_name().to_owned(),
+        layers: ctx.store.map().len(),
+        rw_layers: ctx.store.rw_layers().len(),
+        broken_layers,
+        broken_rw_layers,
+        status: status_rows.iter().cloned().collect(),
+    };
+    if ctx.json {
+        return output::json(&info);
+    }
+    let mut rows = vec![
+        vec!["Root".to_owned(), info.root.clone()],
+        vec!["Driver".to_owned(), info.driver.clone()],
+        vec!["Layers".to_owned(), info.layers.to_string()],
+        vec!["RW layers".to_owned(), info.rw_layers.to_string()],
+        vec![
+            "Broken layers".to_owned(),
+            info.broken_layers.len().to_string(),
+        ],
+        vec![
+            "Broken RW layers".to_owned(),
+            info.broken_rw_layers.len().to_string(),
+        ],
+    ];
+    for (k, v) in status_rows {
+        rows.push(vec![format!("  {k}"), v]);
+    }
+    output::table(&["", ""], &rows)?;
+    Ok(())
+}
