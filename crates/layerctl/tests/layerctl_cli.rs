@@ -1,0 +1,736 @@
+//! End-to-end tests of the `layerctl` binary: every command, JSON shapes, exit codes, bad
+//! input leaving nothing behind, on vfs and (as root with overlayfs) overlay2.
+
+mod layerctl_util;
+
+use std::path::Path;
+
+use layerctl_util::*;
+
+fn cmd(root: &Path, driver: &str, args: &[&str]) -> std::process::Command {
+    let mut c = ctl(root, driver);
+    c.args(args);
+    c
+}
+
+fn driver_dirs(root: &Path, driver: &str) -> Vec<String> {
+    let dir = match driver {
+        "vfs" => root.join("vfs/dir"),
+        _ => root.join(driver),
+    };
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() >= 64)
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["frobnicate"][..],
+        &["import"][..],
+        &["rw", "create"][..],
+        &["--driver", "zfs", "ls"][..],
+    ] {
+        let out = run({
+            let mut c = bin();
+            c.args(args);
+            c
+        });
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = run({
+        let mut c = bin();
+        c.arg("--help");
+        c
+    });
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for sub in [
+        "import",
+        "load",
+        "ls",
+        "inspect",
+        "export",
+        "rm",
+        "rw",
+        "commit",
+        "check",
+        "gc",
+        "info",
+        "tar-split",
+    ] {
+        assert!(help.contains(sub), "help lists {sub}");
+    }
+}
+
+#[test]
+fn import_ls_inspect_export_rm() {
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let layers = three_layers();
+        let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+        let chains = chain_ids(&diffs);
+
+        // Plain from a file, gzip with a parent given as a prefix, zstd from stdin.
+        let f0 = dir.path().join("l0.tar");
+        std::fs::write(&f0, &layers[0]).unwrap();
+        let c0 = ok(run(cmd(&root, driver, &["import", f0.to_str().unwrap()])));
+        assert_eq!(c0.trim(), chains[0]);
+        let f1 = dir.path().join("l1.tar.gz");
+        std::fs::write(&f1, gzip(&layers[1])).unwrap();
+        let c1 = ok(run(cmd(
+            &root,
+            driver,
+            &[
+                "import",
+                "--parent",
+                &chains[0][7..20],
+                f1.to_str().unwrap(),
+            ],
+        )));
+        assert_eq!(c1.trim(), chains[1]);
+        let c2 = ok(run_with_stdin(
+            cmd(&root, driver, &["import", "--parent", &chains[1], "-"]),
+            &zstd(&layers[2]),
+        ));
+        assert_eq!(c2.trim(), chains[2]);
+
+        // ls --json: exactly these keys and values.
+        let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
+        let arr = ls.as_array().unwrap();
+        assert_eq!(arr.len(), 3);
+        for (i, chain) in chains.iter().enumerate() {
+            let l = arr.iter().find(|l| l["chain_id"] == *chain).unwrap();
+            let keys: Vec<&String> = l.as_object().unwrap().keys().collect();
+            assert_eq!(
+                keys,
+                [
+                    "cache_id",
+                    "chain_id",
+                    "diff_id",
+                    "diff_size",
+                    "parent",
+                    "size"
+                ]
+            );
+            assert_eq!(l["diff_id"], diffs[i]);
+            if i == 0 {
+                assert!(l["parent"].is_null());
+            } else {
+                assert_eq!(l["parent"], chains[i - 1]);
+            }
+            assert!(l["size"].as_u64().unwrap() >= l["diff_size"].as_u64().unwrap());
+            assert_eq!(l["cache_id"].as_str().unwrap().len(), 64);
+        }
+        // The table names every layer (short IDs).
+        let table = ok(run(cmd(&root, driver, &["ls"])));
+        assert!(table.starts_with("CHAIN ID"));
+        assert_eq!(table.lines().count(), 4);
+
+        // inspect: the ls keys plus the driver's metadata.
+        let ins = json(run(cmd(&root, driver, &["inspect", &chains[2]])));
+        assert_eq!(ins["chain_id"], chains[2]);
+        assert_eq!(ins["parent"], chains[1]);
+        assert!(ins["metadata"].is_object());
+        if driver == "overlay2" {
+            assert!(ins["metadata"]["UpperDir"].is_string());
+        }
+
+        // export: the exact bytes, to stdout and to a file.
+        for (i, chain) in chains.iter().enumerate() {
+            let out = run(cmd(&root, driver, &["export", chain]));
+            assert!(out.status.success());
+            assert_eq!(sha256(&out.stdout), diffs[i]);
+            assert!(out.stdout == layers[i]);
+            let file = dir.path().join(format!("out{i}.tar"));
+            ok(run(cmd(
+                &root,
+                driver,
+                &["export", chain, "-o", file.to_str().unwrap()],
+            )));
+            assert!(std::fs::read(&file).unwrap() == layers[i]);
+        }
+
+        // rm refuses a layer with a child, then removes the top and unused parents.
+        let e = fails(run(cmd(&root, driver, &["rm", &chains[0]])));
+        assert!(e.contains("in use"), "{e}");
+        let removed = ok(run(cmd(&root, driver, &["rm", &chains[2]])));
+        let removed: Vec<&str> = removed.lines().collect();
+        assert_eq!(removed, [&chains[2], &chains[1], &chains[0]]);
+        let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
+        assert_eq!(ls.as_array().unwrap().len(), 0);
+        assert!(driver_dirs(&root, driver).is_empty(), "{driver}");
+        assert_check_clean(&root, driver);
+    }
+}
+
+#[test]
+fn missing_layer_and_bad_arguments_fail_with_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let missing = format!("sha256:{}", "ab".repeat(32));
+    for args in [
+        vec!["inspect", missing.as_str()],
+        vec!["export", missing.as_str()],
+        vec!["rm", missing.as_str()],
+        vec!["import", "--parent", missing.as_str(), "/dev/null"],
+        vec!["rw", "create", "c", "--parent", missing.as_str()],
+    ] {
+        let e = fails(run(cmd(&root, "vfs", &args)));
+        assert!(e.contains("does not exist"), "{args:?}: {e}");
+    }
+    let e = fails(run(cmd(&root, "vfs", &["import", "/nonexistent/x.tar"])));
+    assert!(e.contains("/nonexistent/x.tar"), "{e}");
+    let e = fails(run(cmd(&root, "vfs", &["rw", "mount", "nope"])));
+    assert!(e.contains("mount does not exist: nope"), "{e}");
+    let e = fails(run(cmd(&root, "vfs", &["inspect", "zz"])));
+    assert!(e.contains("invalid layer ID"), "{e}");
+    // Export to a file fails without leaving a partial file.
+    let out_file = dir.path().join("never.tar");
+    fails(run(cmd(
+        &root,
+        "vfs",
+        &["export", &missing, "-o", out_file.to_str().unwrap()],
+    )));
+    assert!(!out_file.exists());
+}
+
+/// Loads `input` into a fresh root; returns stdout and the root's `ls --json`.
+fn load_fresh(driver: &str, input: &Path) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let top = ok(run(cmd(&root, driver, &["load", input.to_str().unwrap()])));
+    let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
+    assert_check_clean(&root, driver);
+    (top, ls)
+}
+
+#[test]
+fn load_docker_save_and_oci_in_every_layout_and_compression() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    let blob_sets: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("plain", layers.clone()),
+        ("gzip", layers.iter().map(|l| gzip(l)).collect()),
+        (
+            "mixed",
+            vec![zstd(&layers[0]), layers[1].clone(), gzip(&layers[2])],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for driver in drivers() {
+        for (what, blobs) in &blob_sets {
+            let mut inputs = Vec::new();
+            for layout in [SaveLayout::Legacy, SaveLayout::Blobs] {
+                let p = dir.path().join(format!("{what}-{layout:?}.tar"));
+                std::fs::write(&p, docker_save(blobs, &diffs, layout)).unwrap();
+                inputs.push(p);
+            }
+            let oci_dir = dir.path().join(format!("{what}-oci"));
+            write_oci_dir(&oci_dir, blobs, &diffs);
+            inputs.push(oci_dir);
+            let (members, _) = oci_members(blobs, &diffs);
+            let oci_tar = dir.path().join(format!("{what}-oci.tar"));
+            std::fs::write(&oci_tar, archive(&members)).unwrap();
+            inputs.push(oci_tar);
+            // A compressed archive is decompressed to a spool file first.
+            let gz_save = dir.path().join(format!("{what}-save.tar.gz"));
+            std::fs::write(
+                &gz_save,
+                gzip(&docker_save(blobs, &diffs, SaveLayout::Legacy)),
+            )
+            .unwrap();
+            inputs.push(gz_save);
+            for input in inputs {
+                let (top, ls) = load_fresh(driver, &input);
+                assert_eq!(top.trim(), chains[2], "{driver} {}", input.display());
+                let mut got: Vec<String> = ls
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["chain_id"].as_str().unwrap().to_owned())
+                    .collect();
+                got.sort();
+                let mut want = chains.clone();
+                want.sort();
+                assert_eq!(got, want, "{driver} {}", input.display());
+            }
+        }
+        // From stdin.
+        let dir2 = tempfile::tempdir().unwrap();
+        let root = dir2.path().join("root");
+        let top = ok(run_with_stdin(
+            cmd(&root, driver, &["load", "-"]),
+            &docker_save(&layers, &diffs, SaveLayout::Legacy),
+        ));
+        assert_eq!(top.trim(), chains[2]);
+        // Loading again is a no-op that prints the same chain.
+        let f = dir2.path().join("img.tar");
+        std::fs::write(&f, docker_save(&layers, &diffs, SaveLayout::Blobs)).unwrap();
+        let top = ok(run(cmd(&root, driver, &["load", f.to_str().unwrap()])));
+        assert_eq!(top.trim(), chains[2]);
+        assert_eq!(
+            json(run(cmd(&root, driver, &["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        // No spool files are left under the root.
+        let strays: Vec<_> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(strays.is_empty(), "{strays:?}");
+    }
+}
+
+#[test]
+fn failed_loads_leave_the_store_as_it_was() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        // A layer already there (a leaf nothing holds: the easiest to delete by mistake).
+        let f0 = dir.path().join("l0.tar");
+        std::fs::write(&f0, &layers[0]).unwrap();
+        ok(run(cmd(&root, driver, &["import", f0.to_str().unwrap()])));
+        let before = snapshot(&root);
+        let before_ls = ok(run(cmd(&root, driver, &["--json", "ls"])));
+
+        let mut bad_diffs = diffs.clone();
+        bad_diffs[2] = format!("sha256:{}", "0".repeat(64));
+        let mut wrong_blob_oci = layers.clone();
+        wrong_blob_oci[1] = gzip(&layers[1]);
+        let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "diffid-mismatch",
+                docker_save(&layers, &bad_diffs, SaveLayout::Legacy),
+                "DiffID mismatch",
+            ),
+            (
+                "truncated",
+                docker_save(&layers, &diffs, SaveLayout::Legacy)[..3000].to_vec(),
+                "",
+            ),
+            ("garbage", vec![0x42; 4096], ""),
+            (
+                "missing-layer",
+                {
+                    let full = docker_save(&layers, &diffs, SaveLayout::Legacy);
+                    // Rename the last layer member so the manifest names nothing.
+                    let mut b = full.clone();
+                    let needle = format!("{:064x}/layer.tar", 3);
+                    let pos = b
+                        .windows(needle.len())
+                        .position(|w| w == needle.as_bytes())
+                        .unwrap();
+                    b[pos + 64] = b'X';
+                    // Fix the header checksum of that member.
+                    let hdr = pos - pos % 512;
+                    b[hdr + 148..hdr + 156].copy_from_slice(b"        ");
+                    let sum: u32 = b[hdr..hdr + 512].iter().map(|&x| x as u32).sum();
+                    b[hdr + 148..hdr + 156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+                    b
+                },
+                "missing",
+            ),
+            (
+                "layer-count",
+                docker_save(&layers[..2], &diffs, SaveLayout::Legacy),
+                "diff_ids",
+            ),
+            (
+                "escaping-path",
+                archive(&[(
+                    "manifest.json".into(),
+                    br#"[{"Config":"../../etc/passwd","Layers":[]}]"#.to_vec(),
+                )]),
+                "escapes",
+            ),
+            (
+                "huge-json",
+                archive(&[("manifest.json".into(), vec![b' '; (4 << 20) + 10])]),
+                "limit",
+            ),
+            (
+                "not-an-image",
+                archive(&[("hello.txt".into(), b"hi".to_vec())]),
+                "not a docker-save archive or OCI layout",
+            ),
+        ];
+        // An OCI archive whose layer blob does not hash to its descriptor digest.
+        let (mut members, _) = oci_members(&wrong_blob_oci, &diffs);
+        let l1 = format!("blobs/sha256/{}", &sha256(&wrong_blob_oci[1])[7..]);
+        for m in &mut members {
+            if m.0 == l1 {
+                // Same uncompressed content, different gzip bytes.
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                std::io::Write::write_all(&mut e, &layers[1]).unwrap();
+                m.1 = e.finish().unwrap();
+            }
+        }
+        cases.push(("oci-blob-digest", archive(&members), "digest mismatch"));
+
+        for (name, bytes, want) in cases {
+            let p = dir.path().join(format!("{name}.tar"));
+            std::fs::write(&p, &bytes).unwrap();
+            let e = fails(run(cmd(&root, driver, &["load", p.to_str().unwrap()])));
+            assert!(e.contains(want), "{driver} {name}: {e}");
+            assert_eq!(snapshot(&root), before, "{driver} {name}: root changed");
+            assert_eq!(
+                ok(run(cmd(&root, driver, &["--json", "ls"]))),
+                before_ls,
+                "{driver} {name}"
+            );
+        }
+        assert_check_clean(&root, driver);
+    }
+}
+
+#[test]
+fn breakout_tars_never_write_outside_the_layer() {
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        ok(run(cmd(&root, driver, &["ls"])));
+        let before = snapshot(&root);
+        let rejected = [
+            layer_tar(&[E::File("ok", b"x"), E::File("../escape", b"evil")]),
+            layer_tar(&[E::Hardlink("h", "../../../../etc/passwd")]),
+        ];
+        for (i, t) in rejected.iter().enumerate() {
+            let p = dir.path().join(format!("bad{i}.tar"));
+            std::fs::write(&p, t).unwrap();
+            let e = fails(run(cmd(&root, driver, &["import", p.to_str().unwrap()])));
+            assert!(e.contains("breakout"), "{e}");
+            assert_eq!(snapshot(&root), before, "{driver} case {i}");
+        }
+        // Symlinks out of the layer are resolved inside it (as in moby's chrooted apply):
+        // the file lands in the layer, never in `outside`.
+        let target: &'static str = Box::leak(outside.to_str().unwrap().to_owned().into_boxed_str());
+        let escapes = [
+            layer_tar(&[E::Symlink("link", target), E::File("link/evil", b"evil")]),
+            layer_tar(&[
+                E::Symlink("up", "../../../../../../../../.."),
+                E::File("up/evil2", b"evil"),
+            ]),
+        ];
+        for (i, t) in escapes.iter().enumerate() {
+            let p = dir.path().join(format!("esc{i}.tar"));
+            std::fs::write(&p, t).unwrap();
+            let out = run(cmd(&root, driver, &["import", p.to_str().unwrap()]));
+            if out.status.success() {
+                let chain = String::from_utf8(out.stdout).unwrap();
+                let exported = run(cmd(&root, driver, &["export", chain.trim()]));
+                assert!(exported.stdout == *t, "export is the exact input");
+            } else {
+                fails(out);
+            }
+            assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+            assert!(!Path::new("/evil2").exists());
+        }
+        assert_check_clean(&root, driver);
+    }
+}
+
+fn mounted(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(path))
+}
+
+#[test]
+fn rw_layers_mount_change_commit_and_remove() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let img = dir.path().join("img.tar");
+        std::fs::write(&img, docker_save(&layers, &diffs, SaveLayout::Legacy)).unwrap();
+        ok(run(cmd(&root, driver, &["load", img.to_str().unwrap()])));
+
+        let mount_id = ok(run(cmd(
+            &root,
+            driver,
+            &["rw", "create", "c1", "--parent", &chains[2], "--init"],
+        )));
+        let mount_id = mount_id.trim().to_owned();
+        assert_eq!(mount_id.len(), 64);
+        ok(run(cmd(&root, driver, &["rw", "create", "bare"])));
+        let e = fails(run(cmd(&root, driver, &["rw", "create", "c1"])));
+        assert!(e.contains("already exists"), "{e}");
+
+        let rw = json(run(cmd(&root, driver, &["--json", "rw", "ls"])));
+        let rw = rw.as_array().unwrap();
+        assert_eq!(rw.len(), 2);
+        let c1 = rw.iter().find(|m| m["name"] == "c1").unwrap();
+        let keys: Vec<&String> = c1.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["init_id", "mount_id", "name", "parent"]);
+        assert_eq!(c1["mount_id"], mount_id.as_str());
+        assert_eq!(c1["init_id"], format!("{mount_id}-init"));
+        assert_eq!(c1["parent"], chains[2]);
+        let bare = rw.iter().find(|m| m["name"] == "bare").unwrap();
+        assert!(bare["parent"].is_null() && bare["init_id"].is_null());
+
+        // The mount outlives the command; a later process unmounts it.
+        let path = ok(run(cmd(&root, driver, &["rw", "mount", "c1"])));
+        let path = path.trim().to_owned();
+        let p = Path::new(&path);
+        if driver == "overlay2" {
+            assert!(mounted(&path), "mounted after the command exits");
+        }
+        // The image and the init layer show through.
+        assert_eq!(
+            std::fs::read_to_string(p.join("etc/a.conf")).unwrap(),
+            "alpha=changed\n"
+        );
+        assert!(!p.join("etc/b.conf").exists());
+        assert!(!p.join("opt/app/x").exists());
+        assert!(p.join("opt/app/fresh").exists());
+        assert!(p.join(".dockerenv").is_file() && p.join("etc/hosts").is_file());
+        std::fs::write(p.join("new-file"), "hello\n").unwrap();
+        std::fs::write(p.join("etc/a.conf"), "alpha=3\n").unwrap();
+        std::fs::remove_file(p.join("opt/app/fresh")).unwrap();
+        ok(run(cmd(&root, driver, &["rw", "unmount", "c1"])));
+        if driver == "overlay2" {
+            assert!(!mounted(&path), "unmounted by a later process");
+        }
+
+        // Changes exclude the init layer's files.
+        let changes = ok(run(cmd(&root, driver, &["rw", "changes", "c1"])));
+        let lines: Vec<&str> = changes.lines().collect();
+        for want in [
+            "A /new-file",
+            "C /etc/a.conf",
+            "D /opt/app/fresh",
+            "C /etc",
+            "C /opt/app",
+        ] {
+            assert!(lines.contains(&want), "{want} in {lines:?}");
+        }
+        assert!(!changes.contains("dockerenv") && !changes.contains("hosts"));
+        let cj = json(run(cmd(&root, driver, &["--json", "rw", "changes", "c1"])));
+        let first = &cj.as_array().unwrap()[0];
+        let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["kind", "path"]);
+        assert_eq!(cj.as_array().unwrap().len(), lines.len());
+
+        // diff → a layer tar with the whiteout.
+        let diff_file = dir.path().join("c1.tar");
+        ok(run(cmd(
+            &root,
+            driver,
+            &["rw", "diff", "c1", "-o", diff_file.to_str().unwrap()],
+        )));
+        let mut names = Vec::new();
+        let mut a = tar::Archive::new(std::fs::File::open(&diff_file).unwrap());
+        for e in a.entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+        assert!(names.iter().any(|n| n == "opt/app/.wh.fresh"), "{names:?}");
+        assert!(names.iter().any(|n| n == "new-file"), "{names:?}");
+
+        // commit registers the diff on the parent; its export hashes to its DiffID.
+        let committed = ok(run(cmd(&root, driver, &["commit", "c1"])));
+        let committed = committed.trim().to_owned();
+        let ins = json(run(cmd(&root, driver, &["inspect", &committed])));
+        assert_eq!(ins["parent"], chains[2]);
+        let exported = run(cmd(&root, driver, &["export", &committed]));
+        assert_eq!(sha256(&exported.stdout), ins["diff_id"].as_str().unwrap());
+
+        // rw rm keeps the image layers, even after a fresh open where nothing counts them.
+        ok(run(cmd(&root, driver, &["rw", "rm", "c1"])));
+        ok(run(cmd(&root, driver, &["rw", "rm", "bare"])));
+        let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
+        assert_eq!(ls.as_array().unwrap().len(), 4);
+        assert!(
+            json(run(cmd(&root, driver, &["--json", "rw", "ls"])))
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            !driver_dirs(&root, driver)
+                .iter()
+                .any(|d| d.starts_with(&mount_id))
+        );
+        assert_check_clean(&root, driver);
+    }
+}
+
+#[test]
+fn rm_refuses_layers_under_rw_layers() {
+    let layers = three_layers();
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let f = dir.path().join("l0.tar");
+        std::fs::write(&f, &layers[0]).unwrap();
+        let c = ok(run(cmd(&root, driver, &["import", f.to_str().unwrap()])));
+        ok(run(cmd(
+            &root,
+            driver,
+            &["rw", "create", "c", "--parent", c.trim()],
+        )));
+        let e = fails(run(cmd(&root, driver, &["rm", c.trim()])));
+        assert!(e.contains("RW layer") && e.contains(" c"), "{e}");
+        ok(run(cmd(&root, driver, &["rw", "rm", "c"])));
+        let removed = ok(run(cmd(&root, driver, &["rm", c.trim()])));
+        assert_eq!(removed.trim(), c.trim());
+        assert_check_clean(&root, driver);
+    }
+}
+
+#[test]
+fn check_reports_repairs_and_gc_collects() {
+    let layers = three_layers();
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let f = dir.path().join("l0.tar");
+        std::fs::write(&f, &layers[0]).unwrap();
+        let c = ok(run(cmd(&root, driver, &["import", f.to_str().unwrap()])));
+        let c = c.trim().to_owned();
+        let ins = json(run(cmd(&root, driver, &["inspect", &c])));
+        let cache = ins["cache_id"].as_str().unwrap().to_owned();
+        let layer_dir = match driver {
+            "vfs" => root.join("vfs/dir").join(&cache),
+            _ => root.join("overlay2").join(&cache).join("diff"),
+        };
+        // Tamper with a file: content no longer matches the DiffID.
+        std::fs::write(layer_dir.join("etc/a.conf"), "tampered!\n").unwrap();
+        // And leave an orphan driver directory.
+        let orphan = "f".repeat(64);
+        let orphan_dir = match driver {
+            "vfs" => root.join("vfs/dir").join(&orphan),
+            _ => root.join("overlay2").join(&orphan),
+        };
+        std::fs::create_dir_all(orphan_dir.join("diff")).unwrap();
+
+        let out = run(cmd(&root, driver, &["check"]));
+        assert_eq!(out.status.code(), Some(1));
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains(&c) && report.contains("problem:"),
+            "{report}"
+        );
+        let js = run(cmd(&root, driver, &["--json", "check"]));
+        assert_eq!(js.status.code(), Some(1));
+        let js: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+        assert_eq!(js["clean"], false);
+        assert!(!js["problems"].as_array().unwrap().is_empty());
+
+        let out = run(cmd(&root, driver, &["check", "--repair"]));
+        assert_eq!(out.status.code(), Some(1), "wrong before repair");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(report.contains("repaired:"), "{report}");
+        assert_check_clean(&root, driver);
+        assert!(!orphan_dir.exists());
+        assert!(
+            json(run(cmd(&root, driver, &["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+
+        // gc alone collects an orphan directory.
+        std::fs::create_dir_all(orphan_dir.join("diff")).unwrap();
+        let gc = ok(run(cmd(&root, driver, &["gc"])));
+        assert!(gc.contains(&orphan), "{gc}");
+        assert!(!orphan_dir.exists());
+        let gc = ok(run(cmd(&root, driver, &["gc"])));
+        assert!(gc.contains("nothing to remove"));
+    }
+}
+
+#[test]
+fn info_reports_driver_counts_and_root() {
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let info = json(run(cmd(&root, driver, &["--json", "info"])));
+        assert_eq!(info["driver"], driver);
+        assert_eq!(info["layers"], 0);
+        assert_eq!(info["rw_layers"], 0);
+        assert_eq!(info["root"], root.to_str().unwrap());
+        assert!(info["status"].is_object());
+        let table = ok(run(cmd(&root, driver, &["info"])));
+        assert!(table.contains(driver) && table.contains("Layers"));
+        // Without --driver, the root's driver is found again.
+        let mut again = bin();
+        again.arg("--root").arg(&root).args(["--json", "info"]);
+        assert_eq!(json(run(again))["driver"], driver);
+    }
+    // LAYERCTL_ROOT is the default root.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = bin();
+    c.env("LAYERCTL_ROOT", dir.path())
+        .args(["--driver", "vfs", "--json", "info"]);
+    assert_eq!(json(run(c))["root"], dir.path().to_str().unwrap());
+}
+
+#[test]
+fn concurrent_imports_wait_for_the_root_lock() {
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        ok(run(cmd(&root, driver, &["ls"])));
+        // Two big-ish distinct layers so the imports overlap.
+        let mut files = Vec::new();
+        for i in 0..2u8 {
+            let data: Vec<u8> = (0..4_000_000u32).map(|x| (x % 251) as u8 ^ i).collect();
+            let mut b = tar::Builder::new(Vec::new());
+            for n in 0..8 {
+                let mut h = tar::Header::new_ustar();
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, format!("f{n}"), &data[..]).unwrap();
+            }
+            let p = dir.path().join(format!("big{i}.tar"));
+            std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+            files.push(p);
+        }
+        let children: Vec<_> = files
+            .iter()
+            .map(|f| {
+                cmd(&root, driver, &["import", f.to_str().unwrap()])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for c in children {
+            ids.push(ok(c.wait_with_output().unwrap()).trim().to_owned());
+        }
+        let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
+        let mut got: Vec<String> = ls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["chain_id"].as_str().unwrap().to_owned())
+            .collect();
+        got.sort();
+        ids.sort();
+        assert_eq!(got, ids);
+        assert_check_clean(&root, driver);
+    }
+}

@@ -1,0 +1,423 @@
+//! Helpers for the end-to-end tests: run the built binary, build layer tars and image
+//! archives in memory, hash, and snapshot a root to prove nothing was left behind.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sha2::{Digest as _, Sha256};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_layerctl"))
+}
+
+/// The binary on a root and driver, quiet, with no inherited `LAYERCTL_ROOT`.
+pub fn ctl(root: &Path, driver: &str) -> Command {
+    let mut c = bin();
+    c.env_remove("LAYERCTL_ROOT")
+        .env_remove("RUST_LOG")
+        .arg("--root")
+        .arg(root)
+        .arg("--driver")
+        .arg(driver);
+    c
+}
+
+/// Runs and returns the output (stdin closed).
+pub fn run(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run layerctl")
+}
+
+/// Runs with `input` on stdin.
+pub fn run_with_stdin(mut c: Command, input: &[u8]) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn layerctl");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// Asserts success and returns stdout as text.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Asserts exit status 1 with a single `error: …` line on stderr; returns that line.
+pub fn fails(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "want exit 1\nstdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one stderr line, got {stderr:?}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_owned()
+}
+
+pub fn json(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("valid JSON")
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    let mut s = String::from("sha256:");
+    for b in Sha256::digest(data) {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(p) => sha256(format!("{p} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// The drivers to test: vfs always; overlay2 as root when the kernel has overlayfs. In CI
+/// (`CI=true`) as root, missing overlayfs is a failure, not a skip.
+pub fn drivers() -> Vec<&'static str> {
+    let mut d = vec!["vfs"];
+    let root = rustix_is_root();
+    let overlay = std::fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
+        .unwrap_or(false);
+    if root && overlay {
+        d.push("overlay2");
+    } else if root && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI runs as root but the kernel has no overlayfs");
+    } else {
+        eprintln!("skipping overlay2: root={root} overlayfs={overlay}");
+    }
+    d
+}
+
+pub fn rustix_is_root() -> bool {
+    // SAFETY-free: read our own effective uid from /proc.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// One entry of a layer tar.
+#[derive(Debug, Clone)]
+pub enum E {
+    Dir(&'static str),
+    File(&'static str, &'static [u8]),
+    Symlink(&'static str, &'static str),
+    Hardlink(&'static str, &'static str),
+}
+
+/// A ustar header with raw name (and link name) bytes: the `tar` crate refuses `..`, which
+/// the breakout tests need.
+fn raw_header(kind: tar::EntryType, name: &str, link: &str, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    h.set_size(size);
+    let u = h.as_ustar_mut().unwrap();
+    u.name[..name.len()].copy_from_slice(name.as_bytes());
+    u.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_cksum();
+    h
+}
+
+/// A deterministic layer tar (ustar, fixed owner and mtime).
+pub fn layer_tar(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let raw = match e {
+            E::File(p, data) if p.contains("..") => Some((
+                raw_header(tar::EntryType::Regular, p, "", data.len() as u64),
+                *data,
+            )),
+            E::Hardlink(p, t) if t.contains("..") => {
+                Some((raw_header(tar::EntryType::Link, p, t, 0), &b""[..]))
+            }
+            E::Symlink(p, t) if t.contains("..") => {
+                Some((raw_header(tar::EntryType::Symlink, p, t, 0), &b""[..]))
+            }
+            _ => None,
+        };
+        if let Some((h, data)) = raw {
+            b.append(&h, data).unwrap();
+            continue;
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        match e {
+            E::Dir(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::File(p, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, *data).unwrap();
+            }
+            E::Symlink(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            E::Hardlink(p, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// Three layers: a base, one with whiteouts (`.wh.` file and dir), one with an opaque dir.
+pub fn three_layers() -> Vec<Vec<u8>> {
+    vec![
+        layer_tar(&[
+            E::Dir("etc/"),
+            E::File("etc/a.conf", b"alpha=1\n"),
+            E::File("etc/b.conf", b"beta=2\n"),
+            E::Dir("opt/"),
+            E::Dir("opt/app/"),
+            E::File("opt/app/x", b"x\n"),
+            E::Dir("opt/app/sub/"),
+            E::File("opt/app/sub/z", b"z\n"),
+            E::Symlink("etc/a.link", "a.conf"),
+            E::Hardlink("etc/a.hard", "etc/a.conf"),
+        ]),
+        layer_tar(&[
+            E::Dir("etc/"),
+            E::File("etc/.wh.b.conf", b""),
+            E::File("etc/a.conf", b"alpha=changed\n"),
+            E::Dir("opt/"),
+            E::Dir("opt/app/"),
+            E::File("opt/app/.wh.sub", b""),
+        ]),
+        layer_tar(&[
+            E::Dir("opt/"),
+            E::Dir("opt/app/"),
+            E::File("opt/app/.wh..wh..opq", b""),
+            E::File("opt/app/fresh", b"fresh\n"),
+        ]),
+    ]
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(data, 1).unwrap()
+}
+
+/// An archive (tar) from `(name, bytes)` members.
+pub fn archive(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+pub fn config_json(diff_ids: &[String]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+/// Layout of a `docker save` archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveLayout {
+    /// `<id>/layer.tar` (docker < 25).
+    Legacy,
+    /// `blobs/sha256/<hex>` plus `index.json` and `oci-layout` (docker ≥ 25).
+    Blobs,
+}
+
+/// A `docker save` archive of `blobs` (layer files, maybe compressed) whose config lists
+/// `diff_ids`.
+pub fn docker_save(blobs: &[Vec<u8>], diff_ids: &[String], layout: SaveLayout) -> Vec<u8> {
+    let config = config_json(diff_ids);
+    let cfg_hex = sha256(&config)[7..].to_owned();
+    let mut members = Vec::new();
+    let mut layer_names = Vec::new();
+    for (i, blob) in blobs.iter().enumerate() {
+        let name = match layout {
+            SaveLayout::Legacy => format!("{:064x}/layer.tar", i + 1),
+            SaveLayout::Blobs => format!("blobs/sha256/{}", &sha256(blob)[7..]),
+        };
+        members.push((name.clone(), blob.clone()));
+        layer_names.push(name);
+    }
+    let cfg_name = match layout {
+        SaveLayout::Legacy => format!("{cfg_hex}.json"),
+        SaveLayout::Blobs => format!("blobs/sha256/{cfg_hex}"),
+    };
+    members.push((cfg_name.clone(), config));
+    let manifest = serde_json::json!([{
+        "Config": cfg_name, "RepoTags": ["test:v1"], "Layers": layer_names,
+    }]);
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    if layout == SaveLayout::Blobs {
+        let (oci, _) = oci_members(blobs, diff_ids);
+        for (name, data) in oci {
+            if name == "index.json" || name == "oci-layout" {
+                members.push((name, data));
+            }
+        }
+    }
+    archive(&members)
+}
+
+/// The members of an OCI layout for `blobs` (media type picked by magic).
+pub fn oci_members(blobs: &[Vec<u8>], diff_ids: &[String]) -> (Vec<(String, Vec<u8>)>, String) {
+    let config = config_json(diff_ids);
+    let mut members = Vec::new();
+    let mut layers = Vec::new();
+    for blob in blobs {
+        let media = if blob.starts_with(&[0x1f, 0x8b]) {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else if blob.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
+        let d = sha256(blob);
+        layers.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
+        members.push((format!("blobs/sha256/{}", &d[7..]), blob.clone()));
+    }
+    let cd = sha256(&config);
+    members.push((format!("blobs/sha256/{}", &cd[7..]), config.clone()));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": layers,
+    }))
+    .unwrap();
+    let md = sha256(&manifest);
+    members.push((format!("blobs/sha256/{}", &md[7..]), manifest.clone()));
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md, "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    }))
+    .unwrap();
+    members.push(("index.json".into(), index));
+    members.push((
+        "oci-layout".into(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+    ));
+    (members, md)
+}
+
+/// Writes an OCI layout directory.
+pub fn write_oci_dir(dir: &Path, blobs: &[Vec<u8>], diff_ids: &[String]) {
+    let (members, _) = oci_members(blobs, diff_ids);
+    for (name, data) in members {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+}
+
+/// Every path under a root except the lock file, for before/after comparisons. overlay2's
+/// `committed` marker is left out: the driver writes it into a parent when a child is created
+/// and, as in moby, keeps it when the child goes. So is the metadata store's own `tmp`
+/// directory (made on first use; anything left inside it still shows).
+pub fn snapshot(root: &Path) -> BTreeSet<PathBuf> {
+    walkdir(root)
+        .into_iter()
+        .filter(|p| {
+            !p.ends_with("layerstore.lock")
+                && !p.ends_with("committed")
+                && !p.ends_with("layerdb/tmp")
+        })
+        .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+        .collect()
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let e = e.unwrap();
+        let p = e.path();
+        out.push(p.clone());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walkdir(&p));
+        }
+    }
+    out
+}
+
+/// `check` exits 0 and reports ok.
+pub fn assert_check_clean(root: &Path, driver: &str) {
+    let mut c = ctl(root, driver);
+    c.arg("check");
+    let out = ok(run(c));
+    assert!(out.lines().any(|l| l == "ok"), "{out}");
+}
+
+/// The workspace's shared fixtures (`../shared/fixtures`).
+pub fn shared_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+}
