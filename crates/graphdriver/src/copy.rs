@@ -35,7 +35,7 @@ pub fn copy_dir(src: &Path, dst: &Path) -> io::Result<()> {
         privileged: fsutil::is_root(),
         buffer: Vec::new(),
     };
-    copier.copy_tree(src_root.as_fd(), &dst_root)?;
+    copier.copy_tree(src_root.as_fd(), dst_root.as_fd())?;
     let meta = fsutil::fstat(src_root.as_fd())?;
     copier.copy_metadata_fd(src_root.as_fd(), dst_root.as_fd(), &meta)?;
     let times = timestamps(&meta);
@@ -52,8 +52,9 @@ fn open_root(path: &Path) -> io::Result<OwnedFd> {
 }
 
 struct Copier {
-    /// (dev, ino) of a multiply-linked source file → where its first copy lives.
-    linked: HashMap<(u64, u64), (Arc<OwnedFd>, CString)>,
+    /// (dev, ino) of a multiply-linked source file → the path (below the destination root)
+    /// of its first copy.
+    linked: HashMap<(u64, u64), Vec<u8>>,
     clone_works: bool,
     copy_range_works: bool,
     privileged: bool,
@@ -61,18 +62,75 @@ struct Copier {
 }
 
 impl Copier {
-    fn copy_tree(&mut self, src: BorrowedFd<'_>, dst: &Arc<OwnedFd>) -> io::Result<()> {
-        for name in fsutil::list_dir(src)? {
-            let meta = lstat_at(src, &name)?;
-            if !meta.is_dir() && meta.nlink > 1 {
-                if let Some((dir, first)) = self.linked.get(&(meta.dev, meta.ino)) {
-                    rustix::fs::linkat(dir.as_fd(), first, dst.as_fd(), &name, AtFlags::empty())?;
-                    continue;
+    /// Copies the tree iteratively: depth costs no stack, and only the directory pair being
+    /// copied is open (directories are reopened inside their roots by relative path).
+    /// A directory's metadata and times are set once its whole subtree is done.
+    fn copy_tree(&mut self, src_root: BorrowedFd<'_>, dst_root: BorrowedFd<'_>) -> io::Result<()> {
+        enum Step {
+            Enter(Vec<u8>),
+            Finish(Vec<u8>, Meta),
+        }
+        let open = |root: BorrowedFd<'_>, rel: &[u8]| {
+            crate::safe_root::open_beneath(
+                root,
+                rel,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            )
+        };
+        let mut stack = vec![Step::Enter(Vec::new())];
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Finish(rel, meta) => {
+                    let (src, dst) = (open(src_root, &rel)?, open(dst_root, &rel)?);
+                    self.copy_metadata_fd(src.as_fd(), dst.as_fd(), &meta)?;
+                    rustix::fs::futimens(&dst, &timestamps(&meta))?;
                 }
-                self.linked
-                    .insert((meta.dev, meta.ino), (dst.clone(), name.clone()));
+                Step::Enter(rel) => {
+                    let src = open(src_root, &rel)?;
+                    let dst = open(dst_root, &rel)?;
+                    let mut subdirs = Vec::new();
+                    for name in fsutil::list_dir(src.as_fd())? {
+                        let meta = lstat_at(src.as_fd(), &name)?;
+                        let mut child = rel.clone();
+                        if !child.is_empty() {
+                            child.push(b'/');
+                        }
+                        child.extend_from_slice(name.to_bytes());
+                        if meta.is_dir() {
+                            match rustix::fs::mkdirat(&dst, &*name, Mode::from_raw_mode(0o700)) {
+                                Ok(()) | Err(Errno::EXIST) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                            subdirs.push((child, meta));
+                            continue;
+                        }
+                        if meta.nlink > 1 {
+                            if let Some(first) = self.linked.get(&(meta.dev, meta.ino)) {
+                                let (parent, base) = match first.iter().rposition(|&b| b == b'/') {
+                                    Some(i) => (&first[..i], &first[i + 1..]),
+                                    None => (&first[..0], &first[..]),
+                                };
+                                let first_dir = open(dst_root, parent)?;
+                                let base = fsutil::component(base)?;
+                                rustix::fs::linkat(
+                                    &first_dir,
+                                    &*base,
+                                    &dst,
+                                    &*name,
+                                    AtFlags::empty(),
+                                )?;
+                                continue;
+                            }
+                            self.linked.insert((meta.dev, meta.ino), child);
+                        }
+                        self.copy_entry(src.as_fd(), dst.as_fd(), &name, &meta)?;
+                    }
+                    for (child, meta) in subdirs.into_iter().rev() {
+                        stack.push(Step::Finish(child.clone(), meta));
+                        stack.push(Step::Enter(child));
+                    }
+                }
             }
-            self.copy_entry(src, dst, &name, &meta)?;
         }
         Ok(())
     }
@@ -80,23 +138,13 @@ impl Copier {
     fn copy_entry(
         &mut self,
         src: BorrowedFd<'_>,
-        dst: &Arc<OwnedFd>,
+        dst_fd: BorrowedFd<'_>,
         name: &CStr,
         meta: &Meta,
     ) -> io::Result<()> {
-        let dst_fd = dst.as_fd();
         match meta.file_type {
             FileType::Directory => {
-                match rustix::fs::mkdirat(dst_fd, name, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                let sub_src = fsutil::open_dir_at(src, name)?;
-                let sub_dst = Arc::new(fsutil::open_dir_at(dst_fd, name)?);
-                self.copy_tree(sub_src.as_fd(), &sub_dst)?;
-                self.copy_metadata_fd(sub_src.as_fd(), sub_dst.as_fd(), meta)?;
-                rustix::fs::futimens(&*sub_dst, &timestamps(meta))?;
-                return Ok(());
+                return Err(io::Error::other("copy_entry called on a directory"));
             }
             FileType::RegularFile => {
                 let from = rustix::fs::openat(

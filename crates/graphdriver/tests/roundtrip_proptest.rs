@@ -111,7 +111,13 @@ fn apply_op(root: &Path, op: &Op) {
             if is_file && path != target && !target.starts_with(&path) {
                 ensure_parent(&path);
                 remove_any(&path);
-                fs::hard_link(&target, &path).unwrap();
+                // Making the parent may have replaced the target itself.
+                if fs::symlink_metadata(&target)
+                    .map(|m| m.is_file())
+                    .unwrap_or(false)
+                {
+                    fs::hard_link(&target, &path).unwrap();
+                }
             }
         }
         Op::Remove(p) => remove_any(&root.join(rel(p))),

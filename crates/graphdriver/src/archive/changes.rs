@@ -47,7 +47,6 @@ pub fn changes_dirs(new: &Path, old: Option<&Path>) -> io::Result<Vec<Change>> {
     compare_dirs(
         new_root.root_fd(),
         old_root.as_ref().map(|r| r.root_fd()),
-        b"",
         &mut out,
     )?;
     out.sort_by(|a, b| {
@@ -69,91 +68,148 @@ fn change(prefix: &[u8], name: &CStr, kind: ChangeKind) -> Change {
     }
 }
 
-/// Compares two directories; returns whether anything below them changed.
+/// Work items of the comparison walk (iterative, so that depth costs no stack and only two
+/// directory fds are open at a time; directories are reopened inside their roots).
+enum Step {
+    /// Compare directory `rel` (`/a/b`, empty for the root). `has_old`: it is a directory
+    /// in the old tree too.
+    Enter { rel: Vec<u8>, has_old: bool },
+    /// After `rel`'s subtree: give it a Modify if something below changed and it has none.
+    Finish {
+        rel: Vec<u8>,
+        start: usize,
+        modified: bool,
+    },
+}
+
+/// Compares the trees under `new` and `old` (`None`: empty), appending changes to `out`.
 fn compare_dirs(
     new: BorrowedFd<'_>,
     old: Option<BorrowedFd<'_>>,
-    prefix: &[u8],
     out: &mut Vec<Change>,
-) -> io::Result<bool> {
-    let new_names = fsutil::list_dir(new)?;
-    let old_names = match old {
-        Some(fd) => fsutil::list_dir(fd)?,
-        None => Vec::new(),
+) -> io::Result<()> {
+    use rustix::fs::OFlags;
+    let open = |root: BorrowedFd<'_>, rel: &[u8]| -> io::Result<OwnedFd> {
+        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+        crate::safe_root::open_beneath(
+            root,
+            rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        )
     };
-    let mut changed = false;
-    let (mut i, mut j) = (0, 0);
-    while i < new_names.len() || j < old_names.len() {
-        let order = match (new_names.get(i), old_names.get(j)) {
-            (Some(a), Some(b)) => a.as_c_str().cmp(b.as_c_str()),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
+    let mut stack = vec![Step::Enter {
+        rel: Vec::new(),
+        has_old: old.is_some(),
+    }];
+    while let Some(step) = stack.pop() {
+        let (prefix, has_old) = match step {
+            Step::Finish {
+                rel,
+                start,
+                modified,
+            } => {
+                if out.len() > start && !modified {
+                    out.push(Change {
+                        path: PathBuf::from(OsStr::from_bytes(&rel)),
+                        kind: ChangeKind::Modify,
+                    });
+                }
+                continue;
+            }
+            Step::Enter { rel, has_old } => (rel, has_old),
         };
-        match order {
-            std::cmp::Ordering::Less => {
-                let name = &new_names[i];
-                i += 1;
-                let Some(meta) = stat_or_gone(new, name)? else {
-                    continue;
-                };
-                out.push(change(prefix, name, ChangeKind::Add));
-                changed = true;
-                if meta.is_dir() {
-                    let sub = fsutil::open_dir_at(new, name)?;
-                    compare_dirs(sub.as_fd(), None, &child_prefix(prefix, name), out)?;
-                }
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(change(prefix, &old_names[j], ChangeKind::Delete));
-                changed = true;
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let name = &new_names[i];
-                i += 1;
-                j += 1;
-                let old_fd = old.expect("a name matched in the old tree");
-                let Some(new_meta) = stat_or_gone(new, name)? else {
-                    out.push(change(prefix, name, ChangeKind::Delete));
-                    changed = true;
-                    continue;
-                };
-                let Some(old_meta) = stat_or_gone(old_fd, name)? else {
-                    out.push(change(prefix, name, ChangeKind::Add));
-                    changed = true;
-                    continue;
-                };
-                if new_meta.dev == old_meta.dev && new_meta.ino == old_meta.ino {
-                    continue;
-                }
-                let differs = entry_differs(new, old_fd, name, &new_meta, &old_meta)?;
-                let at = out.len();
-                if differs {
-                    out.push(change(prefix, name, ChangeKind::Modify));
-                    changed = true;
-                }
-                if new_meta.is_dir() {
-                    let sub_new = fsutil::open_dir_at(new, name)?;
-                    let sub_old: Option<OwnedFd> = if old_meta.is_dir() {
-                        Some(fsutil::open_dir_at(old_fd, name)?)
-                    } else {
-                        None
+        // The subtree of this directory starts now: tell its Finish, if it has one.
+        if let Some(Step::Finish { start, .. }) = stack.last_mut()
+            && *start == usize::MAX
+        {
+            *start = out.len();
+        }
+        let new_dir = open(new, &prefix)?;
+        let old_dir = match (has_old, old) {
+            (true, Some(root)) => Some(open(root, &prefix)?),
+            _ => None,
+        };
+        let new_fd = new_dir.as_fd();
+        let new_names = fsutil::list_dir(new_fd)?;
+        let old_names = match &old_dir {
+            Some(fd) => fsutil::list_dir(fd.as_fd())?,
+            None => Vec::new(),
+        };
+        let mut subdirs: Vec<Vec<Step>> = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < new_names.len() || j < old_names.len() {
+            let order = match (new_names.get(i), old_names.get(j)) {
+                (Some(a), Some(b)) => a.as_c_str().cmp(b.as_c_str()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let name = &new_names[i];
+                    i += 1;
+                    let Some(meta) = stat_or_gone(new_fd, name)? else {
+                        continue;
                     };
-                    let below = compare_dirs(
-                        sub_new.as_fd(),
-                        sub_old.as_ref().map(|f| f.as_fd()),
-                        &child_prefix(prefix, name),
-                        out,
-                    )?;
-                    if below && !differs {
-                        out.insert(at, change(prefix, name, ChangeKind::Modify));
-                        changed = true;
+                    out.push(change(&prefix, name, ChangeKind::Add));
+                    if meta.is_dir() {
+                        subdirs.push(vec![Step::Enter {
+                            rel: child_prefix(&prefix, name),
+                            has_old: false,
+                        }]);
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(change(&prefix, &old_names[j], ChangeKind::Delete));
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    let name = &new_names[i];
+                    i += 1;
+                    j += 1;
+                    let old_fd = old_dir
+                        .as_ref()
+                        .expect("a name matched in the old tree")
+                        .as_fd();
+                    let Some(new_meta) = stat_or_gone(new_fd, name)? else {
+                        out.push(change(&prefix, name, ChangeKind::Delete));
+                        continue;
+                    };
+                    let Some(old_meta) = stat_or_gone(old_fd, name)? else {
+                        out.push(change(&prefix, name, ChangeKind::Add));
+                        continue;
+                    };
+                    if new_meta.dev == old_meta.dev && new_meta.ino == old_meta.ino {
+                        continue;
+                    }
+                    let differs = entry_differs(new_fd, old_fd, name, &new_meta, &old_meta)?;
+                    if differs {
+                        out.push(change(&prefix, name, ChangeKind::Modify));
+                    }
+                    if new_meta.is_dir() {
+                        let rel = child_prefix(&prefix, name);
+                        // Finish runs after the subtree: it sits right below its Enter.
+                        subdirs.push(vec![
+                            Step::Finish {
+                                rel: rel.clone(),
+                                start: usize::MAX,
+                                modified: differs,
+                            },
+                            Step::Enter {
+                                rel,
+                                has_old: old_meta.is_dir(),
+                            },
+                        ]);
                     }
                 }
             }
         }
+        // Push in reverse so directories are visited in name order; each group is
+        // [Finish, Enter] so that a Finish sits right below its Enter.
+        for group in subdirs.into_iter().rev() {
+            stack.extend(group);
+        }
     }
-    Ok(changed)
+    Ok(())
 }
 
 fn child_prefix(prefix: &[u8], name: &CStr) -> Vec<u8> {

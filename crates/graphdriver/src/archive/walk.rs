@@ -274,29 +274,72 @@ impl<W: Write> TarBuilder<W> {
     }
 
     /// Archives everything below the directory `dir` (not `dir` itself), names prefixed with
-    /// `prefix` (empty for the archive root), in byte order of names.
+    /// `prefix` (empty for the archive root), depth first in byte order of names.
+    ///
+    /// Iterative: a tree of any depth costs no stack, and only the directory being read
+    /// is held open (a parent is reopened inside `dir` when the walk comes back to it).
     pub fn append_tree(
         &mut self,
         dir: BorrowedFd<'_>,
         prefix: &[u8],
         converter: &mut dyn EntryConverter,
     ) -> io::Result<()> {
-        for child in fsutil::list_dir(dir)? {
-            let mut rel = prefix.to_vec();
-            if !rel.is_empty() {
-                rel.push(b'/');
+        struct Frame {
+            /// Path below `dir` (empty for `dir` itself).
+            rel: Vec<u8>,
+            children: Vec<std::ffi::CString>,
+            next: usize,
+            fd: Option<std::os::fd::OwnedFd>,
+        }
+        let join = |a: &[u8], b: &[u8]| -> Vec<u8> {
+            let mut v = a.to_vec();
+            if !v.is_empty() {
+                v.push(b'/');
             }
-            rel.extend_from_slice(child.to_bytes());
-            let meta = match lstat_at(dir, &child) {
+            v.extend_from_slice(b);
+            v
+        };
+        let mut stack = vec![Frame {
+            rel: Vec::new(),
+            children: fsutil::list_dir(dir)?,
+            next: 0,
+            fd: None,
+        }];
+        while let Some(top) = stack.last_mut() {
+            if top.next == top.children.len() {
+                stack.pop();
+                continue;
+            }
+            let child = top.children[top.next].clone();
+            top.next += 1;
+            if top.fd.is_none() && !top.rel.is_empty() {
+                top.fd = Some(crate::safe_root::open_beneath(
+                    dir,
+                    &top.rel,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+                )?);
+            }
+            let dir_fd = top.fd.as_ref().map(|f| f.as_fd()).unwrap_or(dir);
+            let rel_in_dir = join(&top.rel, child.to_bytes());
+            let name = join(prefix, &rel_in_dir);
+            let meta = match lstat_at(dir_fd, &child) {
                 Ok(m) => m,
                 // Vanished since the listing: nothing to archive.
                 Err(e) if fsutil::errno_of(&e) == Some(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(e),
             };
-            self.append_with_meta(dir, &child, &rel, &meta, converter)?;
+            self.append_with_meta(dir_fd, &child, &name, &meta, converter)?;
             if meta.is_dir() {
-                let sub = fsutil::open_dir_at(dir, &child)?;
-                self.append_tree(sub.as_fd(), &rel, converter)?;
+                let sub = fsutil::open_dir_at(dir_fd, &child)?;
+                let children = fsutil::list_dir(sub.as_fd())?;
+                // Keep at most the current directory open.
+                top.fd = None;
+                stack.push(Frame {
+                    rel: rel_in_dir,
+                    children,
+                    next: 0,
+                    fd: Some(sub),
+                });
             }
         }
         Ok(())
