@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench_peers;
 mod bench_tarsplit;
+mod demo;
 
 fn main() -> ExitCode {
     match run() {
@@ -31,6 +32,7 @@ fn run() -> Result<()> {
         .unwrap_or(("help", &[]));
     match job {
         "test" => test(rest),
+        "demo" => demo::run(rest),
         "bench" => match rest.split_first() {
             Some((what, rest)) if what == "tarsplit" => bench_tarsplit::run(rest),
             Some((what, rest)) if what == "peers" => bench_peers::run(rest),

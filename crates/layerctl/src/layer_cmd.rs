@@ -87,7 +87,7 @@ pub fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
         .register(tar, parent.as_ref())
         .with_context(|| format!("import {}", args.file))?;
     bar.finish_and_clear();
-    println!("{}", layer.chain_id());
+    outln!("{}", layer.chain_id());
     // The layer stays on disk; the count lives only in this process.
     std::mem::forget(layer);
     Ok(())
@@ -239,7 +239,7 @@ pub fn rm(ctx: &Context, args: RmArgs) -> Result<()> {
         bail!("layer {id} is still referenced; nothing removed");
     }
     for md in removed {
-        println!("{}", md.chain_id);
+        outln!("{}", md.chain_id);
     }
     Ok(())
 }
@@ -258,7 +258,7 @@ pub fn commit(ctx: &Context, args: CommitArgs) -> Result<()> {
         .store
         .register(tar, parent.as_ref())
         .with_context(|| format!("commit RW layer {}", args.name))?;
-    println!("{}", layer.chain_id());
+    outln!("{}", layer.chain_id());
     std::mem::forget(layer);
     Ok(())
 }

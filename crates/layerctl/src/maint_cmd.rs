@@ -58,18 +58,19 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
     if ctx.json {
         output::json(&json)?;
     } else {
-        println!(
+        outln!(
             "checked {} layers and {} RW layers",
-            json.layers_checked, json.rw_layers_checked
+            json.layers_checked,
+            json.rw_layers_checked
         );
         for p in &json.problems {
-            println!("problem: {p}");
+            outln!("problem: {p}");
         }
         for r in &json.repaired {
-            println!("repaired: removed {r}");
+            outln!("repaired: removed {r}");
         }
         if json.clean {
-            println!("ok");
+            outln!("ok");
         }
     }
     if !json.clean {
@@ -99,16 +100,16 @@ pub fn gc(ctx: &Context) -> Result<()> {
         });
     }
     for r in &report.finished_removals {
-        println!("finished removal of layer {r}");
+        outln!("finished removal of layer {r}");
     }
     for l in &report.leftovers {
-        println!("removed metadata leftover {l}");
+        outln!("removed metadata leftover {l}");
     }
     for d in &report.driver_dirs {
-        println!("removed driver directory {d}");
+        outln!("removed driver directory {d}");
     }
     if report.is_empty() {
-        println!("nothing to remove");
+        outln!("nothing to remove");
     }
     Ok(())
 }

@@ -77,7 +77,7 @@ pub fn run(ctx: &Context, command: RwCommand) -> Result<()> {
             let path = rw
                 .mount("")
                 .with_context(|| format!("mount RW layer {}", a.name))?;
-            println!("{}", path.display());
+            outln!("{}", path.display());
             Ok(())
         }
         RwCommand::Unmount(a) => {
@@ -125,7 +125,7 @@ fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         .store
         .create_rw_layer(&args.name, parent.as_ref(), &opts)
         .with_context(|| format!("create RW layer {}", args.name))?;
-    println!("{}", rw.mount_id());
+    outln!("{}", rw.mount_id());
     Ok(())
 }
 
@@ -176,7 +176,7 @@ fn changes(ctx: &Context, args: NameArg) -> Result<()> {
     for c in &changes {
         out.push_str(&format!("{c}\n"));
     }
-    print!("{out}");
+    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
     Ok(())
 }
 

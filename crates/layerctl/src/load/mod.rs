@@ -109,7 +109,7 @@ pub fn run(ctx: &Context, args: LoadArgs) -> Result<()> {
         Ok(tops) => {
             loader.keep();
             for top in tops {
-                println!("{top}");
+                outln!("{top}");
             }
             Ok(())
         }
