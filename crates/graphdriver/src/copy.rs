@@ -19,7 +19,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use crate::fsutil::{self, Meta, lstat_at, proc_fd_path};
+use crate::fsutil::{self, DirRef, Meta, lstat_at, proc_fd_path};
 
 /// Copies everything under `src` into the existing directory `dst`, and `src`'s own owner,
 /// mode, xattrs and times onto `dst`.
@@ -52,9 +52,8 @@ fn open_root(path: &Path) -> io::Result<OwnedFd> {
 }
 
 struct Copier {
-    /// (dev, ino) of a multiply-linked source file → the path (below the destination root)
-    /// of its first copy.
-    linked: HashMap<(u64, u64), Vec<u8>>,
+    /// (dev, ino) of a multiply-linked source file → the directory and name of its first copy.
+    linked: HashMap<(u64, u64), (DirRef, CString)>,
     clone_works: bool,
     copy_range_works: bool,
     privileged: bool,
@@ -67,67 +66,55 @@ impl Copier {
     /// A directory's metadata and times are set once its whole subtree is done.
     fn copy_tree(&mut self, src_root: BorrowedFd<'_>, dst_root: BorrowedFd<'_>) -> io::Result<()> {
         enum Step {
-            Enter(Vec<u8>),
-            Finish(Vec<u8>, Meta),
+            Enter(DirRef, DirRef),
+            Finish(DirRef, DirRef, Meta),
         }
-        let open = |root: BorrowedFd<'_>, rel: &[u8]| {
-            crate::safe_root::open_beneath(
-                root,
-                rel,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-            )
-        };
-        let mut stack = vec![Step::Enter(Vec::new())];
+        let mut stack = vec![Step::Enter(DirRef::root(), DirRef::root())];
         while let Some(step) = stack.pop() {
             match step {
-                Step::Finish(rel, meta) => {
-                    let (src, dst) = (open(src_root, &rel)?, open(dst_root, &rel)?);
+                Step::Finish(src, dst, meta) => {
+                    let (src, dst) = (src.open(src_root)?, dst.open(dst_root)?);
                     self.copy_metadata_fd(src.as_fd(), dst.as_fd(), &meta)?;
                     rustix::fs::futimens(&dst, &timestamps(&meta))?;
                 }
-                Step::Enter(rel) => {
-                    let src = open(src_root, &rel)?;
-                    let dst = open(dst_root, &rel)?;
+                Step::Enter(src_ref, dst_ref) => {
+                    let src = src_ref.open(src_root)?;
+                    let dst = dst_ref.open(dst_root)?;
                     let mut subdirs = Vec::new();
                     for name in fsutil::list_dir(src.as_fd())? {
                         let meta = lstat_at(src.as_fd(), &name)?;
-                        let mut child = rel.clone();
-                        if !child.is_empty() {
-                            child.push(b'/');
-                        }
-                        child.extend_from_slice(name.to_bytes());
                         if meta.is_dir() {
                             match rustix::fs::mkdirat(&dst, &*name, Mode::from_raw_mode(0o700)) {
                                 Ok(()) | Err(Errno::EXIST) => {}
                                 Err(e) => return Err(e.into()),
                             }
-                            subdirs.push((child, meta));
+                            let child_src = src_ref.child(src_root, name.to_bytes())?;
+                            let child_dst = dst_ref.child(dst_root, name.to_bytes())?;
+                            subdirs.push((child_src, child_dst, meta));
                             continue;
                         }
                         if meta.nlink > 1 {
-                            if let Some(first) = self.linked.get(&(meta.dev, meta.ino)) {
-                                let (parent, base) = match first.iter().rposition(|&b| b == b'/') {
-                                    Some(i) => (&first[..i], &first[i + 1..]),
-                                    None => (&first[..0], &first[..]),
-                                };
-                                let first_dir = open(dst_root, parent)?;
-                                let base = fsutil::component(base)?;
+                            if let Some((first_dir, first_name)) =
+                                self.linked.get(&(meta.dev, meta.ino))
+                            {
+                                let first_dir = first_dir.open(dst_root)?;
                                 rustix::fs::linkat(
                                     &first_dir,
-                                    &*base,
+                                    &**first_name,
                                     &dst,
                                     &*name,
                                     AtFlags::empty(),
                                 )?;
                                 continue;
                             }
-                            self.linked.insert((meta.dev, meta.ino), child);
+                            self.linked
+                                .insert((meta.dev, meta.ino), (dst_ref.clone(), name.clone()));
                         }
                         self.copy_entry(src.as_fd(), dst.as_fd(), &name, &meta)?;
                     }
-                    for (child, meta) in subdirs.into_iter().rev() {
-                        stack.push(Step::Finish(child.clone(), meta));
-                        stack.push(Step::Enter(child));
+                    for (child_src, child_dst, meta) in subdirs.into_iter().rev() {
+                        stack.push(Step::Finish(child_src.clone(), child_dst.clone(), meta));
+                        stack.push(Step::Enter(child_src, child_dst));
                     }
                 }
             }

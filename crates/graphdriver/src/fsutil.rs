@@ -148,85 +148,70 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
 /// Removes `name` in `dir` and, if it is a directory, everything below it. Never follows
 /// symlinks. A missing entry is not an error.
 ///
-/// Iterative with a list of pending relative paths instead of recursion over open fds, so
-/// a tree of any depth costs neither stack nor file descriptors; every directory is
-/// reopened from `dir` with the in-root resolver.
+/// Iterative over [`DirRef`]s instead of recursion over open fds, so a tree of any depth
+/// costs neither stack nor (beyond one per [`DirRef::MAX_REL`] bytes of depth) descriptors.
 pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    use rustix::io::Errno;
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => return Ok(()),
-        Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
         Err(e) => return Err(e.into()),
     }
-    // (path relative to `dir`, children already emptied of files and queued)
-    let mut stack: Vec<(Vec<u8>, bool)> = vec![(name.to_bytes().to_vec(), false)];
-    while let Some((rel, expanded)) = stack.pop() {
-        if expanded {
-            remove_empty_dir(dir, &rel)?;
-            continue;
-        }
-        let fd = match crate::safe_root::open_beneath(
-            dir,
-            &rel,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-        ) {
+    struct Pending {
+        parent: DirRef,
+        name: CString,
+        expanded: bool,
+    }
+    let mut stack = vec![Pending {
+        parent: DirRef::root(),
+        name: name.to_owned(),
+        expanded: false,
+    }];
+    while let Some(item) = stack.pop() {
+        let parent = match item.parent.open(dir) {
             Ok(fd) => fd,
-            Err(e) if errno_of(&e) == Some(rustix::io::Errno::NOENT) => continue,
+            Err(e) if errno_of(&e) == Some(Errno::NOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        if item.expanded {
+            match rustix::fs::unlinkat(&parent, &*item.name, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let fd = match open_dir_at(parent.as_fd(), &item.name) {
+            Ok(fd) => fd,
+            Err(e) if errno_of(&e) == Some(Errno::NOENT) => continue,
             // Replaced by a non-directory since it was listed: unlink that instead.
-            Err(e)
-                if matches!(
-                    errno_of(&e),
-                    Some(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)
-                ) =>
-            {
-                let (parent, base) = split_rel(&rel);
-                let pfd = crate::safe_root::open_beneath(
-                    dir,
-                    parent,
-                    OFlags::RDONLY | OFlags::DIRECTORY,
-                )?;
-                match rustix::fs::unlinkat(&pfd, base, AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) if matches!(errno_of(&e), Some(Errno::NOTDIR | Errno::LOOP)) => {
+                match rustix::fs::unlinkat(&parent, &*item.name, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
             Err(e) => return Err(e),
         };
-        stack.push((rel.clone(), true));
+        let this = item.parent.child(dir, item.name.to_bytes())?;
+        stack.push(Pending {
+            parent: item.parent,
+            name: item.name,
+            expanded: true,
+        });
         for child in list_dir(fd.as_fd())? {
             match rustix::fs::unlinkat(&fd, &*child, AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {
-                    let mut sub = rel.clone();
-                    sub.push(b'/');
-                    sub.extend_from_slice(child.to_bytes());
-                    stack.push((sub, false));
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(Errno::ISDIR) | Err(Errno::PERM) => {
+                    stack.push(Pending {
+                        parent: this.clone(),
+                        name: child,
+                        expanded: false,
+                    });
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
     Ok(())
-}
-
-fn split_rel(rel: &[u8]) -> (&[u8], &[u8]) {
-    match rel.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&rel[..i], &rel[i + 1..]),
-        None => (&rel[..0], rel),
-    }
-}
-
-fn remove_empty_dir(dir: BorrowedFd<'_>, rel: &[u8]) -> io::Result<()> {
-    let (parent, base) = split_rel(rel);
-    let pfd = match crate::safe_root::open_beneath(dir, parent, OFlags::RDONLY | OFlags::DIRECTORY)
-    {
-        Ok(fd) => fd,
-        Err(e) if errno_of(&e) == Some(rustix::io::Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    match rustix::fs::unlinkat(&pfd, base, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Removes everything inside the directory `dir`.
@@ -287,4 +272,56 @@ pub fn is_root() -> bool {
 /// An errno as an `io::Error`, for matching.
 pub(crate) fn errno_of(e: &io::Error) -> Option<rustix::io::Errno> {
     e.raw_os_error().map(rustix::io::Errno::from_raw_os_error)
+}
+
+/// A directory below a walk root, reopened on demand. Walks keep these instead of open
+/// fds so that depth costs no descriptors; to keep every reopen under `PATH_MAX`, a
+/// directory whose path from its anchor would grow past [`DirRef::MAX_REL`] bytes becomes
+/// an anchor itself (its fd is held, shared by its descendants).
+#[derive(Debug, Clone, Default)]
+pub struct DirRef {
+    anchor: Option<std::sync::Arc<OwnedFd>>,
+    rel: Vec<u8>,
+}
+
+impl DirRef {
+    /// Longest path reopened in one lookup.
+    pub const MAX_REL: usize = 2048;
+
+    /// The walk root itself.
+    pub fn root() -> Self {
+        DirRef::default()
+    }
+
+    /// The child directory `name` of this one.
+    pub fn child(&self, root: BorrowedFd<'_>, name: &[u8]) -> io::Result<DirRef> {
+        if self.rel.len() + 1 + name.len() > Self::MAX_REL {
+            let parent = self.open(root)?;
+            let fd = open_dir_at(parent.as_fd(), &component(name)?)?;
+            return Ok(DirRef {
+                anchor: Some(std::sync::Arc::new(fd)),
+                rel: Vec::new(),
+            });
+        }
+        let mut rel = self.rel.clone();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name);
+        Ok(DirRef {
+            anchor: self.anchor.clone(),
+            rel,
+        })
+    }
+
+    /// Opens the directory (readable, never through a final symlink), resolving inside its
+    /// anchor (or `root`).
+    pub fn open(&self, root: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        let base = self.anchor.as_deref().map(|f| f.as_fd()).unwrap_or(root);
+        crate::safe_root::open_beneath(
+            base,
+            &self.rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        )
+    }
 }

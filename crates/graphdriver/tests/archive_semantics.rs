@@ -455,3 +455,88 @@ fn header_only_kinds_carry_no_payload() {
     assert_eq!(size, 4);
     assert_eq!(fs::read(tmp.path().join("l")).unwrap(), b"data");
 }
+
+/// A tree deeper than PATH_MAX (1000 levels, 11 KB paths), as a container can create:
+/// copy, changes, tar and removal all work, with bounded stack and descriptors.
+#[test]
+fn trees_deeper_than_path_max() {
+    use rustix::fs::{Mode, OFlags};
+    const DEPTH: usize = 1000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dst).unwrap();
+    let mut cur =
+        rustix::fs::open(&src, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..DEPTH {
+        rustix::fs::mkdirat(&cur, "dddddddddd", Mode::from_raw_mode(0o755)).unwrap();
+        cur = rustix::fs::openat(
+            &cur,
+            "dddddddddd",
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    let bottom = |root: &std::path::Path| {
+        let mut fd =
+            rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..DEPTH {
+            fd = rustix::fs::openat(
+                &fd,
+                "dddddddddd",
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap();
+        }
+        fd
+    };
+    let write = |dir: &std::os::fd::OwnedFd, data: &[u8]| {
+        let f = rustix::fs::openat(
+            dir,
+            "leaf",
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&f, data).unwrap();
+    };
+    write(&cur, b"deep");
+    drop(cur);
+
+    graphdriver::copy::copy_dir(&src, &dst).unwrap();
+    assert!(changes_dirs(&dst, Some(&src)).unwrap().is_empty());
+    write(&bottom(&dst), b"DEEP");
+    let changes = changes_dirs(&dst, Some(&src)).unwrap();
+    assert_eq!(
+        changes.len(),
+        DEPTH + 1,
+        "every directory on the way is modified, plus the leaf"
+    );
+    assert!(changes.last().unwrap().path.ends_with("dddddddddd/leaf"));
+    assert_eq!(
+        changes_size(&dst, &changes).unwrap(),
+        0,
+        "paths past PATH_MAX cannot be sized by path"
+    );
+
+    let tar = tar_directory(&src, Vec::new(), &WalkOptions::default(), &mut NoConversion).unwrap();
+    let entries = graphdriver::archive::TarReader::new(&tar[..], Default::default());
+    let mut reader = entries;
+    let mut count = 0;
+    while let Ok(Some(_)) = reader.next_entry() {
+        count += 1;
+    }
+    assert!(count > 0);
+
+    let dirfd = rustix::fs::open(
+        tmp.path(),
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    graphdriver::fsutil::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"src").unwrap();
+    graphdriver::fsutil::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"dst").unwrap();
+    assert!(!src.exists() && !dst.exists());
+}

@@ -31,12 +31,12 @@
 use std::collections::HashSet;
 use std::ffi::{CStr, OsStr};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::change::{Change, ChangeKind};
-use crate::fsutil::{self, Meta, lstat_at};
+use crate::fsutil::{self, DirRef, Meta, lstat_at};
 use crate::safe_root::SafeRoot;
 
 /// The changes of `new` against `old` (`None`: against an empty tree), sorted by path.
@@ -71,9 +71,13 @@ fn change(prefix: &[u8], name: &CStr, kind: ChangeKind) -> Change {
 /// Work items of the comparison walk (iterative, so that depth costs no stack and only two
 /// directory fds are open at a time; directories are reopened inside their roots).
 enum Step {
-    /// Compare directory `rel` (`/a/b`, empty for the root). `has_old`: it is a directory
-    /// in the old tree too.
-    Enter { rel: Vec<u8>, has_old: bool },
+    /// Compare directory `rel` (`/a/b`, empty for the root), found at `new` and, if it is
+    /// a directory in the old tree too, `old`.
+    Enter {
+        rel: Vec<u8>,
+        new: DirRef,
+        old: Option<DirRef>,
+    },
     /// After `rel`'s subtree: give it a Modify if something below changed and it has none.
     Finish {
         rel: Vec<u8>,
@@ -88,21 +92,13 @@ fn compare_dirs(
     old: Option<BorrowedFd<'_>>,
     out: &mut Vec<Change>,
 ) -> io::Result<()> {
-    use rustix::fs::OFlags;
-    let open = |root: BorrowedFd<'_>, rel: &[u8]| -> io::Result<OwnedFd> {
-        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-        crate::safe_root::open_beneath(
-            root,
-            rel,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-        )
-    };
     let mut stack = vec![Step::Enter {
         rel: Vec::new(),
-        has_old: old.is_some(),
+        new: DirRef::root(),
+        old: old.map(|_| DirRef::root()),
     }];
     while let Some(step) = stack.pop() {
-        let (prefix, has_old) = match step {
+        let (prefix, (new_ref, old_ref)) = match step {
             Step::Finish {
                 rel,
                 start,
@@ -116,7 +112,7 @@ fn compare_dirs(
                 }
                 continue;
             }
-            Step::Enter { rel, has_old } => (rel, has_old),
+            Step::Enter { rel, new, old } => (rel, (new, old)),
         };
         // The subtree of this directory starts now: tell its Finish, if it has one.
         if let Some(Step::Finish { start, .. }) = stack.last_mut()
@@ -124,9 +120,9 @@ fn compare_dirs(
         {
             *start = out.len();
         }
-        let new_dir = open(new, &prefix)?;
-        let old_dir = match (has_old, old) {
-            (true, Some(root)) => Some(open(root, &prefix)?),
+        let new_dir = new_ref.open(new)?;
+        let old_dir = match (&old_ref, old) {
+            (Some(r), Some(root)) => Some(r.open(root)?),
             _ => None,
         };
         let new_fd = new_dir.as_fd();
@@ -154,7 +150,8 @@ fn compare_dirs(
                     if meta.is_dir() {
                         subdirs.push(vec![Step::Enter {
                             rel: child_prefix(&prefix, name),
-                            has_old: false,
+                            new: new_ref.child(new, name.to_bytes())?,
+                            old: None,
                         }]);
                     }
                 }
@@ -196,7 +193,13 @@ fn compare_dirs(
                             },
                             Step::Enter {
                                 rel,
-                                has_old: old_meta.is_dir(),
+                                new: new_ref.child(new, name.to_bytes())?,
+                                old: match (&old_ref, old) {
+                                    (Some(r), Some(root)) if old_meta.is_dir() => {
+                                        Some(r.child(root, name.to_bytes())?)
+                                    }
+                                    _ => None,
+                                },
                             },
                         ]);
                     }

@@ -285,8 +285,10 @@ impl<W: Write> TarBuilder<W> {
         converter: &mut dyn EntryConverter,
     ) -> io::Result<()> {
         struct Frame {
-            /// Path below `dir` (empty for `dir` itself).
+            /// Path below `dir` (empty for `dir` itself), for entry names.
             rel: Vec<u8>,
+            /// How to reopen the directory.
+            at: fsutil::DirRef,
             children: Vec<std::ffi::CString>,
             next: usize,
             fd: Option<std::os::fd::OwnedFd>,
@@ -301,6 +303,7 @@ impl<W: Write> TarBuilder<W> {
         };
         let mut stack = vec![Frame {
             rel: Vec::new(),
+            at: fsutil::DirRef::root(),
             children: fsutil::list_dir(dir)?,
             next: 0,
             fd: None,
@@ -313,11 +316,7 @@ impl<W: Write> TarBuilder<W> {
             let child = top.children[top.next].clone();
             top.next += 1;
             if top.fd.is_none() && !top.rel.is_empty() {
-                top.fd = Some(crate::safe_root::open_beneath(
-                    dir,
-                    &top.rel,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-                )?);
+                top.fd = Some(top.at.open(dir)?);
             }
             let dir_fd = top.fd.as_ref().map(|f| f.as_fd()).unwrap_or(dir);
             let rel_in_dir = join(&top.rel, child.to_bytes());
@@ -332,10 +331,12 @@ impl<W: Write> TarBuilder<W> {
             if meta.is_dir() {
                 let sub = fsutil::open_dir_at(dir_fd, &child)?;
                 let children = fsutil::list_dir(sub.as_fd())?;
+                let at = top.at.child(dir, child.to_bytes())?;
                 // Keep at most the current directory open.
                 top.fd = None;
                 stack.push(Frame {
                     rel: rel_in_dir,
+                    at,
                     children,
                     next: 0,
                     fd: Some(sub),
