@@ -70,6 +70,15 @@ pub trait ProtoDriver: Send + Sync + std::fmt::Debug {
 
     /// The ids of every layer directory the driver has on disk, for orphan detection.
     fn list(&self) -> Result<Vec<String>>;
+
+    /// A directory holding layer `id`'s complete tree, readable without [`ProtoDriver::get`]
+    /// (vfs: the layer directory itself). `None` when the driver has none (overlay2 keeps
+    /// only the layer's own changes in its `diff/`). [`crate::naive::NaiveDiffDriver`]
+    /// offers it as [`DiffDriver::payload_root`].
+    fn full_tree_dir(&self, id: &str) -> Result<Option<PathBuf>> {
+        let _ = id;
+        Ok(None)
+    }
 }
 
 /// Diff operations: tar export, changes, apply.

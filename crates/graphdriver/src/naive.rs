@@ -120,6 +120,9 @@ impl<P: ProtoDriver + 'static> ProtoDriver for NaiveDiffDriver<P> {
     fn list(&self) -> Result<Vec<String>> {
         self.inner.list()
     }
+    fn full_tree_dir(&self, id: &str) -> Result<Option<PathBuf>> {
+        self.inner.full_tree_dir(id)
+    }
 }
 
 impl<P: ProtoDriver + 'static> DiffDriver for NaiveDiffDriver<P> {
@@ -184,6 +187,12 @@ impl<P: ProtoDriver + 'static> DiffDriver for NaiveDiffDriver<P> {
             ..ApplyOptions::for_current_user().with_layer(id)
         };
         self.with_layer(id, |layer| apply_layer(layer, diff, &opts))
+    }
+
+    /// The layer's full tree holds every file of its tar under the tar's name, so where the
+    /// wrapped driver keeps one on disk (vfs), it serves tar-split reassembly directly.
+    fn payload_root(&self, id: &str) -> Result<Option<PathBuf>> {
+        self.inner.full_tree_dir(id)
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {

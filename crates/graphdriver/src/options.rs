@@ -9,8 +9,8 @@
 //! assert!(parse_storage_opt("size").is_err());
 //! ```
 //!
-//! A [`Registry`] maps driver names to constructors. [`Registry::with_builtin`] knows `vfs`;
-//! other drivers register themselves with [`Registry::register`].
+//! A [`Registry`] maps driver names to constructors. [`Registry::with_builtin`] knows
+//! `overlay2` and `vfs`; other drivers register themselves with [`Registry::register`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,14 +54,20 @@ impl Registry {
         Registry::default()
     }
 
-    /// A registry with the drivers of this crate that need no registration from elsewhere
-    /// (`vfs`).
+    /// A registry with this crate's drivers: `overlay2` (home `<root>/overlay2`) and `vfs`
+    /// (home `<root>/vfs`).
     pub fn with_builtin() -> Self {
         let mut r = Registry::new();
-        r.register("vfs", |root, options| {
+        r.drivers.insert("vfs".into(), |root, options| {
             Ok(Box::new(crate::vfs::init(root, options)?))
-        })
-        .expect("empty registry has no duplicate");
+        });
+        r.drivers.insert("overlay2".into(), |root, options| {
+            let opts = crate::overlay2::Overlay2Options::parse(options)?;
+            Ok(Box::new(crate::overlay2::Overlay2::new(
+                root.join("overlay2"),
+                opts,
+            )?))
+        });
         r
     }
 
@@ -189,8 +195,22 @@ mod tests {
             reg.new_driver("nope", root.path(), &[]),
             Err(Error::NotSupported(_))
         ));
+        // Nothing on disk yet: the first of the priority list that starts here.
         let d = reg.new_driver("", root.path(), &[]).unwrap();
-        assert_eq!(d.name(), "vfs");
+        let overlay = crate::overlay2::overlay_in_proc_filesystems() && crate::fsutil::is_root();
+        if overlay {
+            assert_eq!(d.name(), "overlay2");
+        } else {
+            assert_eq!(d.name(), "vfs");
+        }
+        drop(d);
+        // vfs state alone never counts as prior state: vfs is picked only as a fallback.
+        let root2 = tempfile::tempdir().unwrap();
+        let v = reg.new_driver("vfs", root2.path(), &[]).unwrap();
+        v.create("x", None, &crate::CreateOpts::default()).unwrap();
+        assert!(!has_state(&root2.path().join("overlay2")));
+        let picked = reg.new_driver("", root2.path(), &[]).unwrap();
+        assert_eq!(picked.name(), if overlay { "overlay2" } else { "vfs" });
         let mut reg2 = Registry::with_builtin();
         assert!(
             reg2.register("vfs", |_, _| Err(Error::Other("x".into())))

@@ -261,6 +261,14 @@ impl ProtoDriver for VfsDriver {
         Ok(())
     }
 
+    fn full_tree_dir(&self, id: &str) -> Result<Option<PathBuf>> {
+        let dir = self.dir(id)?;
+        if !dir.is_dir() {
+            return Err(Error::NotFound(id.to_string()));
+        }
+        Ok(Some(dir))
+    }
+
     fn list(&self) -> Result<Vec<String>> {
         let dir = self.home.join("dir");
         let mut ids = Vec::new();

@@ -165,3 +165,80 @@ fn vfs_metadata_list_and_remove() {
         fs::set_permissions(dir.join("ro/deeper"), fs::Permissions::from_mode(0o700)).unwrap();
     }
 }
+
+/// moby TestXattrUnsupportedByBackingFS: on ramfs (no user xattrs) a layer carrying
+/// `SCHILY.xattr.user.test` fails with EOPNOTSUPP, unless `vfs.xattrs=i_want_broken_containers`.
+#[test]
+fn vfs_xattr_unsupported_by_backing_fs() {
+    use graphdriver::DiffDriver;
+    use graphdriver::archive::writer::{TarHeader, TarWriter};
+    let home = TempHome::new("ramfs").unwrap();
+    let mnt = home.path().join("ramfs");
+    fs::create_dir(&mnt).unwrap();
+    match rustix::mount::mount(
+        "ramfs",
+        &mnt,
+        "ramfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    ) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("skipping: cannot mount ramfs: {e}");
+            return;
+        }
+    }
+    let run = || -> Result<(), String> {
+        let mut tar = TarWriter::new(Vec::new());
+        let mut h = TarHeader::file("greeting", 12);
+        h.xattrs.push((b"user.test".to_vec(), b"hello".to_vec()));
+        tar.append(&h, Some(&mut &b"hello world\n"[..])).unwrap();
+        let tar = tar.finish().unwrap();
+
+        let strict = graphdriver::vfs::init(&mnt, &[]).map_err(|e| e.to_string())?;
+        strict
+            .create("strict", None, &CreateOpts::default())
+            .unwrap();
+        let err = strict
+            .apply_diff("strict", None, &mut &tar[..])
+            .unwrap_err()
+            .to_string();
+        if !err.contains("not supported") {
+            return Err(format!("expected EOPNOTSUPP, got: {err}"));
+        }
+        strict.remove("strict").unwrap();
+        drop(strict);
+
+        let lenient =
+            graphdriver::vfs::init(&mnt, &["vfs.xattrs=i_want_broken_containers".into()]).unwrap();
+        lenient
+            .create("lenient", None, &CreateOpts::default())
+            .unwrap();
+        let size = lenient
+            .apply_diff("lenient", None, &mut &tar[..])
+            .map_err(|e| e.to_string())?;
+        assert_eq!(size, 12);
+        let dir = lenient.get("lenient", "").unwrap();
+        assert_eq!(fs::read(dir.join("greeting")).unwrap(), b"hello world\n");
+        lenient.put("lenient").unwrap();
+        Ok(())
+    };
+    let result = run();
+    rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH).unwrap();
+    result.unwrap();
+}
+
+/// vfs offers its layer directory as the payload root for tar-split reassembly.
+#[test]
+fn vfs_payload_root_is_the_layer_dir() {
+    use graphdriver::DiffDriver;
+    let (_h, d) = vfs("payload");
+    d.create("l", None, &CreateOpts::default()).unwrap();
+    let root = d
+        .payload_root("l")
+        .unwrap()
+        .expect("vfs has a payload root");
+    assert_eq!(root, d.get("l", "").unwrap());
+    d.put("l").unwrap();
+    assert!(d.payload_root("missing").is_err());
+}
