@@ -111,7 +111,7 @@ pub fn cstr(field: &[u8]) -> &[u8] {
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// Parses an octal field after trimming spaces and NULs (Go `parseOctal`).

@@ -259,8 +259,10 @@ impl<U: Unpacker, G: FileGetter> Read for Assembler<U, G> {
 pub fn assemble<U: Unpacker, G: FileGetter, W: Write>(
     unpacker: U,
     getter: G,
-    mut out: W,
+    out: W,
 ) -> Result<u64> {
+    // Many archives are mostly small headers and bodies: batch them into large writes.
+    let mut out = io::BufWriter::with_capacity(256 << 10, out);
     let mut asm = Assembler::new(unpacker, getter);
     let mut buf = vec![0u8; 256 << 10];
     loop {

@@ -202,6 +202,9 @@ impl FileGetter for BufferFileGetPutter {
 pub struct PathFileGetter {
     root: OwnedFd,
     use_openat2: bool,
+    /// The directory of the previous lookup: archives list files directory by directory,
+    /// so most lookups then open one component relative to it.
+    last_dir: Option<(Vec<u8>, OwnedFd)>,
 }
 
 impl PathFileGetter {
@@ -215,6 +218,7 @@ impl PathFileGetter {
         Ok(PathFileGetter {
             root,
             use_openat2: true,
+            last_dir: None,
         })
     }
 
@@ -234,6 +238,9 @@ impl PathFileGetter {
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
         if self.use_openat2 {
             let relative = trim_leading_slashes(name);
+            if let Some(fd) = self.open_in_cached_dir(relative, flags)? {
+                return Ok(fd);
+            }
             let path = if relative.is_empty() {
                 &b"."[..]
             } else {
@@ -257,6 +264,43 @@ impl PathFileGetter {
             }
         }
         self.open_by_walk(name, flags)
+    }
+
+    /// Opens `dir/base` as `base` relative to a cached descriptor of `dir` (itself resolved
+    /// with `openat2` inside the root). `None` means "use the full lookup": unusual names,
+    /// or a final symlink, which `openat2` then resolves inside the root.
+    fn open_in_cached_dir(
+        &mut self,
+        relative: &[u8],
+        flags: OFlags,
+    ) -> io::Result<Option<OwnedFd>> {
+        let Some(slash) = memchr::memrchr(b'/', relative) else {
+            return Ok(None);
+        };
+        let (dir, base) = (&relative[..slash], &relative[slash + 1..]);
+        let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b"..";
+        if !plain(base) || !dir.split(|&b| b == b'/').all(plain) {
+            return Ok(None);
+        }
+        if self.last_dir.as_ref().is_none_or(|(path, _)| path != dir) {
+            let fd = match rustix::fs::openat2(
+                &self.root,
+                dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(fd) => fd,
+                Err(_) => return Ok(None),
+            };
+            self.last_dir = Some((dir.to_vec(), fd));
+        }
+        let (_, dir_fd) = self.last_dir.as_ref().expect("set above");
+        match rustix::fs::openat(dir_fd, base, flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::LOOP) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn open_by_walk(&self, name: &[u8], flags: OFlags) -> io::Result<OwnedFd> {

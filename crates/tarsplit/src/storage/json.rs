@@ -290,6 +290,16 @@ impl<R: BufRead> Unpacker for JsonUnpacker<R> {
                 }
                 continue;
             }
+            // Fast path for the exact shape Go and we write; anything else goes to serde.
+            if let Some((wire, used)) = fast_entry(&self.buf[self.pos..]) {
+                self.pos += used;
+                let entry = wire.into_entry().map_err(|m| self.meta_err(m))?;
+                if entry.kind == EntryKind::File {
+                    self.seen.insert(&entry.name)?;
+                }
+                self.index += 1;
+                return Ok(Some(entry));
+            }
             let mut stream = serde_json::Deserializer::from_slice(&self.buf[self.pos..])
                 .into_iter::<WireEntry>();
             match stream.next() {
@@ -424,23 +434,104 @@ impl<'de> de::Deserialize<'de> for GoBytes {
 
 /// Decodes like Go's `base64.StdEncoding`, which skips CR and LF anywhere.
 pub fn decode_go_base64(s: &[u8]) -> Result<Vec<u8>, String> {
-    let stripped;
-    let input = if s.contains(&b'\n') || s.contains(&b'\r') {
-        stripped = s
-            .iter()
-            .copied()
-            .filter(|&b| b != b'\r' && b != b'\n')
-            .collect::<Vec<u8>>();
-        &stripped[..]
-    } else {
-        s
+    let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
+    match GO_STD.decode_vec(s, &mut out) {
+        Ok(()) => Ok(out),
+        Err(_) if s.contains(&b'\n') || s.contains(&b'\r') => {
+            let stripped: Vec<u8> = s
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect();
+            out.clear();
+            GO_STD
+                .decode_vec(&stripped, &mut out)
+                .map_err(|e| format!("illegal base64 data: {e}"))?;
+            Ok(out)
+        }
+        Err(e) => Err(format!("illegal base64 data: {e}")),
+    }
+}
+
+/// Parses one object in exactly the layout [`encode_entry`] writes (no escapes, keys in
+/// Go's order); returns `None` for anything else, which the general parser then handles.
+fn fast_entry(input: &[u8]) -> Option<(WireEntry, usize)> {
+    let mut p = Cursor { s: input, i: 0 };
+    p.tag(b"{\"type\":")?;
+    let mut e = WireEntry {
+        kind: p.int()?,
+        ..WireEntry::default()
     };
-    let mut out = vec![0u8; input.len() / 4 * 3 + 3];
-    let n = GO_STD
-        .decode_slice(input, &mut out)
-        .map_err(|e| format!("illegal base64 data: {e}"))?;
-    out.truncate(n);
-    Ok(out)
+    if p.tag(b",\"name\":\"").is_some() {
+        let raw = p.plain_string(false)?;
+        e.name = Some(std::str::from_utf8(raw).ok()?.to_owned());
+    }
+    if p.tag(b",\"name_raw\":\"").is_some() {
+        e.name_raw = Some(decode_go_base64(p.plain_string(true)?).ok()?);
+    }
+    if p.tag(b",\"size\":").is_some() {
+        e.size = p.int()?;
+    }
+    p.tag(b",\"payload\":")?;
+    if p.tag(b"null").is_none() {
+        p.tag(b"\"")?;
+        e.payload = Some(decode_go_base64(p.plain_string(true)?).ok()?);
+    }
+    p.tag(b",\"position\":")?;
+    e.position = p.int()?;
+    p.tag(b"}")?;
+    Some((e, p.i))
+}
+
+struct Cursor<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn tag(&mut self, t: &[u8]) -> Option<()> {
+        if self.s[self.i..].starts_with(t) {
+            self.i += t.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn int(&mut self) -> Option<i64> {
+        let neg = self.tag(b"-").is_some();
+        let start = self.i;
+        let mut v: i64 = 0;
+        while let Some(&d) = self.s.get(self.i).filter(|d| d.is_ascii_digit()) {
+            v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+            self.i += 1;
+        }
+        let len = self.i - start;
+        // JSON forbids leading zeros; leave such oddities to serde.
+        if len == 0 || (len > 1 && self.s[start] == b'0') {
+            return None;
+        }
+        Some(if neg { -v } else { v })
+    }
+
+    /// The rest of a string whose opening quote was consumed; `None` if it has escapes
+    /// or raw control characters (invalid JSON, left to serde to report).
+    fn plain_string(&mut self, base64: bool) -> Option<&'a [u8]> {
+        let rest = &self.s[self.i..];
+        let end = memchr::memchr(b'"', rest)?;
+        let body = &rest[..end];
+        let suspicious = if base64 {
+            // Long payloads: the decoder rejects every other control character itself.
+            memchr::memchr3(b'\\', b'\n', b'\r', body).is_some()
+        } else {
+            body.iter().any(|&b| b == b'\\' || b < 0x20)
+        };
+        if suspicious {
+            return None;
+        }
+        self.i += end + 1;
+        Some(body)
+    }
 }
 
 impl<'de> de::Deserialize<'de> for WireEntry {
@@ -530,6 +621,34 @@ mod tests {
             "q\"\\\u{1}\u{8}\u{c}\u{7f}\u{2028}<>&.txt".as_bytes()
         );
         assert_eq!(back[1].payload, None);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        let text = pack(&[
+            Entry::segment(vec![0; 1500]),
+            Entry::file("dir/", 0, None),
+            Entry::file(&b"caf\xe9"[..], 7, Some([1; 8])),
+            Entry::file("h\u{e9}llo <&>", -3, Some([0; 8])),
+        ]);
+        for line in text.lines() {
+            let slow: WireEntry = serde_json::from_str(line).unwrap();
+            match fast_entry(line.as_bytes()) {
+                Some((fast, used)) => {
+                    assert_eq!(used, line.len());
+                    assert_eq!(fast.into_entry(), slow.into_entry(), "{line}");
+                }
+                // Only lines with escapes take the slow path.
+                None => assert!(line.contains('\\'), "{line}"),
+            }
+        }
+        for odd in [
+            "{\"type\":01}",
+            "{\"type\":1,\"size\":1.5,\"payload\":null,\"position\":0}",
+            "{\"type\": 1}",
+        ] {
+            assert!(fast_entry(odd.as_bytes()).is_none(), "{odd}");
+        }
     }
 
     #[test]
