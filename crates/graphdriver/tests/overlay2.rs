@@ -701,3 +701,45 @@ fn native_diff_whiteouts_look_like_dockers() {
     ];
     assert_eq!(seen, expect, "kernel shares whiteout inodes: {shared}");
 }
+
+/// Against an ancestor that is not the direct parent, the upper dir is not the diff: changes,
+/// diff size and diff fall back to the naive comparison and still give the right answer.
+#[test]
+fn changes_against_a_grandparent_use_the_naive_walk() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    std::fs::write(d.get("base", "").unwrap().join("b"), "b").unwrap();
+    d.put("base").unwrap();
+    d.create("mid", Some("base"), &opts()).unwrap();
+    std::fs::write(d.get("mid", "").unwrap().join("m"), "m").unwrap();
+    d.put("mid").unwrap();
+    d.create_read_write("top", Some("mid"), &opts()).unwrap();
+    std::fs::write(d.get("top", "").unwrap().join("t"), "tt").unwrap();
+    d.put("top").unwrap();
+    let shown: Vec<String> = d
+        .changes("top", Some("base"))
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(shown, ["A /m", "A /t"]);
+    assert_eq!(d.diff_size("top", Some("base")).unwrap(), 3);
+    let mut tar = Vec::new();
+    d.diff("top", Some("base"))
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path_bytes().to_vec()).unwrap())
+        .collect();
+    assert_eq!(names, ["m", "t"]);
+    // Nothing is left mounted by the naive path.
+    assert!(!is_mounted(&tmp.path().join("overlay2/top/merged")));
+    assert!(!is_mounted(&tmp.path().join("overlay2/base/merged")));
+}

@@ -255,3 +255,61 @@ impl Walk<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
+        rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).is_ok()
+    }
+
+    #[test]
+    fn without_parent_everything_is_added_and_whiteouts_are_ignored() {
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(upper.path().join("d/e")).unwrap();
+        std::fs::write(upper.path().join("d/e/f"), "x").unwrap();
+        std::fs::write(upper.path().join("g"), "y").unwrap();
+        let got = upper_changes("t", upper.path(), None, "trusted.overlay.")
+            .unwrap()
+            .unwrap();
+        let shown: Vec<String> = got.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, ["A /d", "A /d/e", "A /d/e/f", "A /g"]);
+    }
+
+    #[test]
+    fn redirect_or_metacopy_entries_make_the_walk_give_up() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: trusted.* xattrs need root");
+            return;
+        }
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::create_dir(upper.path().join("moved")).unwrap();
+        if !set_xattr(
+            &upper.path().join("moved"),
+            "trusted.overlay.redirect",
+            b"/orig",
+        ) {
+            eprintln!("skipping: filesystem refuses trusted xattrs");
+            return;
+        }
+        assert!(
+            upper_changes("t", upper.path(), None, "trusted.overlay.")
+                .unwrap()
+                .is_none()
+        );
+
+        let upper = tempfile::tempdir().unwrap();
+        std::fs::write(upper.path().join("f"), "").unwrap();
+        assert!(set_xattr(
+            &upper.path().join("f"),
+            "trusted.overlay.metacopy",
+            b""
+        ));
+        assert!(
+            upper_changes("t", upper.path(), None, "trusted.overlay.")
+                .unwrap()
+                .is_none()
+        );
+    }
+}
