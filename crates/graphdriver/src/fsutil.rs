@@ -179,7 +179,22 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let fd = match open_dir_at(parent.as_fd(), &item.name) {
+        let opened = match open_dir_at(parent.as_fd(), &item.name) {
+            // A directory without read/search permission for its (non-root) owner, as
+            // images have (0555 trees, 0000 dirs): grant it, it is going away anyway.
+            Err(e) if errno_of(&e) == Some(Errno::ACCESS) => {
+                let path_fd = open_path_at(parent.as_fd(), &item.name)?;
+                rustix::fs::chmodat(
+                    rustix::fs::CWD,
+                    &*proc_fd_path(path_fd.as_fd(), None),
+                    Mode::from_raw_mode(0o700),
+                    AtFlags::empty(),
+                )?;
+                open_dir_at(parent.as_fd(), &item.name)
+            }
+            other => other,
+        };
+        let fd = match opened {
             Ok(fd) => fd,
             Err(e) if errno_of(&e) == Some(Errno::NOENT) => continue,
             // Replaced by a non-directory since it was listed: unlink that instead.
@@ -197,6 +212,11 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
             name: item.name,
             expanded: true,
         });
+        let meta = fstat(fd.as_fd())?;
+        if meta.perm & 0o700 != 0o700 && !is_root() {
+            // Unlinking entries needs write and search permission on the directory.
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.perm | 0o700))?;
+        }
         for child in list_dir(fd.as_fd())? {
             match rustix::fs::unlinkat(&fd, &*child, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
