@@ -62,41 +62,56 @@ impl<W: Write> JsonPacker<W> {
     pub fn new(out: W) -> Self {
         JsonPacker {
             out,
-            line: Vec::with_capacity(4096),
+            line: Vec::with_capacity(PACKER_BUFFER + 4096),
             position: 0,
             seen: SeenPaths::default(),
         }
     }
 
-    /// Returns the writer.
-    pub fn into_inner(self) -> W {
+    /// Writes out buffered lines and returns the writer. Call [`Packer::flush`] first to
+    /// see write errors; the disassembler does so when the archive ends.
+    pub fn into_inner(mut self) -> W {
+        let _ = self.write_buffered();
         self.out
     }
 
-    /// The writer.
+    /// The writer (lines may still be buffered in the packer until [`Packer::flush`]).
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.out
     }
 }
+
+/// Lines are collected up to this size before one write to the underlying writer.
+const PACKER_BUFFER: usize = 64 << 10;
 
 impl<W: Write> Packer for JsonPacker<W> {
     fn add_entry(&mut self, entry: &Entry) -> Result<i64> {
         if entry.kind == EntryKind::File {
             self.seen.insert(&entry.name)?;
         }
-        self.line.clear();
         encode_entry(&mut self.line, entry, self.position);
-        self.out
-            .write_all(&self.line)
-            .map_err(Error::io("writing tar-split metadata"))?;
+        if self.line.len() >= PACKER_BUFFER {
+            self.write_buffered()?;
+        }
         self.position += 1;
         Ok(self.position - 1)
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.write_buffered()?;
         self.out
             .flush()
             .map_err(Error::io("writing tar-split metadata"))
+    }
+}
+
+impl<W: Write> JsonPacker<W> {
+    fn write_buffered(&mut self) -> Result<()> {
+        self.out
+            .write_all(&self.line)
+            .map_err(Error::io("writing tar-split metadata"))?;
+        self.line.clear();
+        Ok(())
     }
 }
 
