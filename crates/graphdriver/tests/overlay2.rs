@@ -743,3 +743,49 @@ fn changes_against_a_grandparent_use_the_naive_walk() {
     assert!(!is_mounted(&tmp.path().join("overlay2/top/merged")));
     assert!(!is_mounted(&tmp.path().join("overlay2/base/merged")));
 }
+
+/// Hard links of every kind in an upper dir are exported as Docker does: the first name
+/// carries the content, later names are link entries pointing at it.
+#[test]
+fn native_diff_exports_hard_links_once() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    d.create_read_write("rw", Some("base"), &opts()).unwrap();
+    let r = d.get("rw", "").unwrap();
+    std::fs::write(r.join("a"), "content").unwrap();
+    std::fs::hard_link(r.join("a"), r.join("b")).unwrap();
+    std::os::unix::fs::symlink("target", r.join("s1")).unwrap();
+    std::fs::hard_link(r.join("s1"), r.join("s2")).unwrap();
+    d.put("rw").unwrap();
+    let mut tar = Vec::new();
+    d.diff("rw", Some("base"))
+        .unwrap()
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut seen = Vec::new();
+    for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = String::from_utf8(entry.path_bytes().to_vec()).unwrap();
+        let kind = entry.header().entry_type().as_byte() as char;
+        let link = entry
+            .header()
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.to_vec()).unwrap());
+        let mut body = String::new();
+        entry.read_to_string(&mut body).unwrap();
+        seen.push(format!("{name} {kind} {link:?} {body:?}"));
+    }
+    assert_eq!(
+        seen,
+        [
+            "a 0 None \"content\"",
+            "b 1 Some(\"a\") \"\"",
+            "s1 2 Some(\"target\") \"\"",
+            "s2 1 Some(\"s1\") \"\"",
+        ]
+    );
+}

@@ -123,7 +123,29 @@ impl UpperTar {
                 header.xattrs.push(("security.capability".into(), cap));
             }
             let tar_name = rel.as_os_str().as_bytes().to_vec();
-            match FileType::from_raw_mode(st.st_mode) {
+            let kind = FileType::from_raw_mode(st.st_mode);
+            // Docker's hardlink bookkeeping covers every non-directory it archives (sockets are
+            // skipped before it): a second name of an inode points at the first.
+            let mut first_name = None;
+            if kind != FileType::Directory && kind != FileType::Socket && st.st_nlink > 1 {
+                #[allow(clippy::useless_conversion)]
+                let key = (u64::from(st.st_dev), u64::from(st.st_ino));
+                match self.hardlinks.get(&key) {
+                    Some(first) => first_name = Some(first.clone()),
+                    None => {
+                        self.hardlinks.insert(key, tar_name.clone());
+                    }
+                }
+            }
+            let whiteout = is_whiteout(&st);
+            if let (Some(first), false) = (&first_name, whiteout) {
+                header.name = tar_name;
+                header.typeflag = b'1';
+                header.linkname = first.clone();
+                header.write(&mut self.pending);
+                return Ok(true);
+            }
+            match kind {
                 FileType::Directory => {
                     header.name = [tar_name.as_slice(), b"/"].concat();
                     header.typeflag = b'5';
@@ -152,21 +174,8 @@ impl UpperTar {
                     });
                 }
                 FileType::RegularFile => {
-                    header.name = tar_name.clone();
+                    header.name = tar_name;
                     header.typeflag = b'0';
-                    #[allow(clippy::useless_conversion)]
-                    let key = (u64::from(st.st_dev), u64::from(st.st_ino));
-                    if st.st_nlink > 1
-                        && let Some(first) = self.hardlinks.get(&key)
-                    {
-                        header.typeflag = b'1';
-                        header.linkname = first.clone();
-                        header.write(&mut self.pending);
-                        return Ok(true);
-                    }
-                    if st.st_nlink > 1 {
-                        self.hardlinks.insert(key, tar_name);
-                    }
                     let fd = rustix::fs::openat(
                         parent_fd,
                         &name,
@@ -189,20 +198,13 @@ impl UpperTar {
                     header.linkname = target.into_bytes();
                     header.write(&mut self.pending);
                 }
-                FileType::CharacterDevice if is_whiteout(&st) => {
+                FileType::CharacterDevice if whiteout => {
                     // The kernel makes whiteouts hard links of one shared inode. Docker runs its
                     // hardlink bookkeeping before the whiteout conversion, so every whiteout but
                     // the first keeps a link name pointing at the first one's original path
                     // (harmless on a regular file). Reproduced for byte-identical diffs.
-                    #[allow(clippy::useless_conversion)]
-                    let key = (u64::from(st.st_dev), u64::from(st.st_ino));
-                    if st.st_nlink > 1 {
-                        match self.hardlinks.get(&key) {
-                            Some(first) => header.linkname = first.clone(),
-                            None => {
-                                self.hardlinks.insert(key, tar_name.clone());
-                            }
-                        }
+                    if let Some(first) = first_name {
+                        header.linkname = first;
                     }
                     let base = name.as_bytes();
                     let dir = frame_dir_prefix(&rel);
