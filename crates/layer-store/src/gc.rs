@@ -32,6 +32,10 @@ fn is_store_id(id: &str) -> bool {
     layer_meta::is_valid_mount_id(id)
 }
 
+fn exists(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
 impl Store {
     /// Collects leftovers: finishes interrupted removals, removes stale metadata, then removes
     /// driver directories nothing names. Every removal is logged at info level.
@@ -41,18 +45,32 @@ impl Store {
         let driver = self.driver();
         let mut report = GcReport::default();
 
-        for orphan in meta.orphans()? {
-            if let Some(cache) = &orphan.cache_id {
-                driver.remove(cache)?;
+        // With the layer map locked: a release deletes under that lock, so a `-removing`
+        // directory seen here is an interrupted removal, never one being finished right now.
+        self.with_layers_locked(|| -> Result<()> {
+            for orphan in meta.orphans()? {
+                if let Some(cache) = &orphan.cache_id {
+                    driver.remove(cache)?;
+                }
+                meta.finish_removal(&orphan)?;
+                tracing::info!(layer = %orphan.chain_id, cache = ?orphan.cache_id, "finished interrupted layer removal");
+                report.finished_removals.push(orphan.chain_id.to_string());
             }
-            meta.finish_removal(&orphan)?;
-            tracing::info!(layer = %orphan.chain_id, cache = ?orphan.cache_id, "finished interrupted layer removal");
-            report.finished_removals.push(orphan.chain_id.to_string());
-        }
+            Ok(())
+        })?;
 
         let leftovers = meta.leftovers()?;
         for l in leftovers.all() {
-            meta.remove_leftover(l)?;
+            // A write-set whose operation finished since the listing is gone: not a leftover.
+            if !exists(&l.path) {
+                continue;
+            }
+            if let Err(e) = meta.remove_leftover(l) {
+                if !exists(&l.path) {
+                    continue;
+                }
+                return Err(e.into());
+            }
             tracing::info!(path = %l.rel_path, reason = %l.reason, "removed metadata leftover");
             report.leftovers.push(l.rel_path.clone());
         }
@@ -72,7 +90,8 @@ impl Store {
         }
         named.extend(self.referenced_driver_ids());
         for id in on_disk {
-            if named.contains(&id) || !is_store_id(&id) {
+            // Gone since the listing: deleted by a release that finished meanwhile.
+            if named.contains(&id) || !is_store_id(&id) || !driver.exists(&id) {
                 continue;
             }
             driver.remove(&id)?;

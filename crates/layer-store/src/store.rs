@@ -848,6 +848,13 @@ impl Store {
         Ok(report)
     }
 
+    /// Runs `f` with the layer map locked: no layer enters or leaves the map meanwhile, and
+    /// no layer deletion is under way (deletions run under this lock).
+    pub(crate) fn with_layers_locked<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _state = lock(&self.inner.state);
+        f()
+    }
+
     /// Every driver directory that belongs to a known layer, RW layer or work in flight.
     pub(crate) fn referenced_driver_ids(&self) -> HashSet<String> {
         let mut ids = HashSet::new();
