@@ -789,3 +789,24 @@ fn native_diff_exports_hard_links_once() {
         ]
     );
 }
+
+/// A home on an overlay filesystem (Docker in Docker without a volume) is refused up front.
+#[test]
+fn home_on_overlayfs_is_not_supported() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    d.create_read_write("rw", Some("base"), &opts()).unwrap();
+    let merged = d.get("rw", "").unwrap();
+    let err = Overlay2::new(merged.join("nested"), Overlay2Options::default()).unwrap_err();
+    assert!(matches!(err, graphdriver::Error::NotSupported(_)), "{err}");
+    assert!(err.to_string().contains("overlayfs"), "{err}");
+    assert!(
+        !merged.join("nested").exists(),
+        "nothing is created on refusal"
+    );
+    d.put("rw").unwrap();
+}

@@ -108,6 +108,20 @@ fn fs_name(magic: u64) -> &'static str {
     }
 }
 
+/// The backing filesystem's name at `path`; an error when overlay cannot stack on it.
+pub(crate) fn check_backing_fs(path: &Path) -> Result<String> {
+    let statfs = rustix::fs::statfs(path).map_err(|e| Error::io("statfs", path, e.into()))?;
+    #[allow(clippy::unnecessary_cast)]
+    let backing_fs = fs_name(statfs.f_type as u64).to_string();
+    if backing_fs == "overlayfs" || backing_fs == "aufs" || backing_fs == "ecryptfs" {
+        return Err(Error::NotSupported(format!(
+            "overlay2 is not supported over {backing_fs} ({})",
+            path.display()
+        )));
+    }
+    Ok(backing_fs)
+}
+
 /// Removes the probe directory even when a probe step fails half-way.
 struct ProbeDir {
     path: PathBuf,
@@ -128,15 +142,7 @@ fn probe_uncached(home: &Path) -> Result<Features> {
             "overlay is not in /proc/filesystems".into(),
         ));
     }
-    let statfs = rustix::fs::statfs(home).map_err(|e| Error::io("statfs", home, e.into()))?;
-    #[allow(clippy::unnecessary_cast)]
-    let backing_fs = fs_name(statfs.f_type as u64).to_string();
-    if backing_fs == "overlayfs" || backing_fs == "aufs" || backing_fs == "ecryptfs" {
-        return Err(Error::NotSupported(format!(
-            "overlay2 is not supported over {backing_fs} ({})",
-            home.display()
-        )));
-    }
+    let backing_fs = check_backing_fs(home)?;
     let userxattr = in_user_namespace();
     let xattr = if userxattr {
         "user.overlay."

@@ -199,6 +199,13 @@ impl Overlay2 {
             ));
         }
         let existed = home.is_dir();
+        // Refuse an unusable filesystem before creating anything on it.
+        let probe_at = if existed {
+            home.as_path()
+        } else {
+            home.parent().unwrap_or(Path::new("/"))
+        };
+        features::check_backing_fs(probe_at)?;
         mkdir_mode(&home, 0o710)?;
         let features = features::probe(&home)?;
         if !existed {
