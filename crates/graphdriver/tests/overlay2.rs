@@ -810,3 +810,95 @@ fn home_on_overlayfs_is_not_supported() {
     );
     d.put("rw").unwrap();
 }
+
+/// Random edits through several layers: the native changes of the top layer (read from its
+/// upper dir and its lowers, no mount) always equal the naive comparison of the mounted trees.
+#[test]
+fn native_changes_match_naive_on_random_layer_stacks() {
+    if !can_run() {
+        return;
+    }
+    let mut kinds_seen = std::collections::BTreeSet::new();
+    for seed in 1..=24u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+        let mut rng = seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut parent: Option<String> = None;
+        for layer in 0..4 {
+            let id = format!("l{layer}");
+            d.create(&id, parent.as_deref(), &opts()).unwrap();
+            let root = d.get(&id, "").unwrap();
+            let ops = if layer == 0 { 30 } else { 8 };
+            for _ in 0..ops {
+                random_edit(&root, &mut next);
+            }
+            d.put(&id).unwrap();
+            if layer == 3 {
+                let native = d.changes(&id, parent.as_deref()).unwrap();
+                let top = d.get(&id, "").unwrap();
+                let below = d.get(parent.as_deref().unwrap(), "").unwrap();
+                let mut naive =
+                    graphdriver::archive::changes::changes_dirs(&top, Some(&below)).unwrap();
+                naive.sort();
+                d.put(parent.as_deref().unwrap()).unwrap();
+                d.put(&id).unwrap();
+                let show = |v: &[graphdriver::Change]| {
+                    v.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                assert_eq!(show(&native), show(&naive), "seed {seed}");
+                kinds_seen.extend(native.iter().map(|c| c.kind));
+            }
+            parent = Some(id);
+        }
+    }
+    assert_eq!(
+        kinds_seen.len(),
+        3,
+        "the random edits must add, modify and delete"
+    );
+}
+
+/// One random edit of a merged view: create, overwrite, delete, chmod, or replace a file by a
+/// directory and back, somewhere in a small fixed namespace.
+fn random_edit(root: &Path, next: &mut impl FnMut(usize) -> usize) {
+    const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+    let depth = 1 + next(3);
+    let rel: PathBuf = (0..depth).map(|_| NAMES[next(NAMES.len())]).collect();
+    let path = root.join(&rel);
+    let parent_ok = rel
+        .parent()
+        .is_none_or(|p| p.as_os_str().is_empty() || root.join(p).is_dir());
+    let meta = std::fs::symlink_metadata(&path).ok();
+    match (next(6), meta) {
+        (0 | 1, None) if parent_ok => std::fs::write(&path, format!("{}", next(1000))).unwrap(),
+        (2, None) if parent_ok => std::fs::create_dir(&path).unwrap(),
+        (0, Some(m)) if m.is_file() => {
+            std::fs::write(&path, format!("new {}", next(1000))).unwrap()
+        }
+        (1 | 3, Some(m)) if m.is_dir() => std::fs::remove_dir_all(&path).unwrap(),
+        (1 | 3, Some(_)) => std::fs::remove_file(&path).unwrap(),
+        (4, Some(_)) => std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(0o700 | next(0o100) as u32),
+        )
+        .unwrap(),
+        (5, Some(m)) if m.is_file() => {
+            std::fs::remove_file(&path).unwrap();
+            std::fs::create_dir(&path).unwrap();
+        }
+        (5, Some(m)) if m.is_dir() => {
+            std::fs::remove_dir_all(&path).unwrap();
+            std::fs::create_dir(&path).unwrap(); // re-created: the kernel marks it opaque
+        }
+        _ => {}
+    }
+}

@@ -2,8 +2,8 @@
 //!
 //! The result is what the naive comparison of the mounted layer with its parent would give
 //! (moby's `ChangesDirs`), but the walk touches the upper dir and, for each entry found there,
-//! one lookup in the parent's view — so a container that changed two files costs two lookups
-//! whatever the image size. The rules, per upper-dir entry:
+//! one lookup in the parent's layers ([`super::lowers`], no mount) — so a container that
+//! changed two files costs two lookups whatever the image size. The rules, per upper entry:
 //!
 //! * a whiteout (char 0/0) is `D` when the parent has the path;
 //! * an entry the parent lacks is `A`, and so is everything under it;
@@ -26,22 +26,24 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::features::read_xattr;
+use super::lowers::{DirView, LowerStack};
 use crate::change::{Change, ChangeKind};
 use crate::error::{Error, Result};
 
-/// Changes of the layer whose upper dir is `upper` against the parent view mounted at
-/// `parent_view` (`None`: no parent, everything is added). `None` when the upper dir cannot be
-/// trusted as a diff.
+/// Changes of the layer whose upper dir is `upper` against the parent made of `parent_layers`
+/// (diff dirs, uppermost first; empty: no parent, everything is added). `None` when the upper
+/// dir cannot be trusted as a diff.
 pub(crate) fn upper_changes(
     id: &str,
     upper: &Path,
-    parent_view: Option<&Path>,
+    parent_layers: Vec<PathBuf>,
     xattr_prefix: &str,
 ) -> Result<Option<Vec<Change>>> {
+    let _span = tracing::debug_span!("overlay2_native_changes", id).entered();
+    let stack = LowerStack::new(parent_layers, xattr_prefix);
     let mut walk = Walk {
-        id,
         upper_root: upper,
-        parent_root: parent_view,
+        stack: &stack,
         opaque_name: format!("{xattr_prefix}opaque"),
         redirect_name: format!("{xattr_prefix}redirect"),
         metacopy_name: format!("{xattr_prefix}metacopy"),
@@ -49,9 +51,9 @@ pub(crate) fn upper_changes(
         unsafe_entry: false,
     };
     let upper_fd = open_dir(None, upper)?;
-    let parent_fd = parent_view.map(|p| open_dir(None, p)).transpose()?;
-    let opaque = walk.is_opaque(Path::new(""));
-    walk.dir(&upper_fd, parent_fd.as_ref(), PathBuf::new(), opaque, false)?;
+    let parent_root = stack.root()?;
+    // The kernel ignores opacity on the root: the lower roots always show through.
+    walk.dir(&upper_fd, Some(&parent_root), PathBuf::new(), false, false)?;
     if walk.unsafe_entry {
         return Ok(None);
     }
@@ -61,9 +63,8 @@ pub(crate) fn upper_changes(
 }
 
 struct Walk<'a> {
-    id: &'a str,
     upper_root: &'a Path,
-    parent_root: Option<&'a Path>,
+    stack: &'a LowerStack,
     opaque_name: String,
     redirect_name: String,
     metacopy_name: String,
@@ -132,12 +133,9 @@ impl Walk<'_> {
         read_xattr(&self.upper_root.join(rel), &self.opaque_name).as_deref() == Some(b"y")
     }
 
-    fn capability_differs(&self, rel: &Path) -> bool {
-        let Some(parent) = self.parent_root else {
-            return false;
-        };
+    fn capability_differs(&self, rel: &Path, old_layer: usize) -> bool {
         read_xattr(&self.upper_root.join(rel), "security.capability")
-            != read_xattr(&parent.join(rel), "security.capability")
+            != read_xattr(&self.stack.path_in(old_layer, rel), "security.capability")
     }
 
     fn push(&mut self, rel: &Path, kind: ChangeKind) {
@@ -152,7 +150,7 @@ impl Walk<'_> {
     fn dir(
         &mut self,
         upper: &OwnedFd,
-        parent: Option<&OwnedFd>,
+        parent: Option<&DirView>,
         rel: PathBuf,
         opaque: bool,
         added: bool,
@@ -168,20 +166,17 @@ impl Walk<'_> {
             let Some(st) = lstat_at(upper, &name, &child_upper_path)? else {
                 continue;
             };
+            let old = match (added, parent) {
+                (false, Some(p)) => self.stack.lookup(p, &rel, &name)?,
+                _ => None,
+            };
             if is_whiteout(&st) {
-                if !added
-                    && let Some(p) = parent
-                    && lstat_at(p, &name, &child)?.is_some()
-                {
+                if old.is_some() {
                     self.push(&child, ChangeKind::Delete);
                 }
                 continue;
             }
             present.insert(name.clone());
-            let old = match (added, parent) {
-                (false, Some(p)) => lstat_at(p, &name, &child)?,
-                _ => None,
-            };
             if is_dir(&st) {
                 if read_xattr(&child_upper_path, &self.redirect_name).is_some() {
                     self.unsafe_entry = true;
@@ -193,35 +188,35 @@ impl Walk<'_> {
                         self.push(&child, ChangeKind::Add);
                         self.dir(&child_fd, None, child, false, true)?;
                     }
-                    Some(old) if !is_dir(&old) => {
-                        self.push(&child, ChangeKind::Modify);
-                        self.dir(&child_fd, None, child, false, true)?;
-                    }
-                    Some(old) => {
-                        let mark = self.out.len();
-                        let changed = stat_different(&old, &st) || self.capability_differs(&child);
-                        let child_opaque = opaque || self.is_opaque(&child);
-                        let parent_fd = match parent {
-                            Some(p) => Some(open_dir(Some((p, &name)), &child)?),
-                            None => None,
-                        };
-                        self.dir(
-                            &child_fd,
-                            parent_fd.as_ref(),
-                            child.clone(),
-                            child_opaque,
-                            false,
-                        )?;
-                        if changed || self.out.len() > mark {
-                            self.out.insert(
-                                mark,
-                                Change {
-                                    path: Path::new("/").join(&child),
-                                    kind: ChangeKind::Modify,
-                                },
-                            );
+                    Some(old) => match old.dir {
+                        None => {
+                            // A non-directory replaced by a directory.
+                            self.push(&child, ChangeKind::Modify);
+                            self.dir(&child_fd, None, child, false, true)?;
                         }
-                    }
+                        Some(old_dir) => {
+                            let mark = self.out.len();
+                            let changed = stat_different(&old.stat, &st)
+                                || self.capability_differs(&child, old.layer);
+                            let child_opaque = opaque || self.is_opaque(&child);
+                            self.dir(
+                                &child_fd,
+                                Some(&old_dir),
+                                child.clone(),
+                                child_opaque,
+                                false,
+                            )?;
+                            if changed || self.out.len() > mark {
+                                self.out.insert(
+                                    mark,
+                                    Change {
+                                        path: Path::new("/").join(&child),
+                                        kind: ChangeKind::Modify,
+                                    },
+                                );
+                            }
+                        }
+                    },
                 }
             } else {
                 if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
@@ -233,7 +228,9 @@ impl Walk<'_> {
                 match old {
                     None => self.push(&child, ChangeKind::Add),
                     Some(old) => {
-                        if stat_different(&old, &st) || self.capability_differs(&child) {
+                        if stat_different(&old.stat, &st)
+                            || self.capability_differs(&child, old.layer)
+                        {
                             self.push(&child, ChangeKind::Modify);
                         }
                     }
@@ -244,14 +241,12 @@ impl Walk<'_> {
             && !added
             && let Some(p) = parent
         {
-            let parent_path = self.parent_root.map(|r| r.join(&rel)).unwrap_or_default();
-            for name in sorted_names(p, &parent_path)? {
+            for name in self.stack.names(p, &rel)? {
                 if !present.contains(&name) {
                     self.push(&rel.join(&name), ChangeKind::Delete);
                 }
             }
         }
-        let _ = self.id;
         Ok(())
     }
 }
@@ -270,7 +265,7 @@ mod tests {
         std::fs::create_dir_all(upper.path().join("d/e")).unwrap();
         std::fs::write(upper.path().join("d/e/f"), "x").unwrap();
         std::fs::write(upper.path().join("g"), "y").unwrap();
-        let got = upper_changes("t", upper.path(), None, "trusted.overlay.")
+        let got = upper_changes("t", upper.path(), Vec::new(), "trusted.overlay.")
             .unwrap()
             .unwrap();
         let shown: Vec<String> = got.iter().map(|c| c.to_string()).collect();
@@ -294,7 +289,7 @@ mod tests {
             return;
         }
         assert!(
-            upper_changes("t", upper.path(), None, "trusted.overlay.")
+            upper_changes("t", upper.path(), Vec::new(), "trusted.overlay.")
                 .unwrap()
                 .is_none()
         );
@@ -307,7 +302,7 @@ mod tests {
             b""
         ));
         assert!(
-            upper_changes("t", upper.path(), None, "trusted.overlay.")
+            upper_changes("t", upper.path(), Vec::new(), "trusted.overlay.")
                 .unwrap()
                 .is_none()
         );

@@ -31,6 +31,7 @@ mod changes;
 mod export;
 mod features;
 mod layout;
+mod lowers;
 mod mount;
 mod naive;
 mod size;
@@ -607,9 +608,13 @@ impl DiffDriver for Overlay2 {
         let paths = self.require(id)?;
         if self.uses_native_diff() && self.is_parent(id, parent)? {
             let upper = paths.diff();
-            let native = self.with_parent_view(parent, |view| {
-                changes::upper_changes(id, &upper, view, self.features.xattr_prefix())
-            })?;
+            // The parent's view is the layer's own lower stack, read without mounting.
+            let parent_layers: Vec<PathBuf> = layout::read_lowers(&self.home, id)?
+                .iter()
+                .map(|link| self.home.join(LINK_DIR).join(link))
+                .collect();
+            let native =
+                changes::upper_changes(id, &upper, parent_layers, self.features.xattr_prefix())?;
             match native {
                 Some(changes) => return Ok(changes),
                 None => tracing::info!(
