@@ -12,7 +12,7 @@ const BATCH_ENTRIES: usize = 512;
 /// Payload bytes per batch; with [`QUEUE_DEPTH`] this bounds the memory in flight.
 const BATCH_BYTES: usize = 1 << 20;
 /// Batches that may wait in the queue.
-const QUEUE_DEPTH: usize = 4;
+const QUEUE_DEPTH: usize = 2;
 
 /// Runs any [`Unpacker`] on a background thread and yields its entries in order.
 ///
