@@ -185,6 +185,11 @@ impl Store {
                 what: format!("{} (interrupted removal)", o.name),
             });
         }
+        for id in self.unnamed_driver_dirs()? {
+            report.problems.push(Problem::Leftover {
+                what: format!("driver directory {id} (no layer or RW layer names it)"),
+            });
+        }
 
         if opts.repair {
             self.repair(&bad, &bad_unloaded, &mut report)?;

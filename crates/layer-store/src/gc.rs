@@ -75,6 +75,19 @@ impl Store {
             report.leftovers.push(l.rel_path.clone());
         }
 
+        for id in self.unnamed_driver_dirs()? {
+            driver.remove(&id)?;
+            tracing::info!(id, "removed driver directory that no layer names");
+            report.driver_dirs.push(id);
+        }
+        Ok(report)
+    }
+
+    /// Driver directories with this store's ID format that nothing names: no layer or RW
+    /// layer (in memory or in the layerdb), no interrupted removal, no work in flight.
+    pub(crate) fn unnamed_driver_dirs(&self) -> Result<Vec<String>> {
+        let meta = self.meta();
+        let driver = self.driver();
         // List the driver first, then gather what is named: a directory created after the
         // listing is not in it, and one created before it was marked in flight before it was
         // created, so it is in the named set.
@@ -88,16 +101,12 @@ impl Store {
                 named.insert(i);
             }
         }
+        named.extend(meta.orphans()?.into_iter().filter_map(|o| o.cache_id));
         named.extend(self.referenced_driver_ids());
-        for id in on_disk {
+        Ok(on_disk
+            .into_iter()
             // Gone since the listing: deleted by a release that finished meanwhile.
-            if named.contains(&id) || !is_store_id(&id) || !driver.exists(&id) {
-                continue;
-            }
-            driver.remove(&id)?;
-            tracing::info!(id, "removed driver directory that no layer names");
-            report.driver_dirs.push(id);
-        }
-        Ok(report)
+            .filter(|id| !named.contains(id) && is_store_id(id) && driver.exists(id))
+            .collect())
     }
 }

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use invariants::{assert_consistent, assert_counts};
 use layer_digest::ChainId;
 use layer_meta::Durability;
-use layer_store::{CreateRwOptions, InitFn, LayerRef, RwLayerRef, Store, StoreOptions};
+use layer_store::{
+    CheckOptions, CreateRwOptions, InitFn, LayerRef, Problem, RwLayerRef, Store, StoreOptions,
+};
 use rand::Rng;
 
 const READY: &str = "LAYERSTORE_CRASH_WORKER_READY";
@@ -220,7 +222,7 @@ fn crash_loop(driver: &str) {
     let root = dir.path().join("root");
     let log_path = dir.path().join("worker.log");
     let mut rng = rand::rng();
-    let (mut kills, mut committed_seen) = (0, BTreeSet::new());
+    let (mut kills, mut committed_seen, mut leftovers_seen) = (0, BTreeSet::new(), 0);
     for run in 0..runs() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "worker", "--nocapture", "--test-threads=1"])
@@ -259,6 +261,24 @@ fn crash_loop(driver: &str) {
         drop(out);
 
         let what = format!("[{driver}] after kill {run}");
+        // Before any cleanup: nothing is broken, only leftovers of interrupted work.
+        let store =
+            Store::open(options(&root, driver)).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+        let report = store.check(&CheckOptions::default()).unwrap();
+        let broken: Vec<&Problem> = report
+            .problems
+            .iter()
+            .filter(|p| !matches!(p, Problem::Leftover { .. }))
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "{what}: broken before cleanup: {broken:#?}"
+        );
+        leftovers_seen += usize::from(!report.is_clean());
+        if std::env::var_os("LAYERSTORE_CRASH_DEBUG").is_some() {
+            eprintln!("{what}: {:?}", report.problems);
+        }
+        drop(store);
         let mut opts = options(&root, driver);
         opts.cleanup_on_open = true;
         let store = Store::open(opts).unwrap_or_else(|e| panic!("{what}: open: {e}"));
@@ -284,7 +304,8 @@ fn crash_loop(driver: &str) {
         committed_seen.len()
     );
     eprintln!(
-        "[{driver}] {kills} kills, {} distinct layers required at some point",
+        "[{driver}] {kills} kills, {} distinct layers required at some point, \
+         {leftovers_seen} kills left something for cleanup",
         committed_seen.len()
     );
 
