@@ -141,7 +141,12 @@ impl Applier<'_> {
             EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
                 self.create_node(header, parent.as_fd(), &cbase)?
             }
-            EntryKind::Other(_) => unreachable!("refused above"),
+            EntryKind::Other(flag) => {
+                return Err(self.bad(
+                    header,
+                    format!("unhandled tar header type {:?}", flag as char),
+                ));
+            }
         };
         if created {
             self.unpacked.insert(name.as_bytes().to_vec());
@@ -343,7 +348,16 @@ impl Applier<'_> {
                 .map_err(|e| self.bad(header, format!("write: {e}")))?;
             written += n as u64;
         }
-        debug_assert_eq!(written, header.size);
+        if written != header.size {
+            return Err(Error::BadTar {
+                layer: self.opts.layer.clone(),
+                reason: format!(
+                    "payload of {:?} is {written} bytes, header says {}",
+                    String::from_utf8_lossy(&header.name),
+                    header.size
+                ),
+            });
+        }
         self.set_owner(header, Target::Fd(file.as_fd()))?;
         self.set_xattrs(header, Target::Fd(file.as_fd()))?;
         self.set_mode(header, Target::Fd(file.as_fd()))?;

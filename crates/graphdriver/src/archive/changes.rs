@@ -163,10 +163,10 @@ fn compare_dirs(
                     let name = &new_names[i];
                     i += 1;
                     j += 1;
-                    let old_fd = old_dir
-                        .as_ref()
-                        .expect("a name matched in the old tree")
-                        .as_fd();
+                    // A name can only match when the old directory was listed.
+                    let Some(old_fd) = old_dir.as_ref().map(|f| f.as_fd()) else {
+                        continue;
+                    };
                     let Some(new_meta) = stat_or_gone(new_fd, name)? else {
                         out.push(change(&prefix, name, ChangeKind::Delete));
                         continue;
