@@ -48,6 +48,7 @@ pub fn apply_layer(root: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Re
         root: safe_root,
         opts,
         unpacked: HashSet::new(),
+        path_hasher: std::collections::hash_map::RandomState::new(),
         dir_times: Vec::new(),
         buffer: vec![0u8; COPY_BUFFER],
         size: 0,
@@ -72,7 +73,11 @@ struct Applier<'o> {
     root: SafeRoot,
     opts: &'o ApplyOptions,
     /// Names written by this layer; an opaque marker keeps these and deletes the rest.
-    unpacked: HashSet<Vec<u8>>,
+    /// Stored as keyed 64-bit hashes of the cleaned names, not the names: a layer with a
+    /// million entries then costs ~16 MB instead of ~100 MB, and the random key keeps
+    /// collisions (which would only spare a lower file from an opaque marker) unforgeable.
+    unpacked: HashSet<u64>,
+    path_hasher: std::collections::hash_map::RandomState,
     /// Directory times, set at the end because adding children changes them.
     dir_times: Vec<(Vec<u8>, Timestamps)>,
     buffer: Vec<u8>,
@@ -149,7 +154,8 @@ impl Applier<'_> {
             }
         };
         if created {
-            self.unpacked.insert(name.as_bytes().to_vec());
+            let key = self.path_key(name.as_bytes());
+            self.unpacked.insert(key);
         }
         Ok(())
     }
@@ -274,6 +280,10 @@ impl Applier<'_> {
         }
     }
 
+    fn path_key(&self, name: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.path_hasher, name)
+    }
+
     /// Deletes everything below `dir` that this layer did not write (opaque directory).
     fn remove_not_unpacked(
         &self,
@@ -282,7 +292,10 @@ impl Applier<'_> {
     ) -> std::io::Result<()> {
         for child in fsutil::list_dir(dir)? {
             let child_name = dir_name.join(child.to_bytes());
-            if !self.unpacked.contains(child_name.as_bytes()) {
+            if !self
+                .unpacked
+                .contains(&self.path_key(child_name.as_bytes()))
+            {
                 remove_all_at(dir, &child)?;
             } else if lstat_at(dir, &child)?.is_dir() {
                 let sub = fsutil::open_dir_at(dir, &child)?;
