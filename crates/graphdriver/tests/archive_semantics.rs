@@ -540,3 +540,29 @@ fn trees_deeper_than_path_max() {
     graphdriver::fsutil::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"dst").unwrap();
     assert!(!src.exists() && !dst.exists());
 }
+
+/// Item 70 (CVE-2018-15664): a layer root that is itself a symlink to a host directory is
+/// refused, for apply and for tar, and the host directory is untouched.
+#[test]
+fn symlinked_layer_root_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("passwd"), "root:x:0:0").unwrap();
+    let root = tmp.path().join("safe");
+    std::os::unix::fs::symlink(&host, &root).unwrap();
+    let tar = tar_of(&[file("passwd", "pwned")]);
+    let err = apply_layer(&root, &mut &tar[..], &opts()).unwrap_err();
+    assert!(err.to_string().contains("open layer root"), "{err}");
+    assert_eq!(fs::read(host.join("passwd")).unwrap(), b"root:x:0:0");
+    assert!(
+        tar_directory(
+            &root,
+            Vec::new(),
+            &WalkOptions::default(),
+            &mut NoConversion
+        )
+        .is_err()
+    );
+    assert!(changes_dirs(&root, None).is_err());
+}
