@@ -62,6 +62,30 @@ pub(crate) fn upper_changes(
     Ok(Some(out))
 }
 
+/// Whether no entry of the upper dir carries a `redirect` (renamed directory) or `metacopy`
+/// (data still in a lower layer) xattr, i.e. the upper dir alone is the layer's diff. Costs
+/// one or two xattr reads per upper-dir entry.
+pub(crate) fn upper_is_self_contained(upper: &Path, xattr_prefix: &str) -> Result<bool> {
+    let redirect = format!("{xattr_prefix}redirect");
+    let metacopy = format!("{xattr_prefix}metacopy");
+    for entry in walkdir::WalkDir::new(upper)
+        .follow_links(false)
+        .min_depth(1)
+    {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(upper).to_path_buf();
+            Error::io("walk", path, e.into())
+        })?;
+        let kind = entry.file_type();
+        if (kind.is_dir() && read_xattr(entry.path(), &redirect).is_some())
+            || (kind.is_file() && read_xattr(entry.path(), &metacopy).is_some())
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 struct Walk<'a> {
     upper_root: &'a Path,
     stack: &'a LowerStack,
@@ -294,8 +318,11 @@ mod tests {
                 .is_none()
         );
 
+        assert!(!upper_is_self_contained(upper.path(), "trusted.overlay.").unwrap());
+
         let upper = tempfile::tempdir().unwrap();
         std::fs::write(upper.path().join("f"), "").unwrap();
+        assert!(upper_is_self_contained(upper.path(), "trusted.overlay.").unwrap());
         assert!(set_xattr(
             &upper.path().join("f"),
             "trusted.overlay.metacopy",

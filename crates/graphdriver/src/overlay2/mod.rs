@@ -594,11 +594,13 @@ impl DiffDriver for Overlay2 {
         let _span = tracing::info_span!("overlay2_diff", id, parent).entered();
         let paths = self.require(id)?;
         if self.uses_native_diff() && self.is_parent(id, parent)? {
-            return Ok(Box::new(export::UpperTar::new(
-                id,
-                &paths.diff(),
-                self.features.xattr_prefix(),
-            )?));
+            let upper = paths.diff();
+            let prefix = self.features.xattr_prefix();
+            // A layer written elsewhere with redirect_dir/metacopy is not its own diff.
+            if changes::upper_is_self_contained(&upper, prefix)? {
+                return Ok(Box::new(export::UpperTar::new(id, &upper, prefix)?));
+            }
+            tracing::info!("overlay2: layer {id} has redirect/metacopy entries; using naive diff");
         }
         self.naive_diff(id, parent)
     }
