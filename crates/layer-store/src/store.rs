@@ -483,8 +483,10 @@ impl Store {
         let driver = &self.inner.backend.driver;
         let mut tx = meta.start_transaction()?;
         let parent_cache = parent_layer.as_ref().map(|p| p.cache_id().to_owned());
-        driver.create(&cache_id, parent_cache.as_deref(), &CreateOpts::default())?;
+        // Armed before the call: a driver failing part-way may leave a directory behind, and
+        // removing one that was never made is a no-op.
         guard.driver_dir = Some(cache_id.clone());
+        driver.create(&cache_id, parent_cache.as_deref(), &CreateOpts::default())?;
 
         let applied = register::apply_and_split(
             driver.as_ref(),
@@ -696,8 +698,8 @@ impl Store {
                 mount_label: opts.mount_label.clone(),
                 storage_opt: opts.storage_opt.clone(),
             };
-            driver.create_read_write(&id, cache_parent.as_deref(), &copts)?;
             guard.init_dir = Some(id.clone());
+            driver.create_read_write(&id, cache_parent.as_deref(), &copts)?;
             let path = driver.get(&id, "")?;
             let result = init(&path);
             let put = driver.put(&id);
@@ -713,8 +715,8 @@ impl Store {
             mount_label: String::new(),
             storage_opt: opts.storage_opt.clone(),
         };
-        driver.create_read_write(&mount_id, cache_parent.as_deref(), &copts)?;
         guard.driver_dir = Some(mount_id.clone());
+        driver.create_read_write(&mount_id, cache_parent.as_deref(), &copts)?;
         let record = MountRecord {
             mount_id: mount_id.clone(),
             init_id: init_id.clone(),
