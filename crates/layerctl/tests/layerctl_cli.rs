@@ -734,3 +734,138 @@ fn concurrent_imports_wait_for_the_root_lock() {
         assert_check_clean(&root, driver);
     }
 }
+
+#[test]
+fn load_follows_symlinked_members_and_picks_the_host_platform() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    let dir = tempfile::tempdir().unwrap();
+
+    // docker ≥ 25 style: legacy `<id>/layer.tar` names that are symlinks to blobs.
+    let config = config_json(&diffs);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut names = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let blob = format!("blobs/sha256/{}", &sha256(l)[7..]);
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(l.len() as u64);
+        b.append_data(&mut h, &blob, &l[..]).unwrap();
+        let legacy = format!("{:064x}/layer.tar", i + 1);
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, &legacy, format!("../{blob}"))
+            .unwrap();
+        names.push(legacy);
+    }
+    for (name, data) in [
+        ("cfg.json".to_owned(), config),
+        (
+            "manifest.json".to_owned(),
+            serde_json::to_vec(&serde_json::json!([{"Config": "cfg.json", "Layers": names}]))
+                .unwrap(),
+        ),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    let p = dir.path().join("symlinked.tar");
+    std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+    let (top, _) = load_fresh("vfs", &p);
+    assert_eq!(top.trim(), chains[2]);
+
+    // An OCI index listing another platform first (whose blobs are absent) and then ours.
+    let (mut members, manifest_digest) = oci_members(&layers, &diffs);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let manifest_len = members
+        .iter()
+        .find(|m| m.0.ends_with(&manifest_digest[7..]))
+        .unwrap()
+        .1
+        .len();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": format!("sha256:{}", "1".repeat(64)), "size": 1,
+             "platform": {"os": "linux", "architecture": "s390x-not-here"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": manifest_digest, "size": manifest_len,
+             "platform": {"os": "linux", "architecture": arch}},
+        ],
+    });
+    for m in &mut members {
+        if m.0 == "index.json" {
+            m.1 = serde_json::to_vec(&index).unwrap();
+        }
+    }
+    let p = dir.path().join("multi.tar");
+    std::fs::write(&p, archive(&members)).unwrap();
+    let (top, ls) = load_fresh("vfs", &p);
+    assert_eq!(top.trim(), chains[2]);
+    assert_eq!(ls.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn verbose_logs_and_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let f = dir.path().join("l.tar");
+    std::fs::write(&f, &three_layers()[0]).unwrap();
+    let out = run(cmd(&root, "vfs", &["-v", "import", f.to_str().unwrap()]));
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("INFO") && log.contains("registered layer"),
+        "{log}"
+    );
+    let out = run(cmd(&root, "vfs", &["-q", "import", f.to_str().unwrap()]));
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty());
+    let out = run(cmd(&root, "vfs", &["-vv", "ls"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEBUG") || out.stderr.is_empty());
+}
+
+#[test]
+fn rw_rm_of_a_mounted_layer_unmounts_it() {
+    let layers = three_layers();
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let f = dir.path().join("l0.tar");
+        std::fs::write(&f, &layers[0]).unwrap();
+        let c = ok(run(cmd(&root, driver, &["import", f.to_str().unwrap()])));
+        ok(run(cmd(
+            &root,
+            driver,
+            &["rw", "create", "m", "--parent", c.trim()],
+        )));
+        let path = ok(run(cmd(&root, driver, &["rw", "mount", "m"])));
+        // A second mount in another process reuses the first.
+        assert_eq!(ok(run(cmd(&root, driver, &["rw", "mount", "m"]))), path);
+        let path = path.trim().to_owned();
+        assert!(Path::new(&path).join("etc/a.conf").exists());
+        if driver == "overlay2" {
+            assert!(mounted(&path));
+        }
+        ok(run(cmd(&root, driver, &["rw", "rm", "m"])));
+        assert!(!mounted(&path));
+        assert!(!Path::new(&path).exists());
+        assert_eq!(
+            json(run(cmd(&root, driver, &["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_check_clean(&root, driver);
+    }
+}
