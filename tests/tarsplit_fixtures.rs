@@ -106,6 +106,42 @@ fn fixtures_match_expected_outcomes_and_goldens() {
 }
 
 #[test]
+fn sparse_expand_like_go_mode_matches_goldens() {
+    // Opt-in Go compatibility: the same (non-reassemblable) metadata Go writes.
+    let mut checked = 0;
+    for row in expected_rows() {
+        let Some(golden) = &row.golden else { continue };
+        if !row.is_sparse() || row.go_error().is_some() {
+            continue;
+        }
+        let tar = read_tar(&row.file);
+        let opts = tarsplit::asm::DisasmOptions {
+            sparse: tarsplit::asm::SparseMode::ExpandLikeGo,
+            ..Default::default()
+        };
+        let mut json = Vec::new();
+        let mut pass = Vec::new();
+        Disassembler::with_visitor(
+            &tar[..],
+            JsonPacker::new(&mut json),
+            tarsplit::storage::DiscardFilePutter,
+            tarsplit::asm::NoVisitor,
+            opts,
+        )
+        .read_to_end(&mut pass)
+        .unwrap_or_else(|e| panic!("{}: {e}", row.file));
+        assert!(pass == tar, "{}", row.file);
+        assert!(
+            json == read_golden(golden),
+            "{}: differs from Go's golden",
+            row.file
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked}");
+}
+
+#[test]
 fn goldens_reassemble_through_our_unpacker() {
     // Go's own metadata (goldens) + the bodies -> the original tar, for non-sparse rows.
     for row in expected_rows() {

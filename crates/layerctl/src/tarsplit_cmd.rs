@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use tarsplit::asm::{DisasmEngine, DisasmOptions, NoVisitor, assemble, disassemble_to};
+use tarsplit::asm::{DisasmEngine, DisasmOptions, NoVisitor, SparseMode, assemble, disassemble_to};
 use tarsplit::storage::{
     BackgroundUnpacker, DiscardFilePutter, JsonPacker, PathFileGetter, gzip_unpacker, gzip_writer,
 };
@@ -52,9 +52,21 @@ struct DisasmArgs {
     /// Keep the bytes of a final, partial padding block instead of failing (Go drops them).
     #[arg(long)]
     keep_partial_padding: bool,
+    /// GNU sparse files: `exact` records them verbatim so they reassemble byte for byte
+    /// (Go's assembler included); `expand-like-go` writes Go's metadata (not reassemblable);
+    /// `reject` refuses them.
+    #[arg(long, value_enum, default_value_t = SparseArg::Exact)]
+    sparse: SparseArg,
     /// The tar archive, or `-` for stdin.
     #[arg(num_args = 0..)]
     tar: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SparseArg {
+    Exact,
+    ExpandLikeGo,
+    Reject,
 }
 
 #[derive(Debug, Args)]
@@ -201,8 +213,14 @@ fn disasm(args: DisasmArgs) -> Result<()> {
     let input_name = &args.tar[0];
     let input = open_input(input_name)?;
     let meta = create_0600(&args.output)?;
+    let sparse = match args.sparse {
+        SparseArg::Exact => SparseMode::Exact,
+        SparseArg::ExpandLikeGo => SparseMode::ExpandLikeGo,
+        SparseArg::Reject => SparseMode::Reject,
+    };
     let opts = DisasmOptions {
         keep_partial_padding: args.keep_partial_padding,
+        sparse,
         ..DisasmOptions::default()
     };
     let mut engine = DisasmEngine::new(

@@ -52,6 +52,8 @@
 //!   [`asm::DisasmEngine`] underneath), the [`asm::Assembler`] `Read` adaptor and
 //!   [`asm::assemble`].
 //! * [`header`]: tar header decoding with Go `archive/tar` semantics.
+//! * [`sparse`]: expanding a sparse entry's physical body into logical file data, for
+//!   extractors that use the disassembler's [`asm::EntryVisitor`].
 //!
 //! Where Go tar-split is wrong, this crate is stricter or exact, and says so in the error:
 //! header groups (chains of PAX/GNU extension headers) are capped instead of buffered
@@ -64,6 +66,7 @@ mod clean;
 pub mod crc;
 mod error;
 pub mod header;
+pub mod sparse;
 pub mod storage;
 
 pub use clean::clean_path;

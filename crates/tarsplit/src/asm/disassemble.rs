@@ -20,6 +20,7 @@ use crate::header::{
     self, BLOCK, PaxRecords, RawHeader, SparseRegion, block_padding, is_header_only, is_zero_block,
     pax, typeflag,
 };
+use crate::sparse::SparseMapper;
 use crate::storage::{Entry, EntryKind, FilePutter, Packer};
 
 /// Trailing bytes after the end-of-archive marker are recorded in chunks of this size.
@@ -36,6 +37,11 @@ pub enum SparseMode {
     Exact,
     /// Refuse archives containing sparse files.
     Reject,
+    /// What Go does: record the *expanded* file (logical size, CRC of the content with
+    /// holes as zeros) and drop a PAX 1.0 in-body map. The metadata then equals Go's byte
+    /// for byte, but no assembler can reproduce the archive from it, and the work grows
+    /// with the logical size (a 5 KiB archive can claim 60 GB). For compatibility only.
+    ExpandLikeGo,
 }
 
 /// Limits and choices for the disassembler.
@@ -129,6 +135,8 @@ enum State {
     SparseExt,
     /// A file body going to the putter.
     Body { remaining: u64, pad: u64 },
+    /// A sparse file's physical body, expanded into the putter ([`SparseMode::ExpandLikeGo`]).
+    ExpandBody { remaining: u64, pad: u64 },
     /// A sparse file's physical body, recorded verbatim in segments.
     RawBody {
         remaining: u64,
@@ -169,6 +177,8 @@ pub struct DisasmEngine<P, F, V = NoVisitor> {
     file: Entry,
     trailing: Vec<u8>,
     failed: bool,
+    mapper: Option<SparseMapper>,
+    logical_written: u64,
 }
 
 impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
@@ -196,6 +206,8 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
             file: Entry::file(Vec::new(), 0, None),
             trailing: Vec::new(),
             failed: false,
+            mapper: None,
+            logical_written: 0,
         }
     }
 
@@ -320,6 +332,19 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
                         self.raw_body_done(pad, file_emitted)?;
                     }
                 }
+                State::ExpandBody { remaining, pad } => {
+                    let take = remaining.min(data.len() as u64) as usize;
+                    let chunk = &data[..take];
+                    self.visitor.body(chunk)?;
+                    self.expand_chunk(chunk)?;
+                    self.offset += take as u64;
+                    data = &data[take..];
+                    let remaining = remaining - take as u64;
+                    self.state = State::ExpandBody { remaining, pad };
+                    if remaining == 0 {
+                        self.expand_done(pad)?;
+                    }
+                }
                 State::Padding { remaining, total } => {
                     let take = remaining.min(data.len() as u64) as usize;
                     self.push_pending(&data[..take])?;
@@ -369,7 +394,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
             State::SparseExt => {
                 return Err(eof("an old GNU sparse map", Some(self.current_name())));
             }
-            State::Body { .. } | State::RawBody { .. } => {
+            State::Body { .. } | State::RawBody { .. } | State::ExpandBody { .. } => {
                 return Err(eof("the body", Some(self.current_name())));
             }
             State::Padding { remaining, total } => {
@@ -447,7 +472,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
         self.file.kind = EntryKind::File;
         self.file.name.clear();
         self.file.name.extend_from_slice(&self.current.header.name);
-        self.file.size = if self.current.is_sparse {
+        self.file.size = if self.current.is_sparse && self.opts.sparse != SparseMode::ExpandLikeGo {
             0
         } else {
             self.current.header.size
@@ -702,6 +727,29 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
                     reason: "sparse files are not accepted",
                 });
             }
+            if self.opts.sparse == SparseMode::ExpandLikeGo {
+                self.visitor.header(&self.current)?;
+                self.emit_pending()?;
+                self.mapper = SparseMapper::new(&self.current);
+                self.logical_written = 0;
+                if self.current.header.size > 0 {
+                    self.putter
+                        .begin(&self.current.header.name, self.current.header.size as u64)
+                        .map_err(|source| Error::Put {
+                            name: self.current_name(),
+                            source,
+                        })?;
+                    self.crc.reset();
+                }
+                self.state = State::ExpandBody {
+                    remaining: physical,
+                    pad,
+                };
+                if physical == 0 {
+                    self.expand_done(pad)?;
+                }
+                return Ok(());
+            }
             self.visitor.header(&self.current)?;
             self.state = State::RawBody {
                 remaining: physical,
@@ -746,6 +794,54 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
         self.visitor.end_body()?;
         let crc = self.crc.bytes();
         self.emit_file(Some(crc))?;
+        self.after_body(pad);
+        Ok(())
+    }
+
+    /// Expands one chunk of a sparse body into the CRC and the putter, zero-filling holes.
+    fn expand_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        if self.current.header.size <= 0 {
+            // Go never reads such a body; its bytes end up in the next segment.
+            return self.push_pending(chunk);
+        }
+        let mut mapper = self.mapper.take().expect("set for sparse bodies");
+        let name = EntryName(self.current.header.name.clone());
+        let (crc, putter, written) = (&mut self.crc, &mut self.putter, &mut self.logical_written);
+        let r = mapper.feed(chunk, |at, piece| {
+            fill_zeros(crc, putter, written, at).map_err(|source| Error::Put {
+                name: name.clone(),
+                source,
+            })?;
+            crc.update(piece);
+            putter.write_chunk(piece).map_err(|source| Error::Put {
+                name: name.clone(),
+                source,
+            })?;
+            *written += piece.len() as u64;
+            Ok(())
+        });
+        self.mapper = Some(mapper);
+        r
+    }
+
+    fn expand_done(&mut self, pad: u64) -> Result<()> {
+        let mapper = self.mapper.take().expect("set for sparse bodies");
+        if self.current.header.size > 0 {
+            let logical = mapper.finish()?;
+            fill_zeros(
+                &mut self.crc,
+                &mut self.putter,
+                &mut self.logical_written,
+                logical,
+            )
+            .map_err(|source| Error::Put {
+                name: self.current_name(),
+                source,
+            })?;
+            return self.body_done(pad);
+        }
+        self.visitor.end_body()?;
+        self.emit_file(None)?;
         self.after_body(pad);
         Ok(())
     }
@@ -827,6 +923,23 @@ impl<R: Read, P: Packer, F: FilePutter, V: EntryVisitor> Read for Disassembler<R
         self.engine.feed(&buf[..n]).map_err(Error::into_io)?;
         Ok(n)
     }
+}
+
+/// Feeds zeros for a hole, from `*written` up to logical offset `to`.
+fn fill_zeros<F: FilePutter>(
+    crc: &mut Crc64,
+    putter: &mut F,
+    written: &mut u64,
+    to: u64,
+) -> io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    while *written < to {
+        let n = (to - *written).min(ZEROS.len() as u64) as usize;
+        crc.update(&ZEROS[..n]);
+        putter.write_chunk(&ZEROS[..n])?;
+        *written += n as u64;
+    }
+    Ok(())
 }
 
 /// Read size used by the drivers below: large reads mean few syscalls.
