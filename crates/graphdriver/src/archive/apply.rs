@@ -137,7 +137,6 @@ impl Applier<'_> {
             return self.apply_whiteout(header, parent.as_fd(), parent_rel, base);
         }
         let cbase = component(base).map_err(|e| self.bad(header, e.to_string()))?;
-        self.clear_way(header, parent.as_fd(), &cbase)?;
         let created = match header.kind {
             EntryKind::Directory => self.create_dir(header, parent.as_fd(), &cbase, &name)?,
             EntryKind::Regular => self.create_file(header, parent.as_fd(), &cbase, reader)?,
@@ -210,6 +209,25 @@ impl Applier<'_> {
         }
         remove_all_at(parent, name)
             .map_err(|e| self.bad(header, format!("removing existing entry: {e}")))
+    }
+
+    /// Runs `create`; if the name is taken, clears the way (everything but a directory
+    /// meeting a directory entry is removed, as moby does) and runs it once more. Trying
+    /// first saves a `stat` per entry in the common case of a fresh name.
+    fn create_or_replace<T>(
+        &mut self,
+        header: &EntryHeader,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        mut create: impl FnMut() -> rustix::io::Result<T>,
+    ) -> Result<rustix::io::Result<T>> {
+        match create() {
+            Err(Errno::EXIST) => {
+                self.clear_way(header, parent, name)?;
+                Ok(create())
+            }
+            other => Ok(other),
+        }
     }
 
     fn apply_whiteout(
@@ -312,7 +330,11 @@ impl Applier<'_> {
         name: &CStr,
         clean: &CleanName,
     ) -> Result<bool> {
-        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        let made = self.create_or_replace(header, parent, name, || {
+            rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
+        })?;
+        match made {
+            // EXIST after clearing the way: a directory, which this entry merges into.
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(self.bad(header, format!("mkdir: {e}"))),
         }
@@ -333,13 +355,20 @@ impl Applier<'_> {
         name: &CStr,
         reader: &mut dyn Read,
     ) -> Result<bool> {
-        let fd = rustix::fs::openat(
-            parent,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| self.bad(header, format!("create file: {e}")))?;
+        let fd = self
+            .create_or_replace(header, parent, name, || {
+                rustix::fs::openat(
+                    parent,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+            })?
+            .map_err(|e| self.bad(header, format!("create file: {e}")))?;
         let mut file = File::from(fd);
         let mut written = 0u64;
         loop {
@@ -388,8 +417,10 @@ impl Applier<'_> {
         // The target is stored verbatim; it is only ever resolved later inside a root.
         let target = std::ffi::CString::new(header.link_name.clone())
             .map_err(|_| self.bad(header, "symlink target contains NUL"))?;
-        rustix::fs::symlinkat(&*target, parent, name)
-            .map_err(|e| self.bad(header, format!("symlink: {e}")))?;
+        self.create_or_replace(header, parent, name, || {
+            rustix::fs::symlinkat(&*target, parent, name)
+        })?
+        .map_err(|e| self.bad(header, format!("symlink: {e}")))?;
         let at = Target::At(parent, name);
         self.set_owner(header, at)?;
         self.set_xattrs(header, at)?;
@@ -423,13 +454,15 @@ impl Applier<'_> {
             .map_err(|e| self.bad(header, format!("hardlink target directory: {e}")))?;
         let target_base = component(target_base).map_err(|e| self.bad(header, e.to_string()))?;
         // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
-        rustix::fs::linkat(
-            target_parent.as_fd(),
-            &*target_base,
-            parent,
-            name,
-            AtFlags::empty(),
-        )
+        self.create_or_replace(header, parent, name, || {
+            rustix::fs::linkat(
+                target_parent.as_fd(),
+                &*target_base,
+                parent,
+                name,
+                AtFlags::empty(),
+            )
+        })?
         .map_err(|e| {
             self.bad(
                 header,
@@ -469,13 +502,16 @@ impl Applier<'_> {
             return Err(self.bad(header, "device number out of range"));
         };
         let dev = rustix::fs::makedev(major, minor);
-        match rustix::fs::mknodat(
-            parent,
-            name,
-            file_type,
-            Mode::from_raw_mode(header.mode & 0o777),
-            dev,
-        ) {
+        let made = self.create_or_replace(header, parent, name, || {
+            rustix::fs::mknodat(
+                parent,
+                name,
+                file_type,
+                Mode::from_raw_mode(header.mode & 0o777),
+                dev,
+            )
+        })?;
+        match made {
             Ok(()) => {}
             Err(Errno::PERM) if self.opts.skip_devices_without_privilege => {
                 tracing::warn!(entry = %String::from_utf8_lossy(&header.name), "skipping device node: no privilege to create it");
