@@ -1,0 +1,307 @@
+//! The bodies of the fuzz targets, as plain functions.
+//!
+//! Two callers share them: the cargo-fuzz crate in `fuzz/` (nightly, libFuzzer, run by
+//! `cargo xtask fuzz`) includes this file with `#[path]`, and `tests/fuzz_corpus.rs` (stable,
+//! part of `cargo test`) replays the committed seed corpus `fuzz/corpus/<target>/` through the
+//! very same functions. Each function takes arbitrary bytes and panics only when a property
+//! that must hold for *every* input is broken:
+//!
+//! * [`tar_disassemble`]: tar-split disassembly passes every byte through unchanged and,
+//!   when it accepts an archive, reassembly from its metadata gives the same bytes back; the
+//!   graphdriver tar reader never panics on the same bytes.
+//! * [`tarsplit_json`]: the tar-split JSON unpacker (plain and gzip'd) and the assembler fed
+//!   by it return errors, never panic, and allocate at most what the input holds.
+//! * [`archive_apply`]: applying the bytes as a layer tar into a scratch root changes nothing
+//!   outside that root (a sentinel file, a victim dir with a planted file, a sibling dir).
+//! * [`meta_readers`]: every layer-meta reader over a layerdb whose files hold the bytes
+//!   returns values or errors, never panics, and a gzip bomb in `tar-split.json.gz` streams.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Every target by name, for the corpus runner and `cargo xtask fuzz`.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("tar_disassemble", tar_disassemble),
+    ("tarsplit_json", tarsplit_json),
+    ("archive_apply", archive_apply),
+    ("meta_readers", meta_readers),
+];
+
+/// A `Write` that counts and discards, with a cap so that a bug cannot fill the disk or RAM.
+struct CappedSink {
+    written: u64,
+    cap: u64,
+}
+
+impl Write for CappedSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written += buf.len() as u64;
+        if self.written > self.cap {
+            return Err(io::Error::other("output cap reached"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// tar-split disassembly and reassembly, plus graphdriver's tar reader, over `data`.
+pub fn tar_disassemble(data: &[u8]) {
+    use tarsplit::asm::{Disassembler, assemble};
+    use tarsplit::storage::{BufferFileGetPutter, JsonPacker, JsonUnpacker};
+
+    let mut metadata = Vec::new();
+    let mut bodies = BufferFileGetPutter::new();
+    let mut passthrough = Vec::new();
+    let result = Disassembler::new(data, JsonPacker::new(&mut metadata), &mut bodies)
+        .read_to_end(&mut passthrough);
+    // Whatever the verdict, the bytes handed on are a prefix of the input, unchanged.
+    assert!(
+        data.starts_with(&passthrough),
+        "disassembly altered the bytes it passed through"
+    );
+    if result.is_ok() {
+        assert_eq!(
+            passthrough.len(),
+            data.len(),
+            "accepted but did not read to EOF"
+        );
+        let mut rebuilt = Vec::new();
+        assemble(JsonUnpacker::new(&metadata[..]), &mut bodies, &mut rebuilt)
+            .expect("metadata we wrote must reassemble");
+        assert!(
+            rebuilt == data,
+            "reassembly differs from the input ({} vs {} bytes)",
+            rebuilt.len(),
+            data.len()
+        );
+    }
+
+    // The extraction side parses the same bytes with its own reader: errors only.
+    let mut reader =
+        graphdriver::archive::TarReader::new(data, graphdriver::archive::Limits::default());
+    for _ in 0..100_000 {
+        match reader.next_entry() {
+            Ok(Some(_)) => {
+                if reader.drain().is_err() {
+                    break;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
+/// The tar-split JSON unpacker (plain and gzip) and the assembler it feeds.
+pub fn tarsplit_json(data: &[u8]) {
+    use tarsplit::asm::assemble;
+    use tarsplit::storage::{BufferFileGetPutter, JsonUnpacker, Unpacker, gzip_unpacker};
+
+    let mut plain = JsonUnpacker::new(data);
+    let mut total = 0usize;
+    while let Ok(Some(entry)) = plain.next_entry() {
+        // An entry cannot carry more than the input held (base64 only shrinks).
+        total += entry.payload.as_ref().map_or(0, |p| p.len()) + entry.name.len();
+        assert!(
+            total <= data.len(),
+            "unpacker produced more bytes than its input"
+        );
+    }
+    let mut gz = gzip_unpacker(data);
+    for _ in 0..100_000 {
+        if !matches!(gz.next_entry(), Ok(Some(_))) {
+            break;
+        }
+    }
+    // Assembly without bodies: segments only, or a clear "missing file" error.
+    let mut getter = BufferFileGetPutter::new();
+    getter.insert("a", b"hello".to_vec());
+    let mut sink = CappedSink {
+        written: 0,
+        cap: 64 << 20,
+    };
+    let _ = assemble(JsonUnpacker::new(data), &mut getter, &mut sink);
+}
+
+/// What sits outside a scratch root: one entry per path, with enough to see any change.
+fn snapshot_outside(
+    base: &Path,
+    root: &Path,
+) -> BTreeMap<PathBuf, (u32, u64, i64, i64, u32, u64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![base.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path == root {
+                continue;
+            }
+            let Ok(md) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let content = if md.is_file() {
+                fs::read(&path).unwrap_or_default()
+            } else if md.file_type().is_symlink() {
+                fs::read_link(&path)
+                    .map(|t| t.into_os_string().into_encoded_bytes())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            out.insert(
+                path.clone(),
+                (
+                    md.mode(),
+                    md.size(),
+                    md.mtime(),
+                    md.mtime_nsec(),
+                    md.uid(),
+                    md.ino(),
+                    content,
+                ),
+            );
+            if md.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Applies `data[1..]` as a layer tar into a scratch root (whiteout flavour from `data[0]`),
+/// then checks that nothing outside the root changed and the root can be removed.
+pub fn archive_apply(data: &[u8]) {
+    use graphdriver::archive::{ApplyOptions, WhiteoutFormat, apply_layer};
+
+    let Some((&selector, tar)) = data.split_first() else {
+        return;
+    };
+    let base = tempfile::Builder::new()
+        .prefix("fuzz-apply-")
+        .tempdir()
+        .expect("scratch dir");
+    let root = base.path().join("root");
+    let victim = base.path().join("victim");
+    fs::create_dir(&root).unwrap();
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("hello"), b"outside the root").unwrap();
+    fs::write(base.path().join("sentinel"), b"do not touch").unwrap();
+    std::os::unix::fs::symlink(&victim, root.join("planted-abs")).unwrap();
+    std::os::unix::fs::symlink("../victim", root.join("planted-rel")).unwrap();
+    let before = snapshot_outside(base.path(), &root);
+
+    let opts = ApplyOptions {
+        whiteouts: if selector & 1 == 0 {
+            WhiteoutFormat::Plain
+        } else {
+            WhiteoutFormat::Overlay
+        },
+        // Root can chown; elsewhere the fuzzer still exercises everything else.
+        no_lchown: !rustix::process::geteuid().is_root(),
+        best_effort_xattrs: true,
+        layer: "fuzz".into(),
+        ..ApplyOptions::default()
+    };
+    let _ = apply_layer(&root, &mut &tar[..], &opts);
+
+    let after = snapshot_outside(base.path(), &root);
+    if before != after {
+        let changed: Vec<_> = after
+            .keys()
+            .chain(before.keys())
+            .filter(|k| before.get(*k) != after.get(*k))
+            .collect();
+        panic!("applying the layer changed {changed:?} outside the root");
+    }
+    let base_fd = rustix::fs::open(
+        base.path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .expect("open scratch dir");
+    graphdriver::fsutil::remove_all_at(rustix::fd::AsFd::as_fd(&base_fd), c"root")
+        .expect("the applied root must be removable");
+}
+
+/// Lays out a layerdb whose files hold pieces of `data` and runs every reader over it.
+///
+/// `data` is a sequence of pieces, each a little-endian `u32` length then that many bytes
+/// (clamped to what is left; `0xFFFF_FFFF` means "no such file"). The pieces become, in
+/// order, `diff`, `size`, `cache-id`, `parent`, `descriptor.json`, `tar-split.json.gz` of one
+/// layer, then `mount-id`, `init-id`, `parent` of one mount; missing pieces are absent files.
+pub fn meta_readers(data: &[u8]) {
+    use layer_meta::{MetaOptions, MetaStore};
+
+    const CHAIN: &str = "a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4";
+    let base = tempfile::Builder::new()
+        .prefix("fuzz-meta-")
+        .tempdir()
+        .expect("scratch dir");
+    let layerdb = base.path().join("layerdb");
+    let layer_dir = layerdb.join("sha256").join(CHAIN);
+    let mount_dir = layerdb.join("mounts").join("fuzzmount");
+    fs::create_dir_all(&layer_dir).unwrap();
+    fs::create_dir_all(&mount_dir).unwrap();
+    let files = [
+        layer_dir.join("diff"),
+        layer_dir.join("size"),
+        layer_dir.join("cache-id"),
+        layer_dir.join("parent"),
+        layer_dir.join("descriptor.json"),
+        layer_dir.join("tar-split.json.gz"),
+        mount_dir.join("mount-id"),
+        mount_dir.join("init-id"),
+        mount_dir.join("parent"),
+    ];
+    let mut rest = data;
+    for path in &files {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            break;
+        };
+        let len = u32::from_le_bytes(*len);
+        if len == u32::MAX {
+            rest = tail;
+            continue;
+        }
+        let (piece, tail) = tail.split_at((len as usize).min(tail.len()));
+        fs::write(path, piece).unwrap();
+        rest = tail;
+    }
+
+    let Ok(store) = MetaStore::open(&layerdb, MetaOptions::default()) else {
+        return;
+    };
+    let id: layer_digest::ChainId = format!("sha256:{CHAIN}").parse().expect("valid chain id");
+    let _ = store.layer_exists(&id);
+    let _ = store.diff_id(&id);
+    let _ = store.size(&id);
+    let _ = store.cache_id(&id);
+    let _ = store.parent(&id);
+    let _ = store.descriptor(&id);
+    let _ = store.layer(&id);
+    if let Ok(mut reader) = store.tar_split_reader(&id) {
+        // Bounded read: a gzip bomb must stream, so reading in a fixed buffer is enough.
+        let mut sink = CappedSink {
+            written: 0,
+            cap: 256 << 20,
+        };
+        let _ = io::copy(&mut reader, &mut sink);
+    }
+    let _ = store.list_layers();
+    let _ = store.mount("fuzzmount");
+    let _ = store.list_mounts();
+}
+
+/// The seed-corpus directory of a target, `fuzz/corpus/<target>` in the workspace.
+pub fn corpus_dir(workspace: &Path, target: &str) -> PathBuf {
+    workspace.join("fuzz").join("corpus").join(target)
+}
