@@ -4,7 +4,8 @@
 //!    with `.wh.` whiteouts; a layer making a directory opaque with `.wh..wh..opq`) and
 //!    writes it as a `docker save` archive;
 //! 2. builds `layerctl` and, with it, loads the archive into a fresh store under `./demo-root`
-//!    (wiped first) with the best driver available: overlay2 as root, else vfs;
+//!    (wiped first) with the best driver available: overlay2 as root, else vfs (`--driver`
+//!    picks one);
 //! 3. creates a container layer (with Docker's init layer), mounts it, adds, modifies and
 //!    deletes files, and shows `rw changes`;
 //! 4. commits it as a new layer, exports every layer and proves each export's sha256 equals
@@ -20,11 +21,15 @@ use sha2::{Digest, Sha256};
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut root = PathBuf::from("demo-root");
+    let mut driver: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--root" => root = PathBuf::from(it.next().context("--root needs a directory")?),
-            other => bail!("usage: cargo xtask demo [--root DIR] (unexpected {other:?})"),
+            "--driver" => driver = Some(it.next().context("--driver needs a name")?.clone()),
+            other => bail!(
+                "usage: cargo xtask demo [--root DIR] [--driver overlay2|vfs] (unexpected {other:?})"
+            ),
         }
     }
     let root = std::path::absolute(&root).context("resolve --root")?;
@@ -35,6 +40,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let ctl = Ctl {
         bin: layerctl,
         root: root.clone(),
+        driver,
     };
     wipe(&ctl)?;
     std::fs::create_dir_all(&root).with_context(|| format!("create {}", root.display()))?;
@@ -56,8 +62,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let top = ctl.out(&["load", archive.to_str().context("archive path")?])?;
     let top = top.trim().to_owned();
     let info: serde_json::Value = serde_json::from_str(&ctl.out(&["--json", "info"])?)?;
-    let driver = info["driver"].as_str().unwrap_or("?").to_owned();
-    say(&format!("loaded with driver {driver}: top chain {top}"));
+    let driver_used = info["driver"].as_str().unwrap_or("?").to_owned();
+    say(&format!(
+        "loaded with driver {driver_used}: top chain {top}"
+    ));
     let want_top = chain_ids(&diff_ids).pop().context("no layers")?;
     ensure!(
         top == want_top,
@@ -151,7 +159,7 @@ pub fn run(args: &[String]) -> Result<()> {
     println!();
     println!("demo report");
     println!("  root        {}", root.display());
-    println!("  driver      {driver}");
+    println!("  driver      {driver_used}");
     println!(
         "  layers      {} loaded + 1 committed, every export verified",
         layers.len()
@@ -173,14 +181,20 @@ fn short(id: &str) -> &str {
 struct Ctl {
     bin: PathBuf,
     root: PathBuf,
+    /// `None`: layerctl picks (overlay2 where it works, else vfs).
+    driver: Option<String>,
 }
 
 impl Ctl {
     fn bytes(&self, args: &[&str]) -> Result<Vec<u8>> {
-        let out = Command::new(&self.bin)
-            .env_remove("LAYERCTL_ROOT")
+        let mut cmd = Command::new(&self.bin);
+        cmd.env_remove("LAYERCTL_ROOT")
             .arg("--root")
-            .arg(&self.root)
+            .arg(&self.root);
+        if let Some(d) = &self.driver {
+            cmd.args(["--driver", d]);
+        }
+        let out = cmd
             .args(args)
             .stdin(Stdio::null())
             .output()
