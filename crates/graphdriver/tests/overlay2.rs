@@ -207,6 +207,18 @@ fn get_put_are_refcounted_and_adopt_existing_mounts() {
     assert_eq!(a, merged);
     assert_eq!(a, b);
     assert!(is_mounted(&merged));
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(merged.to_str().unwrap()))
+        .unwrap();
+    assert!(line.contains(" - overlay overlay "), "{line}");
+    // index=off is the kernel's default here, which mountinfo does not print.
+    assert!(!line.contains("index=on"), "{line}");
+    assert!(
+        line.contains(&format!("upperdir={}", home.join("rw/diff").display())),
+        "{line}"
+    );
     assert_eq!(std::fs::read_to_string(merged.join("hello")).unwrap(), "hi");
     std::fs::write(merged.join("new"), "x").unwrap();
     assert!(

@@ -112,6 +112,8 @@ fn mount_with_fsconfig(spec: &OverlaySpec<'_>) -> Result<()> {
         let log = read_fs_context_log(fs.as_fd());
         mount_err(spec, format!("{what}: {e}{log}"))
     };
+    // Same source name as Docker's mount(2) calls, for anyone reading mountinfo.
+    rustix::mount::fsconfig_set_string(&fs, "source", "overlay").map_err(|e| fail("source", e))?;
     if spec.index_off {
         rustix::mount::fsconfig_set_string(&fs, "index", "off")
             .map_err(|e| fail("index=off", e))?;
