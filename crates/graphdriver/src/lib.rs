@@ -15,9 +15,9 @@ pub mod fsutil;
 pub mod graphtest;
 pub mod naive;
 pub mod options;
+pub mod overlay2;
 pub mod safe_root;
 pub mod vfs;
-pub mod overlay2;
 
 pub use change::{Change, ChangeKind};
 pub use driver::{CreateOpts, DiffDriver, Driver, ProtoDriver, Status, TarStream};
