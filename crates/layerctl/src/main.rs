@@ -1,22 +1,42 @@
 //! `layerctl`: the command-line tool over the layer store.
 //!
 //! Every command works on a data-root with Docker's layout (`--root`, default
-//! `$LAYERCTL_ROOT`, else `/var/lib/layerctl` as root or `~/.local/share/layerctl`), so a
-//! Docker data-root with the daemon stopped works too. Subcommands are grouped by area; each
-//! group lives in its own module:
+//! `$LAYERCTL_ROOT`, else `/var/lib/layerctl` as root or `$XDG_DATA_HOME/layerctl` /
+//! `~/.local/share/layerctl`), so a Docker data-root with the daemon stopped works too. The
+//! driver is the one the root already uses, else overlay2 where it works, else vfs
+//! (`--driver` overrides). A session:
 //!
-//! * [`layer_cmd`]: `import`, `ls`, `inspect`, `export`, `rm`, `commit`.
-//! * [`load`]: `load` of `docker save` archives and OCI layouts/archives.
-//! * [`rw_cmd`]: `rw create|ls|mount|unmount|changes|diff|rm`.
-//! * [`maint_cmd`]: `check`, `gc`, `info`.
-//! * `tar-split disasm|asm|checksize`: a drop-in for Go's `tar-split` CLI.
+//! ```text
+//! $ layerctl --root ./r load image.tar            # docker save, OCI layout or OCI archive
+//! sha256:e8926eb5…                                # the top chain ID
+//! $ layerctl --root ./r rw create c1 --parent sha256:e8926eb5 --init
+//! 7cbd08a7…                                       # the mount ID
+//! $ cd "$(layerctl --root ./r rw mount c1)" && echo hi > new && cd - && layerctl --root ./r rw unmount c1
+//! $ layerctl --root ./r rw changes c1
+//! A /new
+//! $ layerctl --root ./r commit c1                 # the new layer's chain ID
+//! $ layerctl --root ./r export sha256:e8926eb5 | sha256sum   # equals the layer's DiffID
+//! $ layerctl --root ./r --json ls                 # [{chain_id, diff_id, parent, size, diff_size, cache_id}]
+//! $ layerctl --root ./r check                     # exit 1 when anything is wrong
+//! ```
+//!
+//! Subcommands are grouped by area; each group lives in its own module:
+//!
+//! * `layer_cmd`: `import`, `ls`, `inspect`, `export`, `rm`, `commit`.
+//! * `load`: `load` of `docker save` archives and OCI layouts/archives.
+//! * `rw_cmd`: `rw create|ls|mount|unmount|changes|diff|rm`.
+//! * `maint_cmd`: `check`, `gc`, `info`.
+//! * `tarsplit_cmd`: `tar-split disasm|asm|checksize`, a drop-in for Go's `tar-split` CLI.
 //!
 //! Exit status: 0 on success, 1 on failure (one `error: …` line on stderr), 2 on usage errors.
+//! `-v` logs at info level on stderr, `-vv` at debug; progress bars are drawn only when stderr
+//! is a terminal and `-q` is not given.
 //!
 //! Reference counting: the store counts references like moby, where a leaf layer nobody holds
 //! is deleted by the next release that reaches it. A CLI user expects layers to stay until
 //! `layerctl rm`, so commands that release anything first take (and keep) references on the
-//! layers that must survive; see [`layer_cmd::rm`] and [`rw_cmd`].
+//! layers that must survive: `rw rm` pins the parent, a failed `load` pins what existed
+//! before it, and `rm` refuses layers with children or RW layers on them.
 
 use std::process::ExitCode;
 
