@@ -1,9 +1,13 @@
 //! SIGKILL at random moments: a child process works on one data-root (register, release,
 //! create RW layer, commit an RW layer, release RW layer, in a random loop) and is killed
-//! 0–300 ms after it says it is ready. After each kill the root is opened with cleanup and:
+//! 0–300 ms after it says it is ready. After each kill the root is opened and:
 //!
-//! * check (with content verification) is clean and nothing is left over (driver dirs,
-//!   layerdb entries, write-sets, orphans);
+//! * before any cleanup, check (with content verification) finds nothing broken, only
+//!   leftovers of interrupted work;
+//! * after cleanup (`collect_garbage` at open) check is clean and nothing is left over
+//!   (driver dirs, layerdb entries, write-sets, orphans). Every other run the harness leaves
+//!   the cleanup to the next worker's open instead, and that worker says it is ready before
+//!   opening, so kills also land in the middle of collecting leftovers;
 //! * every layer the worker reported committed (chain IDs appended to a log with fsync once
 //!   `register` returned) is present unless the worker also reported releasing it (logged
 //!   *before* the release), and the same for RW layers;
@@ -83,7 +87,14 @@ fn worker() {
         .append(true)
         .open(log_path)
         .unwrap());
-    let store = Store::open(options(&root, &driver)).unwrap();
+    // Early: killable while opening, i.e. while collecting what the last kill left.
+    let early = std::env::var_os("LAYERSTORE_CRASH_EARLY").is_some_and(|v| !v.is_empty());
+    if early {
+        println!("{READY}");
+    }
+    let mut opts = options(&root, &driver);
+    opts.cleanup_on_open = true;
+    let store = Store::open(opts).unwrap();
     let mut rng = rand::rng();
     let epoch: u64 = rng.random();
     // A new process holds nothing: log a new epoch, then take (and log) one reference on
@@ -99,7 +110,9 @@ fn worker() {
         .into_keys()
         .map(|n| store.get_rw_layer(&n).unwrap())
         .collect();
-    println!("{READY}");
+    if !early {
+        println!("{READY}");
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut n = 0u64;
     while Instant::now() < deadline {
@@ -223,6 +236,7 @@ fn crash_loop(driver: &str) {
     let log_path = dir.path().join("worker.log");
     let mut rng = rand::rng();
     let (mut kills, mut committed_seen, mut leftovers_seen) = (0, BTreeSet::new(), 0);
+    let mut left_leftovers = false;
     for run in 0..runs() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "worker", "--nocapture", "--test-threads=1"])
@@ -230,6 +244,10 @@ fn crash_loop(driver: &str) {
             .env("LAYERSTORE_CRASH_ROOT", &root)
             .env("LAYERSTORE_CRASH_DRIVER", driver)
             .env("LAYERSTORE_CRASH_LOG", &log_path)
+            .env(
+                "LAYERSTORE_CRASH_EARLY",
+                if left_leftovers { "1" } else { "" },
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -278,11 +296,6 @@ fn crash_loop(driver: &str) {
         if std::env::var_os("LAYERSTORE_CRASH_DEBUG").is_some() {
             eprintln!("{what}: {:?}", report.problems);
         }
-        drop(store);
-        let mut opts = options(&root, driver);
-        opts.cleanup_on_open = true;
-        let store = Store::open(opts).unwrap_or_else(|e| panic!("{what}: open: {e}"));
-        assert_consistent(&store, &what);
         assert_counts(&store, &BTreeMap::new(), &what);
         let log = std::fs::read_to_string(&log_path).unwrap();
         let (layers, mounts) = required(&log);
@@ -294,8 +307,20 @@ fn crash_loop(driver: &str) {
         for name in &mounts {
             assert!(rw.contains_key(name), "{what}: RW layer {name} is lost");
         }
-        committed_seen.extend(layers);
         drop(store);
+        // Every other run the leftovers stay for the next worker's open to collect (and that
+        // worker is killable while it does); otherwise clean up here and check it all.
+        left_leftovers = run % 2 == 1;
+        if !left_leftovers {
+            let mut opts = options(&root, driver);
+            opts.cleanup_on_open = true;
+            let store = Store::open(opts).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+            assert_consistent(&store, &what);
+            assert_counts(&store, &BTreeMap::new(), &what);
+            let map = store.map();
+            assert!(layers.iter().all(|id| map.contains_key(id)), "{what}");
+        }
+        committed_seen.extend(layers);
     }
     assert!(kills >= runs().min(50), "[{driver}] only {kills} kills");
     assert!(
@@ -310,7 +335,9 @@ fn crash_loop(driver: &str) {
     );
 
     // Finally give everything back: the root ends empty (and nothing stays mounted).
-    let store = Store::open(options(&root, driver)).unwrap();
+    let mut opts = options(&root, driver);
+    opts.cleanup_on_open = true;
+    let store = Store::open(opts).unwrap();
     for name in store.rw_layers().into_keys() {
         let rw = store.get_rw_layer(&name).unwrap();
         store.release_rw_layer(rw).unwrap();

@@ -316,3 +316,97 @@ fn same_layer_registered_by_all_threads_at_once() {
         same_layer_at_once(d);
     }
 }
+
+/// Every thread creates an RW layer of one name at the same moment: exactly one wins, the
+/// others get a name conflict and leave nothing behind; then every thread takes its own
+/// reference and all release at once: only the last release removes it.
+fn same_rw_name_at_once(driver: &str) {
+    let dir = scratch_dir();
+    let store = common::open(dir.path(), driver);
+    let base = store.register(&base_tar(1)[..], None).unwrap();
+    for round in 0..20 {
+        let name = format!("ctr-{round}");
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let results: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (store, barrier, name, p) = (
+                    store.clone(),
+                    barrier.clone(),
+                    name.clone(),
+                    base.chain_id().clone(),
+                );
+                std::thread::spawn(move || {
+                    let opts = CreateRwOptions {
+                        init: (t % 2 == 0).then(init_fn),
+                        ..Default::default()
+                    };
+                    barrier.wait();
+                    store.create_rw_layer(&name, Some(&p), &opts)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let mut won = Vec::new();
+        for r in results {
+            match r {
+                Ok(rw) => won.push(rw),
+                Err(Error::MountNameConflict(n)) => assert_eq!(n, name),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: exactly one creation wins");
+        let rw = won.pop().unwrap();
+        assert_eq!(
+            store.reference_count(base.chain_id()),
+            Some(2),
+            "round {round}"
+        );
+        let mut want: BTreeSet<String> = [base.cache_id(), rw.mount_id()]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        want.extend(rw.init_id().map(str::to_owned));
+        assert_eq!(
+            driver_dirs(&store),
+            want,
+            "round {round}: the losers left nothing"
+        );
+        assert_consistent(&store, &format!("[{driver}] round {round}"));
+
+        let refs: Vec<RwLayerRef> = (0..THREADS)
+            .map(|_| store.get_rw_layer(&name).unwrap())
+            .chain(std::iter::once(rw))
+            .collect();
+        let barrier = Arc::new(Barrier::new(refs.len()));
+        let handles: Vec<_> = refs
+            .into_iter()
+            .map(|r| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store.release_rw_layer(r).unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert!(h.join().unwrap().is_empty(), "the base is still held");
+        }
+        assert!(store.rw_layers().is_empty(), "round {round}");
+        assert_eq!(store.reference_count(base.chain_id()), Some(1));
+        assert_eq!(
+            driver_dirs(&store),
+            [base.cache_id().to_owned()].into_iter().collect()
+        );
+    }
+    store.release(base).unwrap();
+    assert_consistent(&store, &format!("[{driver}] emptied"));
+}
+
+#[test]
+fn same_rw_layer_name_from_all_threads_at_once() {
+    for d in drivers() {
+        same_rw_name_at_once(d);
+    }
+}
