@@ -796,3 +796,96 @@ fn driver_failures_on_overlay2() {
         run_all("overlay2", Target::Driver);
     }
 }
+
+/// The input itself breaks: a reader that fails (a dropped download) or ends early (a
+/// truncated tar) at many offsets. Each register fails, names the cause, and leaves
+/// nothing: no layer, no directory, no write-set; the parent's count is unchanged.
+fn broken_input(driver: &str) {
+    let dir = scratch_dir();
+    let store = common::open(dir.path(), driver);
+    let base = store.register(&tar_a()[..], None).unwrap();
+    let tar = tar_b();
+    let cuts = [
+        0,
+        1,
+        100,
+        511,
+        512,
+        513,
+        1024,
+        2048,
+        4000,
+        tar.len() - 1024 - 1,
+    ];
+    for &cut in &cuts {
+        for fail in [true, false] {
+            let what = format!(
+                "[{driver}] input {} at byte {cut}",
+                if fail { "fails" } else { "ends" }
+            );
+            let mut inner = &tar[..];
+            let reader: Box<dyn Read + Send> = if fail {
+                Box::new(FailingInput {
+                    inner: tar[..cut].to_vec(),
+                    pos: 0,
+                })
+            } else {
+                inner = &inner[..cut];
+                Box::new(inner)
+            };
+            let err = match store.register(reader, Some(base.chain_id())) {
+                // As in moby (Go's tar reader), an input that ends cleanly at an entry
+                // boundary is a shorter layer, not an error: its exact bytes are the layer.
+                Ok(r) if !fail => {
+                    assert!(cut == 0 || cut % 512 == 0, "{what}: accepted mid-block");
+                    assert_eq!(common::read_all(r.tar_stream().unwrap()), &tar[..cut]);
+                    assert_eq!(
+                        r.diff_id().as_digest(),
+                        &layer_digest::Digester::sha256_of(&tar[..cut]),
+                        "{what}"
+                    );
+                    store.release(r).unwrap();
+                    assert_consistent(&store, &what);
+                    continue;
+                }
+                Ok(r) => panic!("{what}: registered {}", r.chain_id()),
+                Err(e) => e,
+            };
+            assert!(!err.to_string().is_empty());
+            assert_eq!(store.map().len(), 1, "{what}: {err}");
+            assert_eq!(store.reference_count(base.chain_id()), Some(1), "{what}");
+            assert_consistent(&store, &format!("{what}: {err}"));
+        }
+    }
+    // The whole tar still registers.
+    let r = store.register(&tar[..], Some(base.chain_id())).unwrap();
+    assert_eq!(common::read_all(r.tar_stream().unwrap()), tar);
+}
+
+/// Yields its bytes, then an I/O error.
+struct FailingInput {
+    inner: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for FailingInput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.inner.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "download dropped",
+            ));
+        }
+        let n = buf.len().min(self.inner.len() - self.pos).min(300);
+        buf[..n].copy_from_slice(&self.inner[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn register_from_broken_input_leaves_nothing() {
+    for d in drivers() {
+        broken_input(d);
+    }
+}
