@@ -773,8 +773,13 @@ impl Store {
             .collect()
     }
 
-    /// Gives back an RW-layer reference; the last one removes the RW layer (driver dirs, init
-    /// layer, metadata) and releases its parent, returning the layers that deleted.
+    /// Gives back an RW-layer reference; the last one removes the RW layer (metadata, then
+    /// driver dirs and init layer) and releases its parent, returning the layers that deleted.
+    ///
+    /// Deviation from moby (which removes the directories first and the record last): a
+    /// failure before the record is removed leaves the RW layer in place, held by nothing, so
+    /// [`Store::get_rw_layer`] + release retries; a failure after it forgets the RW layer and
+    /// releases its parent, and gc collects the directories left behind.
     pub fn release_rw_layer(&self, layer: RwLayerRef) -> Result<Vec<Metadata>> {
         let _span = tracing::info_span!("release_rw_layer", name = layer.name()).entered();
         if layer.store_id != self.inner.store_id {
