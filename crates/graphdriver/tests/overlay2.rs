@@ -16,8 +16,8 @@ fn opts() -> CreateOpts {
     CreateOpts::default()
 }
 
-fn driver_in(home: &Path, options: Overlay2Options) -> Overlay2 {
-    Overlay2::new(home, options).expect("overlay2 init")
+fn driver_in(home: &Path, options: Overlay2Options) -> Guarded {
+    Guarded(Overlay2::new(home, options).expect("overlay2 init"))
 }
 
 #[test]
@@ -233,7 +233,7 @@ fn get_put_are_refcounted_and_adopt_existing_mounts() {
 
     // A mount left by an earlier driver instance is recognised, not mounted twice.
     d.get("rw", "").unwrap();
-    let d2 = Overlay2::new(&home, Overlay2Options::default()).unwrap();
+    let d2 = driver_in(&home, Overlay2Options::default());
     assert_eq!(d2.get("rw", "").unwrap(), merged);
     assert_eq!(count_mounts(&merged), 1);
     d2.put("rw").unwrap();

@@ -258,7 +258,7 @@ fn assert_view(what: &str, got: &BTreeMap<String, String>, want: &Model) {
 #[test]
 fn docker_root_layers_and_containers_mount_with_the_expected_views() {
     let Some(fx) = open_fixture() else { return };
-    let d = Overlay2::new(fx.home(), Overlay2Options::default()).unwrap();
+    let d = Guarded(Overlay2::new(fx.home(), Overlay2Options::default()).unwrap());
     let mut ids = d.list().unwrap();
     ids.sort();
     assert_eq!(ids.len(), 8, "4 image layers + 2 init + 2 RW: {ids:?}");
@@ -300,7 +300,7 @@ fn docker_root_layers_and_containers_mount_with_the_expected_views() {
 #[test]
 fn docker_root_rw_layer_changes_equal_docker_diff() {
     let Some(fx) = open_fixture() else { return };
-    let d = Overlay2::new(fx.home(), Overlay2Options::default()).unwrap();
+    let d = Guarded(Overlay2::new(fx.home(), Overlay2Options::default()).unwrap());
     let section = fx
         .changes_txt
         .split("## docker diff ran")
@@ -373,7 +373,7 @@ fn blank_whiteout_link_names(tar: &mut [u8]) -> usize {
 #[test]
 fn docker_root_rw_diff_is_dockers_committed_layer_and_applies_back() {
     let Some(fx) = open_fixture() else { return };
-    let d = Overlay2::new(fx.home(), Overlay2Options::default()).unwrap();
+    let d = Guarded(Overlay2::new(fx.home(), Overlay2Options::default()).unwrap());
     let (mount_id, init_id) = fx.mount(&fx.ran);
     let mut ours = Vec::new();
     d.diff(&mount_id, Some(&init_id))

@@ -145,3 +145,21 @@ pub fn tree_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> 
     }
     out
 }
+
+/// A driver that unmounts whatever it left under its home when dropped, so a failing test
+/// does not leak mounts (declare it after the temp dir so it drops first).
+#[derive(Debug)]
+pub struct Guarded(pub graphdriver::overlay2::Overlay2);
+
+impl std::ops::Deref for Guarded {
+    type Target = graphdriver::overlay2::Overlay2;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = graphdriver::ProtoDriver::cleanup(&self.0);
+    }
+}
