@@ -914,3 +914,48 @@ fn random_edit(root: &Path, next: &mut impl FnMut(usize) -> usize) {
         _ => {}
     }
 }
+
+/// A layer tar that both marks a directory opaque and whites out one of its entries (legal,
+/// if redundant) reports each deletion once, as the naive comparison does.
+#[test]
+fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
+    use graphdriver::archive::writer::{TarHeader, TarWriter};
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    let b = d.get("base", "").unwrap();
+    std::fs::create_dir(b.join("d")).unwrap();
+    std::fs::write(b.join("d/x"), "x").unwrap();
+    std::fs::write(b.join("d/y"), "y").unwrap();
+    d.put("base").unwrap();
+    let mut tar = TarWriter::new(Vec::new());
+    tar.append(&TarHeader::dir("d/"), None).unwrap();
+    tar.append(&TarHeader::file("d/.wh..wh..opq", 0), None)
+        .unwrap();
+    tar.append(&TarHeader::file("d/.wh.x", 0), None).unwrap();
+    tar.append(&TarHeader::file("d/z", 1), Some(&mut &b"z"[..]))
+        .unwrap();
+    let tar = tar.finish().unwrap();
+    d.create("child", Some("base"), &opts()).unwrap();
+    d.apply_diff("child", Some("base"), &mut &tar[..]).unwrap();
+    let shown: Vec<String> = d
+        .changes("child", Some("base"))
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(shown, ["C /d", "D /d/x", "D /d/y", "A /d/z"]);
+    let top = d.get("child", "").unwrap();
+    let below = d.get("base", "").unwrap();
+    let mut naive = graphdriver::archive::changes::changes_dirs(&top, Some(&below)).unwrap();
+    naive.sort();
+    d.put("base").unwrap();
+    d.put("child").unwrap();
+    assert_eq!(
+        naive.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        shown
+    );
+}

@@ -198,6 +198,8 @@ impl Walk<'_> {
                 if old.is_some() {
                     self.push(&child, ChangeKind::Delete);
                 }
+                // Handled: an opaque directory's sweep below must not delete it again.
+                present.insert(name);
                 continue;
             }
             present.insert(name.clone());
