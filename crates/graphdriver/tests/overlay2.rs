@@ -959,3 +959,119 @@ fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
         shown
     );
 }
+
+/// A random, well-formed layer tar over the names a–d (depth ≤ 3): directories (some
+/// opaque), files, and whiteouts, parents before children. Like the tars Docker exports,
+/// whiteouts only name paths the parent view (`below`) has, outside opaque directories: a
+/// whiteout of nothing in a directory that only one layer has would show up in the kernel's
+/// readdir (while lstat says ENOENT), which no real layer does.
+fn random_layer_tar(below: Option<&Path>, next: &mut impl FnMut(usize) -> usize) -> Vec<u8> {
+    use graphdriver::archive::writer::{TarHeader, TarWriter};
+    fn level(
+        tar: &mut TarWriter<Vec<u8>>,
+        below: Option<&Path>,
+        prefix: &str,
+        depth: usize,
+        next: &mut impl FnMut(usize) -> usize,
+    ) {
+        for name in ["a", "b", "c", "d"] {
+            let path = format!("{prefix}{name}");
+            match next(if depth < 3 { 6 } else { 4 }) {
+                0 => {}
+                1 => {
+                    let body = format!("{path} {}", next(100));
+                    let mut h = TarHeader::file(path.clone(), body.len() as u64);
+                    h.mode = 0o600 + next(0o100) as u32;
+                    tar.append(&h, Some(&mut body.as_bytes())).unwrap();
+                }
+                2 => {
+                    if below.is_some_and(|b| std::fs::symlink_metadata(b.join(&path)).is_ok()) {
+                        let wh = format!("{prefix}.wh.{name}");
+                        tar.append(&TarHeader::file(wh, 0), None).unwrap();
+                    }
+                }
+                3 if depth == 3 => {}
+                _ => {
+                    tar.append(&TarHeader::dir(format!("{path}/")), None)
+                        .unwrap();
+                    let opaque = next(3) == 0;
+                    if opaque {
+                        let marker = format!("{path}/.wh..wh..opq");
+                        tar.append(&TarHeader::file(marker, 0), None).unwrap();
+                    }
+                    let below = if opaque { None } else { below };
+                    level(tar, below, &format!("{path}/"), depth + 1, next);
+                }
+            }
+        }
+    }
+    let mut tar = TarWriter::new(Vec::new());
+    level(&mut tar, below, "", 1, next);
+    tar.finish().unwrap()
+}
+
+/// Layers made from tars (Docker's image layers) and by the kernel (containers), stacked at
+/// random: the top layer's native changes equal the naive comparison of the mounted trees.
+#[test]
+fn native_changes_match_naive_on_random_tar_and_kernel_layers() {
+    if !can_run() {
+        return;
+    }
+    let mut kinds_seen = std::collections::BTreeSet::new();
+    for seed in 1..=24u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = driver_in(&tmp.path().join("overlay2"), Overlay2Options::default());
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut parent: Option<String> = None;
+        for layer in 0..5 {
+            let id = format!("l{layer}");
+            d.create(&id, parent.as_deref(), &opts()).unwrap();
+            let from_tar = match layer {
+                0 | 1 | 3 => true,
+                2 => false,
+                _ => seed % 2 == 0,
+            };
+            if from_tar {
+                let below = parent.as_deref().map(|p| d.get(p, "").unwrap());
+                let tar = random_layer_tar(below.as_deref(), &mut next);
+                if let Some(p) = parent.as_deref() {
+                    d.put(p).unwrap();
+                }
+                d.apply_diff(&id, parent.as_deref(), &mut &tar[..]).unwrap();
+            } else {
+                let root = d.get(&id, "").unwrap();
+                for _ in 0..10 {
+                    random_edit(&root, &mut next);
+                }
+                d.put(&id).unwrap();
+            }
+            if let Some(below) = parent.as_deref().filter(|_| layer >= 2) {
+                let native = d.changes(&id, Some(below)).unwrap();
+                let top_view = d.get(&id, "").unwrap();
+                let below_view = d.get(below, "").unwrap();
+                let mut naive =
+                    graphdriver::archive::changes::changes_dirs(&top_view, Some(&below_view))
+                        .unwrap();
+                naive.sort();
+                d.put(below).unwrap();
+                d.put(&id).unwrap();
+                let show = |v: &[graphdriver::Change]| {
+                    v.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                assert_eq!(show(&native), show(&naive), "seed {seed}, layer {layer}");
+                kinds_seen.extend(native.iter().map(|c| c.kind));
+            }
+            parent = Some(id);
+        }
+    }
+    assert_eq!(kinds_seen.len(), 3);
+}
