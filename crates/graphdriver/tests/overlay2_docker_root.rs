@@ -423,3 +423,43 @@ fn docker_root_rw_diff_is_dockers_committed_layer_and_applies_back() {
     );
     d.remove("reapplied").unwrap();
 }
+
+/// `metadata()` gives what `docker inspect` showed as GraphDriver.Data for every image and
+/// container of the fixture (with the data-root path substituted).
+#[test]
+fn docker_root_metadata_matches_docker_inspect() {
+    let Some(fx) = open_fixture() else { return };
+    let d = Guarded(Overlay2::new(fx.home(), Overlay2Options::default()).unwrap());
+    let inspect_dir = fixture_dir().join("inspect");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&inspect_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let object = json.as_array().map_or(&json, |a| &a[0]);
+        let graph = &object["GraphDriver"];
+        assert_eq!(graph["Name"], "overlay2", "{}", path.display());
+        let data = graph["Data"].as_object().unwrap();
+        let root = fx.root.to_str().unwrap();
+        let want: BTreeMap<String, String> = data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().unwrap().replace("$SCRATCH/d/root", root),
+                )
+            })
+            .collect();
+        let upper = Path::new(&want["UpperDir"]);
+        let id = upper
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert_eq!(d.metadata(id).unwrap(), want, "{}", path.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+}
