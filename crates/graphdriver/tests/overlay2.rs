@@ -1075,3 +1075,36 @@ fn native_changes_match_naive_on_random_tar_and_kernel_layers() {
     }
     assert_eq!(kinds_seen.len(), 3);
 }
+
+/// Many threads taking and releasing the same layers: every get sees the merged view, and
+/// when all references are back nothing is left mounted.
+#[test]
+fn concurrent_get_put_balance_out() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("overlay2");
+    let d = driver_in(&home, Overlay2Options::default());
+    d.create("base", None, &opts()).unwrap();
+    std::fs::write(home.join("base/diff/f"), "base").unwrap();
+    for id in ["rw1", "rw2"] {
+        d.create_read_write(id, Some("base"), &opts()).unwrap();
+    }
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let d = &d;
+            s.spawn(move || {
+                let id = if t % 2 == 0 { "rw1" } else { "rw2" };
+                for _ in 0..40 {
+                    let root = d.get(id, "").unwrap();
+                    assert_eq!(std::fs::read_to_string(root.join("f")).unwrap(), "base");
+                    d.put(id).unwrap();
+                }
+            });
+        }
+    });
+    for id in ["rw1", "rw2"] {
+        assert!(!is_mounted(&home.join(id).join("merged")), "{id}");
+    }
+}
