@@ -869,3 +869,49 @@ fn rw_rm_of_a_mounted_layer_unmounts_it() {
         assert_check_clean(&root, driver);
     }
 }
+
+#[test]
+fn rm_keeps_a_parent_that_other_layers_still_use() {
+    let layers = three_layers();
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let f0 = dir.path().join("l0.tar");
+        let f1 = dir.path().join("l1.tar");
+        let f2 = dir.path().join("l2.tar");
+        std::fs::write(&f0, &layers[0]).unwrap();
+        std::fs::write(&f1, &layers[1]).unwrap();
+        std::fs::write(&f2, &layers[2]).unwrap();
+        let base = ok(run(cmd(&root, driver, &["import", f0.to_str().unwrap()])));
+        let base = base.trim();
+        let a = ok(run(cmd(
+            &root,
+            driver,
+            &["import", "--parent", base, f1.to_str().unwrap()],
+        )));
+        let b = ok(run(cmd(
+            &root,
+            driver,
+            &["import", "--parent", base, f2.to_str().unwrap()],
+        )));
+        assert_eq!(
+            ok(run(cmd(&root, driver, &["rm", a.trim()]))).trim(),
+            a.trim()
+        );
+        let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
+        let mut ids: Vec<&str> = ls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["chain_id"].as_str().unwrap())
+            .collect();
+        ids.sort();
+        let mut want = vec![base, b.trim()];
+        want.sort();
+        assert_eq!(ids, want);
+        // The last child takes the now-unused base with it.
+        let removed = ok(run(cmd(&root, driver, &["rm", b.trim()])));
+        assert_eq!(removed.lines().collect::<Vec<_>>(), [b.trim(), base]);
+        assert_check_clean(&root, driver);
+    }
+}
