@@ -186,7 +186,12 @@ pub fn write_output(
 pub fn export(ctx: &Context, args: ExportArgs) -> Result<()> {
     let id = ctx.resolve_layer(&args.chain)?;
     let layer = ctx.store.map().remove(&id).context("layer vanished")?;
-    let bar = progress::bytes(ctx.progress, None, "export");
+    // The tar is a little larger than the content; a spinner only when that is large.
+    let bar = progress::bytes(
+        ctx.progress && layer.diff_size() >= progress::LARGE,
+        None,
+        "export",
+    );
     let stream = layer
         .tar_stream()
         .with_context(|| format!("export layer {id}"))?;

@@ -32,7 +32,8 @@ struct CheckJson {
 }
 
 pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
-    let spinner = if ctx.progress {
+    let content: u64 = ctx.store.map().values().map(|l| l.diff_size()).sum();
+    let spinner = if ctx.progress && (content >= crate::progress::LARGE || args.repair) {
         let s = indicatif::ProgressBar::new_spinner();
         s.set_message(format!("checking {} layers", ctx.store.map().len()));
         s.enable_steady_tick(Duration::from_millis(120));

@@ -2,9 +2,13 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A byte-count bar (`total` known) or spinner (`None`), hidden unless `shown`.
+/// Inputs smaller than this finish before a bar would tell anyone anything.
+pub const LARGE: u64 = 8 << 20;
+
+/// A byte-count bar (`total` known) or spinner (`None`), hidden unless `shown` and the total
+/// (when known) is [`LARGE`].
 pub fn bytes(shown: bool, total: Option<u64>, what: &str) -> ProgressBar {
-    if !shown {
+    if !shown || total.is_some_and(|t| t < LARGE) {
         return ProgressBar::with_draw_target(total, ProgressDrawTarget::hidden());
     }
     let bar = match total {
