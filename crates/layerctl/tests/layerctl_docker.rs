@@ -139,6 +139,17 @@ fn docker_data_root_fixture() {
     );
     assert!(path.join(".dockerenv").exists());
     ok(run(in_root(&root, &["rw", "unmount", ran])));
+    // commit, load and gc work on Docker's root too. Loading Docker's own save of the
+    // committed image finds every layer already there.
+    let committed = ok(run(in_root(&root, &["commit", ran])));
+    let ins = json(run(in_root(&root, &["inspect", committed.trim()])));
+    assert_eq!(ins["parent"], L3);
+    let out = run(in_root(&root, &["export", committed.trim()]));
+    assert_eq!(sha256(&out.stdout), ins["diff_id"].as_str().unwrap());
+    let saved = fixture_dir().join("saved-committed.tar.gz");
+    let top = ok(run(in_root(&root, &["load", saved.to_str().unwrap()])));
+    assert_eq!(top.trim(), COMMITTED);
+    assert_eq!(ok(run(in_root(&root, &["gc"]))).trim(), "nothing to remove");
     // Removing a container keeps the image layers.
     ok(run(in_root(&root, &["rw", "rm", created])));
     assert_eq!(
@@ -146,8 +157,10 @@ fn docker_data_root_fixture() {
             .as_array()
             .unwrap()
             .len(),
-        4
+        5
     );
+    let out = ok(run(in_root(&root, &["check"])));
+    assert!(out.lines().any(|l| l == "ok"), "{out}");
 }
 
 /// The layer tars of a `docker save` archive, in manifest order.
