@@ -915,3 +915,25 @@ fn rm_keeps_a_parent_that_other_layers_still_use() {
         assert_check_clean(&root, driver);
     }
 }
+
+#[test]
+fn oci_layout_dir_blobs_cannot_point_outside() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let oci = dir.path().join("oci");
+    write_oci_dir(&oci, &layers, &diffs);
+    // The top layer's blob becomes a symlink to a file outside the layout.
+    let outside = dir.path().join("outside.tar");
+    std::fs::write(&outside, &layers[2]).unwrap();
+    let blob = oci.join("blobs/sha256").join(&sha256(&layers[2])[7..]);
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&outside, &blob).unwrap();
+    ok(run(cmd(&root, "vfs", &["ls"])));
+    let before = snapshot(&root);
+    let e = fails(run(cmd(&root, "vfs", &["load", oci.to_str().unwrap()])));
+    assert!(e.contains("escapes"), "{e}");
+    assert_eq!(snapshot(&root), before);
+    assert_check_clean(&root, "vfs");
+}
