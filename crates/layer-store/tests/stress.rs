@@ -133,6 +133,14 @@ fn worker(store: &Store, t: usize, iterations: usize, start: &Barrier) -> Held {
     held
 }
 
+/// Steps per thread: 100, or `LAYERSTORE_STRESS_ITERS`.
+fn iterations() -> usize {
+    std::env::var("LAYERSTORE_STRESS_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+}
+
 fn held_model(all: &[Held]) -> BTreeMap<ChainId, usize> {
     let mut m = BTreeMap::new();
     for h in all {
@@ -193,7 +201,7 @@ fn mixed_load(driver: &str) {
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let (store, start) = (store.clone(), start.clone());
-            std::thread::spawn(move || worker(&store, t, 100, &start))
+            std::thread::spawn(move || worker(&store, t, iterations(), &start))
         })
         .collect();
     let all: Vec<Held> = threads.into_iter().map(|h| h.join().unwrap()).collect();
