@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::io::Read;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use graphdriver::overlay2::{Overlay2, Overlay2Options};
+use graphdriver::overlay2::{MountApi, Overlay2, Overlay2Options};
 use graphdriver::{CreateOpts, DiffDriver, ProtoDriver};
 
 /// Image sizes in files (spread over directories of 100 files, 1 KiB each).
@@ -113,5 +113,54 @@ fn bench(c: &mut Criterion) {
     native.cleanup().unwrap();
 }
 
-criterion_group!(benches, bench);
+/// Mounting the top of a 128-layer chain (Docker's limit) and unmounting it: the new mount
+/// API against `mount(2)` with home-relative paths (the absolute options exceed a page).
+fn deep_mount(c: &mut Criterion) {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp
+        .path()
+        .join("a-home-path-long-enough-that-128-absolute-lowers-exceed-a-page")
+        .join("overlay2");
+    std::fs::create_dir_all(home.parent().unwrap()).unwrap();
+    let auto = Overlay2::new(&home, Overlay2Options::default()).unwrap();
+    let legacy = Overlay2::new(
+        &home,
+        Overlay2Options {
+            mount_api: MountApi::Legacy,
+            ..Overlay2Options::default()
+        },
+    )
+    .unwrap();
+    let opts = CreateOpts::default();
+    auto.create("layer0", None, &opts).unwrap();
+    for i in 1..=128 {
+        auto.create(
+            &format!("layer{i}"),
+            Some(&format!("layer{}", i - 1)),
+            &opts,
+        )
+        .unwrap();
+    }
+    let mut group = c.benchmark_group("mount_128_lowers");
+    group.sample_size(20);
+    group.measurement_time(std::time::Duration::from_secs(3));
+    for (name, driver) in [
+        ("fsconfig_lowerdir_plus", &auto),
+        ("mount2_relative", &legacy),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(driver.get("layer128", "").unwrap());
+                driver.put("layer128").unwrap();
+            })
+        });
+    }
+    group.finish();
+    auto.cleanup().unwrap();
+}
+
+criterion_group!(benches, bench, deep_mount);
 criterion_main!(benches);
