@@ -87,6 +87,16 @@ fn disasm_passes_through_writes_golden_and_asm_rebuilds() {
         .unwrap();
     assert!(out.status.success());
     assert!(std::fs::read(&rebuilt).unwrap() == original);
+    // The opt-in decoding thread gives the same bytes.
+    let out = layerctl()
+        .args(["tar-split", "asm", "--parallel-decode", "--input"])
+        .arg(&meta)
+        .arg("--path")
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == original);
     // --compress gzips the output.
     let out = layerctl()
         .args(["tar-split", "asm", "--compress", "--input"])
