@@ -593,7 +593,7 @@ fn corpus() -> Vec<Case> {
         case("gnu-longname-chain", "A CVE-2022-2879 (long-name chains)")
             .stream(|_| {
                 let mut v = Vec::new();
-                for _ in 0..3 {
+                for _ in 0..12 {
                     v.extend(raw_header("././@LongLink", b'L', 5, |_| {}));
                     let mut block = vec![0u8; 512];
                     block[..5].copy_from_slice(b"aaaa\0");

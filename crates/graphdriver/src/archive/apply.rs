@@ -109,6 +109,10 @@ impl Applier<'_> {
     }
 
     fn apply_entry(&mut self, header: &EntryHeader, reader: &mut dyn Read) -> Result<()> {
+        if header.kind == EntryKind::Other(b'g') {
+            // PAX global header: no file, and no parent directories for it (moby).
+            return Ok(());
+        }
         let name = CleanName::new(&header.name).map_err(|e| self.bad(header, e.to_string()))?;
         if name.is_root() {
             return Ok(());

@@ -159,6 +159,9 @@ impl<R: Read> TarReader<R> {
             return Ok(None);
         }
         self.skip_rest()?;
+        if self.finished {
+            return Ok(None);
+        }
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut pax: Option<PaxRecords> = None;
@@ -166,9 +169,8 @@ impl<R: Read> TarReader<R> {
         let mut extension_blocks = 0u32;
         loop {
             if !self.read_block_or_eof(&mut block)? {
-                if long_name.is_some() || long_link.is_some() || pax.is_some() {
-                    return Err(TarError::Truncated("extension header without its entry"));
-                }
+                // Like Go, a clean EOF ends the archive even right after extension headers
+                // (they then describe nothing).
                 self.finished = true;
                 return Ok(None);
             }
@@ -213,20 +215,25 @@ impl<R: Read> TarReader<R> {
                         )));
                     }
                     let data = self.read_small_payload(size)?;
-                    let duplicate = match flag {
-                        b'L' => long_name.replace(trim_nul(data)).is_some(),
-                        b'K' => long_link.replace(trim_nul(data)).is_some(),
-                        b'x' => pax
-                            .replace(PaxRecords::parse(&data, &self.limits)?)
-                            .is_some(),
-                        // Global headers apply to nothing we use; moby ignores them too.
-                        _ => false,
-                    };
-                    if duplicate {
-                        return Err(TarError::Malformed(format!(
-                            "two {} headers for one entry",
-                            extension_name(flag)
-                        )));
+                    // A repeated extension header replaces the earlier one, as in Go.
+                    match flag {
+                        b'L' => long_name = Some(cstr(&data).to_vec()),
+                        b'K' => long_link = Some(cstr(&data).to_vec()),
+                        b'x' => pax = Some(PaxRecords::parse(&data, &self.limits)?),
+                        _ => {
+                            // A global header is an entry of its own (Go returns it; moby
+                            // skips it). Its records are validated but apply to nothing
+                            // we use.
+                            let records = PaxRecords::parse(&data, &self.limits)?;
+                            let mut global = self.decode(&block, b'g', 0, None, None, None)?;
+                            if let Some(path) = records.path {
+                                global.name = path;
+                            }
+                            global.size = 0;
+                            self.remaining = 0;
+                            self.padding = 0;
+                            return Ok(Some(global));
+                        }
                     }
                     continue;
                 }
@@ -274,17 +281,13 @@ impl<R: Read> TarReader<R> {
         long_link: Option<Vec<u8>>,
         pax: Option<PaxRecords>,
     ) -> Result<EntryHeader, TarError> {
-        let magic = &block[257..263];
-        let is_ustar = magic == b"ustar\0";
         let mut name = cstr(&block[0..100]).to_vec();
-        if is_ustar {
-            let prefix = cstr(&block[345..500]);
-            if !prefix.is_empty() {
-                let mut full = prefix.to_vec();
-                full.push(b'/');
-                full.extend_from_slice(&name);
-                name = full;
-            }
+        let prefix = header_prefix(block);
+        if !prefix.is_empty() {
+            let mut full = prefix.to_vec();
+            full.push(b'/');
+            full.extend_from_slice(&name);
+            name = full;
         }
         if let Some(n) = long_name {
             name = n;
@@ -349,7 +352,7 @@ impl<R: Read> TarReader<R> {
                 self.limits.max_path_bytes
             )));
         }
-        if name.is_empty() {
+        if name.is_empty() && flag != b'g' {
             return Err(TarError::Malformed("entry with an empty name".into()));
         }
         let kind = match flag {
@@ -382,20 +385,34 @@ impl<R: Read> TarReader<R> {
     }
 
     fn skip_rest(&mut self) -> Result<(), TarError> {
-        let mut left = self.remaining + self.padding;
+        let (payload, padding) = (self.remaining, self.padding);
         self.remaining = 0;
         self.padding = 0;
+        if !self.skip(payload)? {
+            return Err(TarError::Truncated("inside an entry's payload"));
+        }
+        // Go accepts an archive that stops inside the padding after the last payload: that
+        // is its end.
+        if !self.skip(padding)? {
+            self.finished = true;
+        }
+        Ok(())
+    }
+
+    /// Discards `n` bytes; `false` if the input ended first.
+    fn skip(&mut self, n: u64) -> Result<bool, TarError> {
+        let mut left = n;
         let mut buf = [0u8; 8192];
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
-            let n = read_some(&mut self.inner, &mut buf[..want])?;
-            if n == 0 {
-                return Err(TarError::Truncated("inside an entry's payload"));
+            let got = read_some(&mut self.inner, &mut buf[..want])?;
+            if got == 0 {
+                return Ok(false);
             }
-            self.position += n as u64;
-            left -= n as u64;
+            self.position += got as u64;
+            left -= got as u64;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Reads one block; `false` on a clean EOF before its first byte.
@@ -485,11 +502,29 @@ fn extension_name(flag: u8) -> &'static str {
     }
 }
 
-fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last() == Some(&0) {
-        v.pop();
+/// The name prefix of a header, by format (as Go's reader decides it):
+/// * ustar/PAX (`ustar\0` `00`): the 155-byte prefix field;
+/// * star (ustar magic and a `tar\0` trailer): the 131-byte prefix field;
+/// * GNU (`ustar  \0`): none, except for archives from pre-1.8 Go writers that put a prefix
+///   where GNU keeps atime/ctime: if those fields do not parse as numbers and the bytes
+///   are ASCII, they are the prefix.
+fn header_prefix(block: &[u8; BLOCK]) -> &[u8] {
+    let magic = &block[257..263];
+    if magic == b"ustar\0" {
+        if &block[508..512] == b"tar\0" {
+            return cstr(&block[345..476]);
+        }
+        return cstr(&block[345..500]);
     }
-    v
+    if magic == b"ustar " {
+        let times_parse = parse_number(&block[345..357], "atime").is_ok()
+            && parse_number(&block[357..369], "ctime").is_ok();
+        let prefix = cstr(&block[345..500]);
+        if !times_parse && prefix.is_ascii() {
+            return prefix;
+        }
+    }
+    &[]
 }
 
 /// The bytes of a NUL-terminated field.
@@ -610,7 +645,17 @@ impl PaxRecords {
                 .position(|&b| b == b'=')
                 .ok_or_else(|| TarError::Malformed("PAX record without '='".into()))?;
             let (key, value) = (&record[..eq], &record[eq + 1..]);
+            if value.is_empty() && !key.starts_with(b"SCHILY.xattr.") {
+                // An empty value keeps the header's own field (Go's mergePAX).
+                continue;
+            }
             match key {
+                b"path" | b"linkpath" | b"uname" | b"gname" if value.contains(&0) => {
+                    return Err(TarError::Malformed(format!(
+                        "NUL byte in PAX {} record",
+                        String::from_utf8_lossy(key)
+                    )));
+                }
                 b"path" => records.path = Some(value.to_vec()),
                 b"linkpath" => records.link_path = Some(value.to_vec()),
                 b"size" => records.size = Some(pax_u64(value, "size")?),
