@@ -116,3 +116,53 @@ fn entries_match_go_archive_tar() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(same >= 20, "too few fixtures compared: {same}");
 }
+
+/// Every fixture Go reads (sparse aside) also applies, except entries moby refuses too
+/// (types it does not handle, hardlinks to names outside the archive).
+#[test]
+fn go_readable_fixtures_apply() {
+    let root = Path::new(FIXTURES);
+    let Ok(expected) = fs::read_to_string(root.join("expected.tsv")) else {
+        eprintln!("skipping: {FIXTURES} not present");
+        return;
+    };
+    let mut applied = 0;
+    let mut report = Vec::new();
+    for row in expected.lines().skip(1) {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let (file, outcome) = (cols[0], cols[5]);
+        if !outcome.starts_with("ok") || file.ends_with(".bz2") || file.contains("pax-chain") {
+            continue;
+        }
+        let raw = fs::read(root.join(file)).unwrap();
+        let tar = if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        } else {
+            raw
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let opts = graphdriver::archive::ApplyOptions::for_current_user().with_layer(file);
+        match graphdriver::archive::apply_layer(dir.path(), &mut &tar[..], &opts) {
+            Ok(_) => applied += 1,
+            Err(e) => report.push(format!("{file}: {e}")),
+        }
+    }
+    eprintln!(
+        "applied {applied} fixtures; refused:\n{}",
+        report.join("\n")
+    );
+    // Only refusals moby shares (or sparse files) are acceptable.
+    for r in &report {
+        assert!(
+            r.contains("sparse")
+                || r.contains("unhandled tar header type")
+                || r.contains("hardlink to"),
+            "unexpected refusal: {r}"
+        );
+    }
+    assert!(applied >= 30, "too few fixtures applied: {applied}");
+}

@@ -10,7 +10,14 @@
 //!   overlay, and its plain flavour would delete the directory itself);
 //! * AUFS hardlink metadata (`.wh..wh.plnk/…`) is skipped, not extracted to a temp dir:
 //!   no current producer writes it;
-//! * GNU sparse entries are refused with a clear error instead of being expanded.
+//! * GNU and PAX sparse entries are refused with a clear error instead of being expanded,
+//!   and more than 8 chained extension headers (`L`/`K`/`x`) before one entry are refused
+//!   (Go accepts any number);
+//! * a dangling symlink met while creating parent directories is followed inside the root
+//!   and its target created (moby#53258 behaviour), also for relative targets.
+//!
+//! Shared with moby, and worth knowing: in the overlay flavour an opaque marker at the layer
+//! root sets the xattr on the upper dir itself, which overlayfs ignores.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
