@@ -134,81 +134,6 @@ fn create_0600(path: &Path) -> Result<File> {
         .with_context(|| format!("creating {}", path.display()))
 }
 
-/// Gzip-compresses metadata on a second thread so that JSON encoding and deflate overlap.
-struct GzipPipe {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    buf: Vec<u8>,
-    worker: Option<std::thread::JoinHandle<io::Result<()>>>,
-}
-
-const PIPE_CHUNK: usize = 256 << 10;
-
-impl GzipPipe {
-    fn new(file: File) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let worker = std::thread::spawn(move || -> io::Result<()> {
-            let mut gz = gzip_writer(BufWriter::with_capacity(1 << 20, file));
-            for chunk in rx {
-                gz.write_all(&chunk)?;
-            }
-            gz.finish()?
-                .into_inner()
-                .map_err(|e| e.into_error())?
-                .sync_all()
-        });
-        GzipPipe {
-            tx: Some(tx),
-            buf: Vec::with_capacity(PIPE_CHUNK),
-            worker: Some(worker),
-        }
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| io::Error::other("gzip pipe closed"))?;
-        if tx.send(chunk).is_err() {
-            return Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| io::Error::other("gzip thread stopped")));
-        }
-        Ok(())
-    }
-
-    fn join(&mut self) -> io::Result<()> {
-        self.tx.take();
-        match self.worker.take() {
-            Some(w) => w
-                .join()
-                .map_err(|_| io::Error::other("gzip thread panicked"))?,
-            None => Ok(()),
-        }
-    }
-
-    fn finish(mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.send()?;
-        }
-        self.join()
-    }
-}
-
-impl Write for GzipPipe {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= PIPE_CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn disasm(args: DisasmArgs) -> Result<()> {
     if args.tar.len() != 1 {
         bail!("please specify tar to be disabled <NAME|->");
@@ -227,7 +152,7 @@ fn disasm(args: DisasmArgs) -> Result<()> {
         ..DisasmOptions::default()
     };
     let mut engine = DisasmEngine::new(
-        JsonPacker::new(GzipPipe::new(meta)),
+        JsonPacker::new(gzip_writer(BufWriter::with_capacity(1 << 20, meta))),
         DiscardFilePutter,
         NoVisitor,
         opts,
@@ -243,6 +168,7 @@ fn disasm(args: DisasmArgs) -> Result<()> {
     packer
         .into_inner()
         .finish()
+        .and_then(|mut file| file.flush())
         .with_context(|| format!("writing {}", args.output.display()))?;
     log_info(&format!(
         "created {} from {} (read {} bytes)",
