@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 
 mod bench_peers;
 mod bench_tarsplit;
+mod crash;
 mod demo;
+mod fuzz;
 
 fn main() -> ExitCode {
     match run() {
@@ -33,6 +35,8 @@ fn run() -> Result<()> {
     match job {
         "test" => test(rest),
         "demo" => demo::run(rest),
+        "crash" => crash::run(rest),
+        "fuzz" => fuzz::run(rest),
         "bench" => match rest.split_first() {
             Some((what, rest)) if what == "tarsplit" => bench_tarsplit::run(rest),
             Some((what, rest)) if what == "peers" => bench_peers::run(rest),

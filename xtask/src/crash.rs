@@ -1,0 +1,764 @@
+//! `cargo xtask crash [--runs N] [--driver vfs|overlay2|both] [--seed S] [--bin LAYERCTL]
+//! [--keep] [-v]`: the SIGKILL
+//! campaign on the whole product.
+//!
+//! Builds `layerctl` (release) and drives it on one data-root per driver with the commands a
+//! user runs: `import` of small generated layers with parents, `load` of a small `docker save`
+//! image, `rm`, and the RW cycle `rw create` → `rw mount` → (a file written into the mount) →
+//! `commit` → `rw unmount` → `rw rm`. Each command is SIGKILLed after a random delay drawn
+//! from 0..1.5× the command's running average duration, so kills land anywhere from process
+//! start-up to the final rename (and sometimes after the command finished: no kill).
+//!
+//! After every run: `check` (full content verification) may only report leftovers, then `gc`,
+//! then `check` again must be clean; and we check for ourselves:
+//!
+//! * the ledger: a layer whose chain ID a command printed (import, load, commit) must still be
+//!   there unless a `rm` that printed it as removed completed; an RW layer whose `rw create`
+//!   printed its mount ID must be there unless its `rw rm` completed;
+//! * no leftovers: no `layerdb/tmp/write-set-*`, no `-removing` dirs, no driver directory that
+//!   no layer's `cache-id` nor any RW layer's `mount-id`/`init-id` names, no dangling overlay2
+//!   `l/` link, no overlay mount under the root that no RW layer explains;
+//! * nothing outside the root changed (a sentinel file beside it).
+//!
+//! Prints per driver: runs, kills, lost, corrupt, leftovers after gc; fails if any of the last
+//! three is not zero.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use crate::{cargo, step, workspace_root};
+
+/// xorshift64*: deterministic per seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[self.below(items.len() as u64) as usize])
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Moby's chain ID: the DiffID for a base layer, else sha256 of "<parent chain> <diff id>".
+fn chain_of(parent: Option<&str>, diff_id: &str) -> String {
+    match parent {
+        None => diff_id.to_owned(),
+        Some(p) => format!("sha256:{}", sha256_hex(format!("{p} {diff_id}").as_bytes())),
+    }
+}
+
+/// One generated layer: a tar file and the chain it registers as.
+struct GenLayer {
+    path: PathBuf,
+    chain: String,
+    parent: Option<String>,
+}
+
+/// A layer tar: a few small files, one larger file (so register takes long enough to be
+/// killed in the middle), a symlink, a hard link and a whiteout of the previous layer's file.
+fn layer_tar(rng: &mut Rng, tag: &str, index: usize) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000 + index as u64);
+        h.set_cksum();
+        b.append_data(&mut h, name, data)?;
+        Ok(())
+    };
+    let dir = format!("{tag}{index}");
+    for f in 0..24 {
+        let len = rng.below(32 << 10) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        add(&mut b, &format!("{dir}/f{f}"), &data)?;
+    }
+    let big: Vec<u8> = (0..(3 << 20))
+        .map(|i: usize| (i as u8) ^ (index as u8))
+        .collect();
+    add(&mut b, &format!("{dir}/big"), &big)?;
+    add(&mut b, &format!("shared/from-{tag}{index}"), b"x")?;
+    if index > 0 {
+        add(&mut b, &format!("{tag}{}/.wh.f0", index - 1), b"")?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, format!("{dir}/link"), "f1")?;
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.set_mode(0o644);
+    b.append_link(&mut h, format!("{dir}/hard"), format!("{dir}/f2"))?;
+    Ok(b.into_inner()?)
+}
+
+/// The import chain (`imp0` ← `imp1` ← …) and a `docker save` image of its own three layers.
+fn generate_inputs(dir: &Path, rng: &mut Rng) -> Result<(Vec<GenLayer>, PathBuf, Vec<String>)> {
+    fs::create_dir_all(dir)?;
+    let mut chain = Vec::new();
+    let mut parent: Option<String> = None;
+    for i in 0..5 {
+        let tar = layer_tar(rng, "imp", i)?;
+        let diff = format!("sha256:{}", sha256_hex(&tar));
+        let id = chain_of(parent.as_deref(), &diff);
+        let path = dir.join(format!("layer{i}.tar"));
+        fs::write(&path, &tar)?;
+        chain.push(GenLayer {
+            path,
+            chain: id.clone(),
+            parent: parent.clone(),
+        });
+        parent = Some(id);
+    }
+
+    // docker save: manifest.json, <config>.json, <n>/layer.tar.
+    let mut image = tar::Builder::new(Vec::new());
+    let mut diff_ids = Vec::new();
+    let mut layer_paths = Vec::new();
+    let mut image_chain = Vec::new();
+    let mut parent: Option<String> = None;
+    let add = |image: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        image.append_data(&mut h, name, data)?;
+        Ok(())
+    };
+    for i in 0..3 {
+        let tar = layer_tar(rng, "img", i)?;
+        let diff = format!("sha256:{}", sha256_hex(&tar));
+        let id = chain_of(parent.as_deref(), &diff);
+        image_chain.push(id.clone());
+        parent = Some(id);
+        let path = format!("{}/layer.tar", sha256_hex(&tar));
+        add(&mut image, &path, &tar)?;
+        diff_ids.push(diff);
+        layer_paths.push(path);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
+    .to_string();
+    let config_name = format!("{}.json", sha256_hex(config.as_bytes()));
+    add(&mut image, &config_name, config.as_bytes())?;
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["crash:latest"],
+        "Layers": layer_paths,
+    }])
+    .to_string();
+    add(&mut image, "manifest.json", manifest.as_bytes())?;
+    let image_path = dir.join("image.tar");
+    fs::write(&image_path, image.into_inner()?)?;
+    Ok((chain, image_path, image_chain))
+}
+
+/// What one command did.
+struct Outcome {
+    killed: bool,
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `layerctl` as the campaign does: killed after `kill_after` unless it is done by then.
+fn run_ctl(
+    ctl: &Path,
+    root: &Path,
+    driver: &str,
+    args: &[&str],
+    kill_after: Option<Duration>,
+) -> Result<Outcome> {
+    let mut child = Command::new(ctl)
+        .arg("--root")
+        .arg(root)
+        .args(["--driver", driver, "-q"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {}", ctl.display()))?;
+    let start = Instant::now();
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if kill_after.is_some_and(|d| start.elapsed() >= d) {
+            child.kill()?; // SIGKILL
+            killed = true;
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout)?;
+    child.stderr.take().unwrap().read_to_string(&mut stderr)?;
+    Ok(Outcome {
+        killed,
+        success: !killed && status.success(),
+        stdout,
+        stderr,
+    })
+}
+
+/// A `layerctl --json` command that must succeed, parsed.
+fn ctl_json(
+    ctl: &Path,
+    root: &Path,
+    driver: &str,
+    args: &[&str],
+) -> Result<(bool, serde_json::Value)> {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = run_ctl(ctl, root, driver, &full, None)?;
+    let value = serde_json::from_str(&out.stdout).with_context(|| {
+        format!(
+            "layerctl {args:?}: not JSON: {:?} (stderr {:?})",
+            out.stdout, out.stderr
+        )
+    })?;
+    Ok((out.success, value))
+}
+
+/// What the campaign knows must be there.
+#[derive(Default)]
+struct Ledger {
+    /// Layers that must exist.
+    layers: BTreeSet<String>,
+    /// RW layers that must exist.
+    rw: BTreeSet<String>,
+    /// Layers a killed `rm` may have removed (with their ancestors): forgiven if absent.
+    maybe_removed: BTreeSet<String>,
+}
+
+/// Counters of one driver's campaign.
+#[derive(Default, Debug)]
+struct Figures {
+    runs: u64,
+    commands: u64,
+    kills: u64,
+    lost: u64,
+    corrupt: u64,
+    leftovers_before_gc: u64,
+    leftovers_after_gc: u64,
+    escapes: u64,
+}
+
+/// The store as `ls`/`rw ls` see it.
+struct Seen {
+    layers: BTreeMap<String, Option<String>>,
+    cache_ids: BTreeSet<String>,
+    rw: BTreeMap<String, (String, Option<String>, Option<String>)>,
+}
+
+fn observe(ctl: &Path, root: &Path, driver: &str) -> Result<Seen> {
+    let (ok, ls) = ctl_json(ctl, root, driver, &["ls"])?;
+    if !ok {
+        bail!("ls failed");
+    }
+    let mut layers = BTreeMap::new();
+    let mut cache_ids = BTreeSet::new();
+    for l in ls.as_array().context("ls: array")? {
+        let id = l["chain_id"].as_str().context("chain_id")?.to_owned();
+        layers.insert(id, l["parent"].as_str().map(str::to_owned));
+        cache_ids.insert(l["cache_id"].as_str().context("cache_id")?.to_owned());
+    }
+    let (ok, rw) = ctl_json(ctl, root, driver, &["rw", "ls"])?;
+    if !ok {
+        bail!("rw ls failed");
+    }
+    let mut rws = BTreeMap::new();
+    for m in rw.as_array().context("rw ls: array")? {
+        rws.insert(
+            m["name"].as_str().context("name")?.to_owned(),
+            (
+                m["mount_id"].as_str().context("mount_id")?.to_owned(),
+                m["init_id"].as_str().map(str::to_owned),
+                m["parent"].as_str().map(str::to_owned),
+            ),
+        );
+    }
+    Ok(Seen {
+        layers,
+        cache_ids,
+        rw: rws,
+    })
+}
+
+/// Our own look at the directories: what no check should leave behind.
+fn leftovers_on_disk(root: &Path, driver: &str, seen: &Seen) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let layerdb = root.join("image").join(driver).join("layerdb");
+    if let Ok(tmp) = fs::read_dir(layerdb.join("tmp")) {
+        for e in tmp {
+            found.push(format!("write-set {}", e?.path().display()));
+        }
+    }
+    if let Ok(sha) = fs::read_dir(layerdb.join("sha256")) {
+        for e in sha {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if name.contains("-removing") {
+                found.push(format!("removing dir {name}"));
+            } else if !seen.layers.contains_key(&format!("sha256:{name}")) {
+                found.push(format!("layer dir {name} that ls does not list"));
+            }
+        }
+    }
+    let mut named: BTreeSet<String> = seen.cache_ids.clone();
+    for (mount_id, init_id, _) in seen.rw.values() {
+        named.insert(mount_id.clone());
+        named.extend(init_id.clone());
+    }
+    let driver_dir = match driver {
+        "vfs" => root.join("vfs").join("dir"),
+        _ => root.join("overlay2"),
+    };
+    if let Ok(dirs) = fs::read_dir(&driver_dir) {
+        for e in dirs {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            if driver == "overlay2" && name == "l" {
+                continue;
+            }
+            if !named.contains(&name) {
+                found.push(format!("driver dir {name} that nothing names"));
+            }
+        }
+    }
+    if driver == "overlay2" {
+        if let Ok(links) = fs::read_dir(driver_dir.join("l")) {
+            for e in links {
+                let e = e?;
+                if fs::metadata(e.path()).is_err() {
+                    found.push(format!(
+                        "dangling overlay2 link {}",
+                        e.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+        let prefix = driver_dir.display().to_string();
+        for line in mountinfo.lines() {
+            let Some(point) = line.split(' ').nth(4) else {
+                continue;
+            };
+            if let Some(rest) = point.strip_prefix(&prefix) {
+                let id = rest.trim_start_matches('/').split('/').next().unwrap_or("");
+                if !seen.rw.values().any(|(m, _, _)| m == id) {
+                    found.push(format!("mount {point} no RW layer explains"));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One driver's campaign.
+struct Campaign<'a> {
+    ctl: &'a Path,
+    root: PathBuf,
+    driver: &'a str,
+    rng: Rng,
+    chain: &'a [GenLayer],
+    image: &'a Path,
+    image_chain: &'a [String],
+    ledger: Ledger,
+    figures: Figures,
+    /// Running mean duration of each command kind, to aim kills inside it.
+    mean_ms: BTreeMap<&'static str, f64>,
+    next_rw: u64,
+    verbose: bool,
+}
+
+impl Campaign<'_> {
+    /// Runs one command with a random kill delay; records duration and the kill.
+    fn cmd(&mut self, kind: &'static str, args: &[&str]) -> Result<Outcome> {
+        let mean = *self.mean_ms.get(kind).unwrap_or(&80.0);
+        // One command in three runs to completion, so the store grows and later steps of a
+        // cycle get exercised too.
+        let kill_after = (self.rng.below(3) != 0)
+            .then(|| Duration::from_micros(self.rng.below((mean * 1500.0) as u64 + 1)));
+        let start = Instant::now();
+        let out = run_ctl(self.ctl, &self.root, self.driver, args, kill_after)?;
+        self.figures.commands += 1;
+        if out.killed {
+            self.figures.kills += 1;
+        } else {
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            self.mean_ms.insert(kind, mean * 0.7 + ms * 0.3);
+            if !out.success && self.verbose {
+                eprintln!("crash: {kind} {args:?} failed: {}", out.stderr.trim());
+            }
+        }
+        Ok(out)
+    }
+
+    fn one_run(&mut self, seen: &Seen) -> Result<()> {
+        let present = |id: &str| seen.layers.contains_key(id);
+        let choice = self.rng.below(10);
+        match choice {
+            // Import the next layer of the chain whose parent is there.
+            0..=3 => {
+                let candidates: Vec<usize> = (0..self.chain.len())
+                    .filter(|&i| self.chain[i].parent.as_deref().is_none_or(present))
+                    .collect();
+                let i = *self.rng.pick(&candidates).context("no importable layer")?;
+                let layer = &self.chain[i];
+                let path = layer.path.display().to_string();
+                let mut args = vec!["import", path.as_str()];
+                if let Some(p) = &layer.parent {
+                    args.extend(["--parent", p.as_str()]);
+                }
+                let out = self.cmd("import", &args)?;
+                let printed = out.stdout.trim();
+                if !printed.is_empty() {
+                    if printed != layer.chain {
+                        bail!("import printed {printed}, expected {}", layer.chain);
+                    }
+                    self.ledger.layers.insert(printed.to_owned());
+                }
+            }
+            4 => {
+                let image = self.image.display().to_string();
+                let out = self.cmd("load", &["load", &image])?;
+                if out
+                    .stdout
+                    .lines()
+                    .any(|l| l.contains(self.image_chain.last().unwrap()))
+                {
+                    self.ledger.layers.extend(self.image_chain.iter().cloned());
+                }
+            }
+            // rm a leaf that no RW layer uses.
+            5..=6 => {
+                let leaves: Vec<&String> = seen
+                    .layers
+                    .keys()
+                    .filter(|id| {
+                        !seen
+                            .layers
+                            .values()
+                            .any(|p| p.as_deref() == Some(id.as_str()))
+                    })
+                    .filter(|id| {
+                        !seen
+                            .rw
+                            .values()
+                            .any(|(_, _, p)| p.as_deref() == Some(id.as_str()))
+                    })
+                    .collect();
+                let Some(&target) = self.rng.pick(&leaves) else {
+                    return Ok(());
+                };
+                let target = target.clone();
+                let out = self.cmd("rm", &["rm", &target])?;
+                if out.success {
+                    for removed in out.stdout.lines() {
+                        self.ledger.layers.remove(removed.trim());
+                    }
+                } else if out.killed {
+                    // A killed rm may have removed the layer and some ancestors.
+                    let mut id = Some(target);
+                    while let Some(cur) = id {
+                        id = seen.layers.get(&cur).cloned().flatten();
+                        self.ledger.maybe_removed.insert(cur);
+                    }
+                }
+            }
+            // The RW cycle; each step may be the one killed, later steps then skipped.
+            _ => {
+                if let Some(name) = seen.rw.keys().next().cloned() {
+                    // Finish off a leftover RW layer from an earlier killed cycle.
+                    let _ = self.cmd("unmount", &["rw", "unmount", &name])?;
+                    let out = self.cmd("rw-rm", &["rw", "rm", &name])?;
+                    if out.success || out.killed {
+                        // Gone, or maybe gone (a killed rm may have finished).
+                        self.ledger.rw.remove(&name);
+                    }
+                    return Ok(());
+                }
+                let ids: Vec<&String> = seen.layers.keys().collect();
+                let Some(&parent) = self.rng.pick(&ids) else {
+                    return Ok(());
+                };
+                let parent = parent.clone();
+                let name = format!("crash{}", self.next_rw);
+                self.next_rw += 1;
+                let out = self.cmd("rw-create", &["rw", "create", &name, "--parent", &parent])?;
+                if !out.stdout.trim().is_empty() {
+                    self.ledger.rw.insert(name.clone());
+                }
+                if !out.success {
+                    return Ok(());
+                }
+                let out = self.cmd("mount", &["rw", "mount", &name])?;
+                if !out.success {
+                    return Ok(());
+                }
+                let mount = PathBuf::from(out.stdout.trim());
+                fs::write(mount.join(format!("written-by-{name}")), name.as_bytes())
+                    .with_context(|| format!("writing into {}", mount.display()))?;
+                let _ = fs::remove_file(mount.join("shared/from-imp0"));
+                let out = self.cmd("commit", &["commit", &name])?;
+                let printed = out.stdout.trim();
+                if !printed.is_empty() {
+                    self.ledger.layers.insert(printed.to_owned());
+                }
+                if !out.success {
+                    return Ok(());
+                }
+                let out = self.cmd("unmount", &["rw", "unmount", &name])?;
+                if !out.success {
+                    return Ok(());
+                }
+                let out = self.cmd("rw-rm", &["rw", "rm", &name])?;
+                if out.success || out.killed {
+                    self.ledger.rw.remove(&name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// check → gc → check, the ledger and our own scan. Returns the state after gc.
+    fn verify(&mut self, run: u64) -> Result<Seen> {
+        let (_, first) = ctl_json(self.ctl, &self.root, self.driver, &["check"])?;
+        for p in first["problems"].as_array().context("problems")? {
+            let p = p.as_str().unwrap_or_default();
+            if p.starts_with("leftover:") {
+                self.figures.leftovers_before_gc += 1;
+            } else {
+                self.figures.corrupt += 1;
+                eprintln!("crash: run {run}: {} CORRUPT (before gc): {p}", self.driver);
+            }
+        }
+        let (gc_ok, _) = ctl_json(self.ctl, &self.root, self.driver, &["gc"])?;
+        if !gc_ok {
+            bail!("run {run}: gc failed");
+        }
+        let (clean, second) = ctl_json(self.ctl, &self.root, self.driver, &["check"])?;
+        for p in second["problems"].as_array().context("problems")? {
+            self.figures.leftovers_after_gc += 1;
+            eprintln!("crash: run {run}: {} NOT CLEAN after gc: {p}", self.driver);
+        }
+        if !clean && second["problems"].as_array().is_some_and(Vec::is_empty) {
+            bail!("run {run}: check failed without problems");
+        }
+        let seen = observe(self.ctl, &self.root, self.driver)?;
+        for id in &self.ledger.layers {
+            if !seen.layers.contains_key(id) && !self.ledger.maybe_removed.contains(id) {
+                self.figures.lost += 1;
+                eprintln!("crash: run {run}: {} LOST layer {id}", self.driver);
+            }
+        }
+        for name in &self.ledger.rw {
+            if !seen.rw.contains_key(name) {
+                self.figures.lost += 1;
+                eprintln!("crash: run {run}: {} LOST RW layer {name}", self.driver);
+            }
+        }
+        // Forgiven removals are settled now: whatever is absent is gone for good.
+        let maybe = std::mem::take(&mut self.ledger.maybe_removed);
+        self.ledger
+            .layers
+            .retain(|id| seen.layers.contains_key(id) || !maybe.contains(id));
+        // A lost layer is counted once, then forgotten.
+        self.ledger.layers.retain(|id| seen.layers.contains_key(id));
+        self.ledger.rw.retain(|n| seen.rw.contains_key(n));
+        for l in leftovers_on_disk(&self.root, self.driver, &seen)? {
+            self.figures.leftovers_after_gc += 1;
+            eprintln!("crash: run {run}: {} LEFTOVER after gc: {l}", self.driver);
+        }
+        Ok(seen)
+    }
+}
+
+fn sentinel_ok(path: &Path) -> bool {
+    fs::read(path).is_ok_and(|c| c == b"outside the root")
+}
+
+/// Removes RW layers (unmounting), then detaches any mount still under the root (what a
+/// finding may have leaked), so the work dir can be removed.
+fn teardown(ctl: &Path, root: &Path, driver: &str) -> Result<()> {
+    if let Ok(seen) = observe(ctl, root, driver) {
+        for name in seen.rw.keys() {
+            let _ = run_ctl(ctl, root, driver, &["rw", "unmount", name], None);
+            let _ = run_ctl(ctl, root, driver, &["rw", "rm", name], None);
+        }
+    }
+    let prefix = root.display().to_string();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut leaked: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    leaked.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in leaked {
+        eprintln!("crash: {driver}: detaching leaked mount {point}");
+        let _ = Command::new("umount").args(["-l", point]).status();
+    }
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut runs = 100u64;
+    let mut drivers = vec!["vfs", "overlay2"];
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64
+        | 1;
+    let mut keep = false;
+    let mut verbose = false;
+    let mut prebuilt: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => runs = it.next().context("--runs N")?.parse()?,
+            "--seed" => seed = it.next().context("--seed S")?.parse::<u64>()? | 1,
+            "--keep" => keep = true,
+            "--bin" => prebuilt = Some(it.next().context("--bin PATH")?.into()),
+            "-v" | "--verbose" => verbose = true,
+            "--driver" => {
+                drivers = match it.next().map(String::as_str) {
+                    Some("vfs") => vec!["vfs"],
+                    Some("overlay2") => vec!["overlay2"],
+                    Some("both") => vec!["vfs", "overlay2"],
+                    other => bail!("--driver vfs|overlay2|both, not {other:?}"),
+                }
+            }
+            other => bail!(
+                "unknown argument {other:?}; usage: cargo xtask crash [--runs N] \
+                 [--driver vfs|overlay2|both] [--seed S] [--bin LAYERCTL] [--keep] [-v]"
+            ),
+        }
+    }
+    if drivers.contains(&"overlay2") && !rustix_is_root() {
+        eprintln!("crash: skipping overlay2: not root");
+        drivers.retain(|d| *d != "overlay2");
+    }
+
+    let ctl = match prebuilt {
+        Some(bin) => bin,
+        None => {
+            let mut build = cargo();
+            build.args(["build", "--release", "-p", "layerctl"]);
+            step("build layerctl", build)?;
+            let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"));
+            target_dir.join("release").join("layerctl")
+        }
+    };
+
+    let work = std::env::temp_dir().join(format!("layerctl-crash-{}", std::process::id()));
+    let mut rng = Rng(seed);
+    let (chain, image, image_chain) = generate_inputs(&work.join("inputs"), &mut rng)?;
+    eprintln!(
+        "crash: seed {seed}, {runs} runs per driver, work dir {}",
+        work.display()
+    );
+
+    let mut failed = false;
+    for driver in drivers {
+        let base = work.join(driver);
+        let root = base.join("root");
+        fs::create_dir_all(&root)?;
+        let sentinel = base.join("sentinel");
+        fs::write(&sentinel, b"outside the root")?;
+        let mut c = Campaign {
+            ctl: &ctl,
+            root: root.clone(),
+            driver,
+            rng: Rng(seed ^ 0x9E37_79B9_7F4A_7C15),
+            chain: &chain,
+            image: &image,
+            image_chain: &image_chain,
+            ledger: Ledger::default(),
+            figures: Figures::default(),
+            mean_ms: BTreeMap::new(),
+            next_rw: 0,
+            verbose,
+        };
+        let started = Instant::now();
+        let mut seen = c.verify(0)?;
+        for run in 1..=runs {
+            c.figures.runs += 1;
+            c.one_run(&seen)
+                .with_context(|| format!("{driver} run {run}"))?;
+            seen = c.verify(run)?;
+            if !sentinel_ok(&sentinel) {
+                c.figures.escapes += 1;
+            }
+            if run % 25 == 0 {
+                eprintln!("crash: {driver}: {run}/{runs} runs, {:?}", c.figures);
+            }
+        }
+        let f = &c.figures;
+        println!(
+            "crash {driver}: runs {} commands {} kills {} lost {} corrupt {} \
+             leftovers-before-gc {} leftovers-after-gc {} escapes {} ({:.0}s; layers now {}, seed {seed})",
+            f.runs,
+            f.commands,
+            f.kills,
+            f.lost,
+            f.corrupt,
+            f.leftovers_before_gc,
+            f.leftovers_after_gc,
+            f.escapes,
+            started.elapsed().as_secs_f64(),
+            seen.layers.len(),
+        );
+        failed |= f.lost + f.corrupt + f.leftovers_after_gc + f.escapes > 0;
+        teardown(&ctl, &root, driver)?;
+    }
+    if !keep {
+        let _ = fs::remove_dir_all(&work);
+    }
+    if failed {
+        bail!("the crash campaign found lost, corrupt or leftover state (see above)");
+    }
+    Ok(())
+}
+
+fn rustix_is_root() -> bool {
+    // xtask has no rustix; /proc tells the effective uid.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
