@@ -617,8 +617,11 @@ impl Store {
                 // the map and the counts keep matching what the layerdb lists.
                 Err(DeleteError::Marked(e)) => {
                     state.layers.remove(&id);
-                    if let Some(p) = layer.parent() {
-                        let _ = self.release_chain(state, p.chain_id().clone());
+                    if let Some(p) = layer.parent()
+                        && let Err(pe) = self.release_chain(state, p.chain_id().clone())
+                    {
+                        // The first error is the one returned; this one would be lost.
+                        tracing::error!(parent = %p.chain_id(), error = %pe, "releasing the parent failed too");
                     }
                     return Err(e);
                 }
@@ -810,7 +813,9 @@ impl Store {
                 lock(&self.inner.mounts).remove(&name);
                 if let Some(p) = m.parent() {
                     let mut state = lock(&self.inner.state);
-                    let _ = self.release_chain(&mut state, p.chain_id().clone());
+                    if let Err(pe) = self.release_chain(&mut state, p.chain_id().clone()) {
+                        tracing::error!(parent = %p.chain_id(), error = %pe, "releasing the parent failed too");
+                    }
                 }
                 return Err(e);
             }
