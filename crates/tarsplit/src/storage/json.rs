@@ -9,21 +9,11 @@
 use std::collections::HashSet;
 use std::io::{BufRead, Read, Write};
 
-use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{Entry, EntryKind, Packer, Unpacker};
 use crate::clean::clean_path;
 use crate::error::{EntryName, Error, Result};
-
-/// Go's `base64.StdEncoding` as the decoder sees it: padding required, loose trailing bits.
-const GO_STD: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
-);
 
 /// Largest JSON object the unpacker buffers. Legitimate lines are at most a few MiB of
 /// base64 (a 1 MiB trailing chunk, or a header group under the disassembler's cap).
@@ -170,13 +160,7 @@ fn push_int(out: &mut Vec<u8>, v: i64) {
 }
 
 fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
-    let start = out.len();
-    let len = data.len().div_ceil(3) * 4;
-    out.resize(start + len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(data, &mut out[start..])
-        .expect("buffer sized for base64 output");
-    debug_assert_eq!(written, len);
+    super::b64::encode_into(out, data);
 }
 
 /// Go 1.19 `encodeState.string` with HTML escaping on a valid UTF-8 string.
@@ -449,23 +433,7 @@ impl<'de> de::Deserialize<'de> for GoBytes {
 
 /// Decodes like Go's `base64.StdEncoding`, which skips CR and LF anywhere.
 pub fn decode_go_base64(s: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
-    match GO_STD.decode_vec(s, &mut out) {
-        Ok(()) => Ok(out),
-        Err(_) if s.contains(&b'\n') || s.contains(&b'\r') => {
-            let stripped: Vec<u8> = s
-                .iter()
-                .copied()
-                .filter(|&b| b != b'\r' && b != b'\n')
-                .collect();
-            out.clear();
-            GO_STD
-                .decode_vec(&stripped, &mut out)
-                .map_err(|e| format!("illegal base64 data: {e}"))?;
-            Ok(out)
-        }
-        Err(e) => Err(format!("illegal base64 data: {e}")),
-    }
+    super::b64::decode(s)
 }
 
 /// Parses one object in exactly the layout [`encode_entry`] writes (no escapes, keys in

@@ -8,6 +8,7 @@
 //!   [`BufferFileGetPutter`] (memory), [`DiscardFilePutter`] (nothing).
 //! * [`gzip_writer`] / [`gzip_reader`]: the metadata is stored gzip-compressed in practice.
 
+mod b64;
 mod background;
 mod entry;
 mod files;
