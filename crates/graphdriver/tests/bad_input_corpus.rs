@@ -191,6 +191,29 @@ fn raw_header(name: &str, flag: u8, size: u64, patch: impl Fn(&mut [u8; 512])) -
     b.to_vec()
 }
 
+/// A PAX 0.1 sparse entry: `map` is `offset,length,…`, `data` the packed payload.
+fn sparse_entry(name: &str, map: &str, real_size: u64, data: &str) -> E {
+    let mut records = Vec::new();
+    for (k, v) in [
+        ("GNU.sparse.map", map.to_string()),
+        ("GNU.sparse.realsize", real_size.to_string()),
+    ] {
+        let body = k.len() + v.len() + 3;
+        let mut len = body + 1;
+        while len != body + len.to_string().len() {
+            len = body + len.to_string().len();
+        }
+        records.extend(format!("{len} {k}={v}\n").into_bytes());
+    }
+    let mut raw = raw_header("PaxHeaders/s", b'x', records.len() as u64, |_| {});
+    raw.extend(&records);
+    raw.resize(raw.len().div_ceil(512) * 512, 0);
+    raw.extend(raw_header(name, b'0', data.len() as u64, |_| {}));
+    raw.extend(data.as_bytes());
+    raw.resize(raw.len().div_ceil(512) * 512, 0);
+    E::Raw(raw)
+}
+
 /// A reader of `n` zero bytes that never holds them in memory.
 struct Zeros(u64);
 impl Read for Zeros {
@@ -603,9 +626,41 @@ fn corpus() -> Vec<Case> {
                 Box::new(std::io::Cursor::new(v))
             })
             .refused(),
-        case("gnu-sparse-map", "A CVE-2025-58183")
-            .stream(|_| Box::new(std::io::Cursor::new(raw_header("sparse", b'S', 0, |_| {}))))
-            .refused(),
+        case(
+            "gnu-sparse-map-1m-regions",
+            "A CVE-2025-58183 (1 million sparse regions)",
+        )
+        .stream(|_| {
+            // An old-GNU sparse header whose map goes on for 50,000 extension blocks
+            // (over a million regions); refused once the region cap is reached.
+            let mut v = raw_header("sparse", b'S', 0, |b| {
+                b[482] = 1;
+                b[483..495].copy_from_slice(b"77777777777\0");
+            });
+            for i in 0..50_000u64 {
+                let mut block = vec![0u8; 512];
+                for j in 0..21u64 {
+                    let at = (j * 24) as usize;
+                    let offset = format!("{:011o}\0", (i * 21 + j) * 2);
+                    block[at..at + 12].copy_from_slice(offset.as_bytes());
+                    block[at + 12..at + 24].copy_from_slice(b"00000000001\0");
+                }
+                block[504] = 1;
+                v.extend(block);
+            }
+            Box::new(std::io::Cursor::new(v))
+        })
+        .refused(),
+        case(
+            "gnu-sparse-empty",
+            "G sparse files (empty old-GNU sparse file)",
+        )
+        .stream(|_| {
+            let mut v = raw_header("sparse", b'S', 0, |_| {});
+            v.extend(vec![0u8; 1024]);
+            Box::new(std::io::Cursor::new(v))
+        })
+        .check(|c| assert_eq!(fs::metadata(c.root.join("sparse")).unwrap().len(), 0)),
         case("pax-sparse-map", "A CVE-2025-58183")
             .entries(|_| {
                 let records = b"30 GNU.sparse.map=0,1,2,3,4,5\n".to_vec();
@@ -615,6 +670,23 @@ fn corpus() -> Vec<Case> {
                 vec![E::Raw(pax), E::File("s", "")]
             })
             .refused(),
+        case("pax-sparse-1m-regions", "A CVE-2025-58183 (sparse map cap)")
+            .entries(|_| vec![sparse_entry("s", &"0,1,".repeat(70_000), 70_000, "")])
+            .refused(),
+        case("sparse-region-past-size", "A CVE-2025-58183")
+            .entries(|_| vec![sparse_entry("s", "0,10", 5, "0123456789")])
+            .refused(),
+        case("sparse-map-claims-missing-data", "A CVE-2025-58183")
+            .entries(|_| vec![sparse_entry("s", "0,4,100,4", 200, "abcd")])
+            .refused(),
+        case("sparse-valid-pax-0.1", "G sparse files (Go expands them)")
+            .entries(|_| vec![sparse_entry("s", "4096,4", 8192, "abcd")])
+            .check(|c| {
+                let data = fs::read(c.root.join("s")).unwrap();
+                assert_eq!(data.len(), 8192);
+                assert_eq!(&data[4096..4100], b"abcd");
+                assert!(data[..4096].iter().all(|&b| b == 0));
+            }),
         case("path-longer-than-path-max", "A pattern 3 (path length cap)")
             .entries(|_| vec![E::File(leak("a/".repeat(2100) + "f"), "x")])
             .refused(),

@@ -10,9 +10,9 @@
 //!   overlay, and its plain flavour would delete the directory itself);
 //! * AUFS hardlink metadata (`.wh..wh.plnk/…`) is skipped, not extracted to a temp dir:
 //!   no current producer writes it;
-//! * GNU and PAX sparse entries are refused with a clear error instead of being expanded,
-//!   and more than 8 chained extension headers (`L`/`K`/`x`) before one entry are refused
-//!   (Go accepts any number);
+//! * more than 8 chained extension headers (`L`/`K`/`x`) before one entry are refused (Go
+//!   accepts any number); sparse files (old GNU, PAX 0.0/0.1/1.0) are written with real
+//!   holes, up to [`super::Limits::max_sparse_regions`] regions;
 //! * a dangling symlink met while creating parent directories is followed inside the root
 //!   and its target created (moby#53258 behaviour), also for relative targets.
 //!
@@ -381,9 +381,47 @@ impl Applier<'_> {
             })?
             .map_err(|e| self.bad(header, format!("create file: {e}")))?;
         let mut file = File::from(fd);
+        match &header.sparse {
+            None => {
+                let written = self.copy_payload(header, reader, &mut file, u64::MAX)?;
+                if written != header.size {
+                    return Err(self.short_payload(header, written, header.size));
+                }
+            }
+            Some(regions) => {
+                // Data regions at their offsets; the rest stays holes up to the real size.
+                for region in regions {
+                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(region.offset))
+                        .map_err(|e| self.bad(header, format!("seek: {e}")))?;
+                    let written = self.copy_payload(header, reader, &mut file, region.length)?;
+                    if written != region.length {
+                        return Err(self.short_payload(header, written, region.length));
+                    }
+                }
+                file.set_len(header.size)
+                    .map_err(|e| self.bad(header, format!("truncate sparse file: {e}")))?;
+            }
+        }
+        self.set_owner(header, Target::Fd(file.as_fd()))?;
+        self.set_xattrs(header, Target::Fd(file.as_fd()))?;
+        self.set_mode(header, Target::Fd(file.as_fd()))?;
+        rustix::fs::futimens(&file, &timestamps(header))
+            .map_err(|e| self.bad(header, format!("set times: {e}")))?;
+        Ok(true)
+    }
+
+    /// Copies up to `limit` payload bytes from `reader` to `file` with the big buffer.
+    fn copy_payload(
+        &mut self,
+        header: &EntryHeader,
+        reader: &mut dyn Read,
+        file: &mut File,
+        limit: u64,
+    ) -> Result<u64> {
         let mut written = 0u64;
-        loop {
-            let n = match reader.read(&mut self.buffer) {
+        while written < limit {
+            let want = (limit - written).min(self.buffer.len() as u64) as usize;
+            let n = match reader.read(&mut self.buffer[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -401,22 +439,17 @@ impl Applier<'_> {
                 .map_err(|e| self.bad(header, format!("write: {e}")))?;
             written += n as u64;
         }
-        if written != header.size {
-            return Err(Error::BadTar {
-                layer: self.opts.layer.clone(),
-                reason: format!(
-                    "payload of {:?} is {written} bytes, header says {}",
-                    String::from_utf8_lossy(&header.name),
-                    header.size
-                ),
-            });
+        Ok(written)
+    }
+
+    fn short_payload(&self, header: &EntryHeader, got: u64, want: u64) -> Error {
+        Error::BadTar {
+            layer: self.opts.layer.clone(),
+            reason: format!(
+                "payload of {:?} is {got} bytes, expected {want}",
+                String::from_utf8_lossy(&header.name)
+            ),
         }
-        self.set_owner(header, Target::Fd(file.as_fd()))?;
-        self.set_xattrs(header, Target::Fd(file.as_fd()))?;
-        self.set_mode(header, Target::Fd(file.as_fd()))?;
-        rustix::fs::futimens(&file, &timestamps(header))
-            .map_err(|e| self.bad(header, format!("set times: {e}")))?;
-        Ok(true)
     }
 
     fn create_symlink(

@@ -46,7 +46,7 @@ pub mod walk;
 pub mod writer;
 
 pub use apply::apply_layer;
-pub use reader::{EntryHeader, EntryKind, TarError, TarReader, Time};
+pub use reader::{EntryHeader, EntryKind, SparseRegion, TarError, TarReader, Time};
 
 /// Prefix of a whiteout entry's base name: `.wh.<name>` deletes `<name>`.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -89,6 +89,8 @@ pub struct Limits {
     pub max_xattr_value_bytes: usize,
     /// Maximum total size of names and values of one entry's xattrs.
     pub max_xattr_total_bytes: usize,
+    /// Maximum number of data regions of one sparse file (CVE-2025-58183 shape).
+    pub max_sparse_regions: usize,
 }
 
 impl Default for Limits {
@@ -99,6 +101,7 @@ impl Default for Limits {
             max_xattrs: 128,
             max_xattr_value_bytes: 64 * 1024,
             max_xattr_total_bytes: 256 * 1024,
+            max_sparse_regions: 1 << 16,
         }
     }
 }

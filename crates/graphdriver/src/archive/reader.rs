@@ -96,6 +96,22 @@ pub struct EntryHeader {
     pub dev_minor: u64,
     /// Extended attributes from `SCHILY.xattr.<name>` PAX records, in archive order.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Payload bytes stored in the archive for this entry (differs from `size` only for
+    /// sparse files).
+    pub stored_size: u64,
+    /// For a sparse file (GNU `S`, or PAX `GNU.sparse.*` 0.0/0.1/1.0): where the payload's
+    /// bytes go, in order. The payload is the regions' data back to back; `size` is the
+    /// logical size (the file is that long, holes elsewhere).
+    pub sparse: Option<Vec<SparseRegion>>,
+}
+
+/// One data region of a sparse file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SparseRegion {
+    /// Offset in the file.
+    pub offset: u64,
+    /// Number of payload bytes stored for it.
+    pub length: u64,
 }
 
 /// Why a tar stream could not be read.
@@ -237,20 +253,112 @@ impl<R: Read> TarReader<R> {
                     }
                     continue;
                 }
-                b'S' => {
-                    return Err(TarError::Unsupported("GNU sparse files".into()));
-                }
                 _ => {}
             }
-            let header = self.decode(&block, flag, size, long_name, long_link, pax)?;
-            self.remaining = if header.kind.has_payload() {
-                header.size
+            let pax_v1 = pax.as_ref().is_some_and(|p| p.sparse_major == Some(1));
+            let mut header = self.decode(&block, flag, size, long_name, long_link, pax)?;
+            // The payload as stored (for sparse files: packed data, not the logical size).
+            let packed = header.stored_size;
+            self.remaining = if header.kind.has_payload() || flag == b'S' {
+                packed
             } else {
                 0
             };
             self.padding = padding_for(self.remaining);
+            if flag == b'S' {
+                header.kind = EntryKind::Regular;
+                header.size = non_negative(
+                    parse_number(&block[483..495], "sparse realsize")?,
+                    "realsize",
+                )?;
+                let mut regions = Vec::new();
+                push_gnu_regions(&block[386..482], &mut regions, &self.limits)?;
+                let mut extended = block[482] != 0;
+                while extended {
+                    let mut ext = [0u8; BLOCK];
+                    if !self.read_block_or_eof(&mut ext)? {
+                        return Err(TarError::Truncated("inside a GNU sparse map"));
+                    }
+                    push_gnu_regions(&ext[..504], &mut regions, &self.limits)?;
+                    extended = ext[504] != 0;
+                }
+                header.sparse = Some(regions);
+            } else if pax_v1 {
+                header.sparse = Some(self.read_sparse_map_v1()?);
+            }
+            if let Some(regions) = &header.sparse {
+                validate_sparse(regions, header.size, self.remaining)?;
+            }
             return Ok(Some(header));
         }
+    }
+
+    /// PAX sparse 1.0 keeps its map at the start of the payload: decimal numbers, one per
+    /// line (count, then offset/length pairs), padded to a block.
+    fn read_sparse_map_v1(&mut self) -> Result<Vec<SparseRegion>, TarError> {
+        let mut numbers: Vec<u64> = Vec::new();
+        let mut current: Option<u64> = None;
+        let mut wanted: Option<usize> = None;
+        let mut consumed = 0u64;
+        let mut block = [0u8; BLOCK];
+        while wanted.is_none_or(|w| numbers.len() < w) {
+            if self.remaining < BLOCK as u64 {
+                return Err(TarError::Malformed(
+                    "sparse map runs past the payload".into(),
+                ));
+            }
+            read_exact_or_truncated(&mut self.inner, &mut block, "inside a sparse map")?;
+            self.position += BLOCK as u64;
+            self.remaining -= BLOCK as u64;
+            consumed += BLOCK as u64;
+            if consumed > self.limits.max_pax_bytes {
+                return Err(TarError::TooLarge(
+                    "sparse map larger than the PAX cap".into(),
+                ));
+            }
+            for &b in &block {
+                if wanted.is_some_and(|w| numbers.len() >= w) {
+                    break;
+                }
+                match b {
+                    b'0'..=b'9' => {
+                        let v = current.unwrap_or(0);
+                        current = Some(
+                            v.checked_mul(10)
+                                .and_then(|v| v.checked_add(u64::from(b - b'0')))
+                                .ok_or_else(|| {
+                                    TarError::Malformed("sparse map number overflows".into())
+                                })?,
+                        );
+                    }
+                    b'\n' => {
+                        let v = current.take().ok_or_else(|| {
+                            TarError::Malformed("empty number in sparse map".into())
+                        })?;
+                        if wanted.is_none() {
+                            let count = usize::try_from(v).unwrap_or(usize::MAX);
+                            if count > self.limits.max_sparse_regions {
+                                return Err(TarError::TooLarge(format!(
+                                    "sparse map of {v} regions (cap {})",
+                                    self.limits.max_sparse_regions
+                                )));
+                            }
+                            wanted = Some(count * 2);
+                        } else {
+                            numbers.push(v);
+                        }
+                    }
+                    _ => return Err(TarError::Malformed("invalid byte in sparse map".into())),
+                }
+            }
+        }
+        Ok(numbers
+            .chunks(2)
+            .map(|p| SparseRegion {
+                offset: p[0],
+                length: p[1],
+            })
+            .collect())
     }
 
     /// Reads and discards the rest of the input after the end-of-archive marker, so that a
@@ -311,11 +419,37 @@ impl<R: Read> TarReader<R> {
         let mut size = size;
         let mut atime = None;
         let mut xattrs = Vec::new();
+        let mut sparse = None;
+        let mut logical_size = None;
         if let Some(pax) = pax {
-            if pax.sparse {
-                return Err(TarError::Unsupported(
-                    "PAX (GNU.sparse) sparse files".into(),
-                ));
+            if let Some(n) = &pax.sparse_name {
+                name = n.clone();
+            }
+            match (pax.sparse_major, pax.sparse_minor) {
+                (Some(1), Some(0)) => logical_size = pax.sparse_realsize,
+                (Some(1), other) => {
+                    return Err(TarError::Unsupported(format!(
+                        "PAX sparse format 1.{other:?}"
+                    )));
+                }
+                _ if !pax.sparse_numbers.is_empty() => {
+                    if pax.sparse_numbers.len() % 2 != 0 {
+                        return Err(TarError::Malformed(
+                            "odd number of values in a sparse map".into(),
+                        ));
+                    }
+                    sparse = Some(
+                        pax.sparse_numbers
+                            .chunks(2)
+                            .map(|p| SparseRegion {
+                                offset: p[0],
+                                length: p[1],
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                    logical_size = pax.sparse_realsize.or(pax.sparse_size);
+                }
+                _ => {}
             }
             if let Some(p) = pax.path {
                 name = p;
@@ -368,7 +502,17 @@ impl<R: Read> TarReader<R> {
             b'6' => EntryKind::Fifo,
             other => EntryKind::Other(other),
         };
+        let stored_size = size;
+        if let Some(logical) = logical_size {
+            size = logical;
+        } else if sparse.is_some() {
+            return Err(TarError::Malformed(
+                "sparse file without a real size".into(),
+            ));
+        }
         Ok(EntryHeader {
+            stored_size,
+            sparse,
             name,
             link_name,
             kind,
@@ -491,6 +635,56 @@ fn read_exact_or_truncated<R: Read>(
 
 fn padding_for(size: u64) -> u64 {
     (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+/// Appends the regions of an old-GNU sparse map field (24-byte offset/length pairs; an
+/// all-zero pair ends it).
+fn push_gnu_regions(
+    field: &[u8],
+    out: &mut Vec<SparseRegion>,
+    limits: &Limits,
+) -> Result<(), TarError> {
+    for pair in field.chunks_exact(24) {
+        if pair[0] == 0 && pair[12] == 0 {
+            break;
+        }
+        let offset = non_negative(parse_number(&pair[..12], "sparse offset")?, "sparse offset")?;
+        let length = non_negative(parse_number(&pair[12..], "sparse length")?, "sparse length")?;
+        if out.len() >= limits.max_sparse_regions {
+            return Err(TarError::TooLarge(format!(
+                "more than {} sparse regions",
+                limits.max_sparse_regions
+            )));
+        }
+        out.push(SparseRegion { offset, length });
+    }
+    Ok(())
+}
+
+/// Regions must be in order, not overlap, end within the file, and account for exactly
+/// the stored payload.
+fn validate_sparse(regions: &[SparseRegion], size: u64, stored: u64) -> Result<(), TarError> {
+    let mut end = 0u64;
+    let mut data = 0u64;
+    for r in regions {
+        let region_end = r
+            .offset
+            .checked_add(r.length)
+            .ok_or_else(|| TarError::Malformed("sparse region overflows".into()))?;
+        if r.offset < end || region_end > size {
+            return Err(TarError::Malformed(
+                "sparse regions out of order or past the file size".into(),
+            ));
+        }
+        end = region_end;
+        data += r.length;
+    }
+    if data != stored {
+        return Err(TarError::Malformed(format!(
+            "sparse map describes {data} bytes but {stored} are stored"
+        )));
+    }
+    Ok(())
 }
 
 fn extension_name(flag: u8) -> &'static str {
@@ -619,7 +813,13 @@ struct PaxRecords {
     mtime: Option<Time>,
     atime: Option<Time>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    sparse: bool,
+    sparse_major: Option<u64>,
+    sparse_minor: Option<u64>,
+    sparse_name: Option<Vec<u8>>,
+    sparse_realsize: Option<u64>,
+    sparse_size: Option<u64>,
+    /// Offset/length values in order (0.0: repeated offset/numbytes; 0.1: the map).
+    sparse_numbers: Vec<u64>,
 }
 
 impl PaxRecords {
@@ -663,7 +863,24 @@ impl PaxRecords {
                 b"gid" => records.gid = Some(pax_u64(value, "gid")?),
                 b"mtime" => records.mtime = Some(pax_time(value)?),
                 b"atime" => records.atime = Some(pax_time(value)?),
-                _ if key.starts_with(b"GNU.sparse.") => records.sparse = true,
+                b"GNU.sparse.major" => records.sparse_major = Some(pax_u64(value, "sparse major")?),
+                b"GNU.sparse.minor" => records.sparse_minor = Some(pax_u64(value, "sparse minor")?),
+                b"GNU.sparse.name" => records.sparse_name = Some(value.to_vec()),
+                b"GNU.sparse.realsize" => {
+                    records.sparse_realsize = Some(pax_u64(value, "sparse realsize")?)
+                }
+                b"GNU.sparse.size" => records.sparse_size = Some(pax_u64(value, "sparse size")?),
+                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
+                    records
+                        .sparse_numbers
+                        .push(pax_u64(value, "sparse region")?);
+                }
+                b"GNU.sparse.map" => {
+                    for part in value.split(|&b| b == b',') {
+                        records.sparse_numbers.push(pax_u64(part, "sparse map")?);
+                    }
+                }
+                _ if key.starts_with(b"GNU.sparse.") => {}
                 _ if key.starts_with(b"SCHILY.xattr.") => {
                     let name = &key[b"SCHILY.xattr.".len()..];
                     if name.is_empty() || name.len() > 255 || name.contains(&0) {
@@ -692,6 +909,13 @@ impl PaxRecords {
                 }
                 _ => {}
             }
+        }
+        if records.sparse_numbers.len() / 2 > limits.max_sparse_regions {
+            return Err(TarError::TooLarge(format!(
+                "sparse map of {} regions (cap {})",
+                records.sparse_numbers.len() / 2,
+                limits.max_sparse_regions
+            )));
         }
         Ok(records)
     }
