@@ -115,7 +115,8 @@ fn entries_match_go_archive_tar() {
         "reader vs Go: {same} identical, {both_fail} refused by both, {sparse_refused} sparse refused by us only"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(same >= 20, "too few fixtures compared: {same}");
+    assert_eq!(sparse_refused, 0, "sparse files are supported");
+    assert!(same >= 45, "too few fixtures compared: {same}");
 }
 
 /// Every fixture Go reads (sparse aside) also applies, except entries moby refuses too
