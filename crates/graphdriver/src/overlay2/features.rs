@@ -135,6 +135,27 @@ impl Drop for ProbeDir {
     }
 }
 
+/// Removes probe dirs (and their mounts) that a process killed mid-probe left behind. The
+/// caller owns the home (one store per data-root, under its lock), so any found now is stale;
+/// without this they pile up, mounted, where no gc looks (`list` skips them).
+fn remove_stale_probes(home: &Path) {
+    let Ok(entries) = std::fs::read_dir(home) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(PROBE_PREFIX))
+        {
+            drop(ProbeDir {
+                merged: entry.path().join("merged"),
+                path: entry.path(),
+            });
+        }
+    }
+}
+
 fn probe_uncached(home: &Path) -> Result<Features> {
     let _span = tracing::debug_span!("overlay2_probe", home = %home.display()).entered();
     if !overlay_in_proc_filesystems() {
@@ -143,6 +164,7 @@ fn probe_uncached(home: &Path) -> Result<Features> {
         ));
     }
     let backing_fs = check_backing_fs(home)?;
+    remove_stale_probes(home);
     let userxattr = in_user_namespace();
     let xattr = if userxattr {
         "user.overlay."

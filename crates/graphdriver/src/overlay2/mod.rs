@@ -439,7 +439,12 @@ impl ProtoDriver for Overlay2 {
                     Err(e) => return Err(Error::io("remove", at, e)),
                 }
             }
-            Err(e) => tracing::warn!("overlay2: removing layer {id} without its l/ link: {e}"),
+            Err(e) => {
+                tracing::warn!("overlay2: removing layer {id} without its l/ link: {e}");
+                // A create killed between the l/ symlink and the `link` file leaves a symlink
+                // that only a scan of l/ finds.
+                remove_links_to(&self.home, id);
+            }
         }
         for mounted in mount::mounts_under(&paths.dir)? {
             mount::unmount(&mounted)?;
@@ -654,5 +659,18 @@ impl DiffDriver for Overlay2 {
 
     fn payload_root(&self, id: &str) -> Result<Option<PathBuf>> {
         Ok(Some(self.require(id)?.diff()))
+    }
+}
+
+/// Removes the `l/` symlinks that point at layer `id`'s `diff`.
+fn remove_links_to(home: &Path, id: &str) {
+    let target = format!("../{id}/diff");
+    let Ok(entries) = std::fs::read_dir(home.join(LINK_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if std::fs::read_link(entry.path()).is_ok_and(|t| t.as_os_str() == target.as_str()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
