@@ -91,8 +91,8 @@ impl Digest {
         let (alg, hex) = s
             .split_once(':')
             .ok_or_else(|| DigestError::MissingSeparator(s.to_owned()))?;
-        let algorithm =
-            Algorithm::from_name(alg).ok_or_else(|| DigestError::UnsupportedAlgorithm(s.to_owned()))?;
+        let algorithm = Algorithm::from_name(alg)
+            .ok_or_else(|| DigestError::UnsupportedAlgorithm(s.to_owned()))?;
         if hex.len() != algorithm.hex_len() {
             return Err(DigestError::BadLength {
                 value: s.to_owned(),
@@ -104,7 +104,10 @@ impl Digest {
         if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(DigestError::BadHex(s.to_owned()));
         }
-        Ok(Digest { value: s.to_owned(), algorithm })
+        Ok(Digest {
+            value: s.to_owned(),
+            algorithm,
+        })
     }
 
     /// Builds a digest from an algorithm and raw hash bytes.
@@ -112,7 +115,11 @@ impl Digest {
     /// # Panics
     /// If `bytes` is not the algorithm's output length (a programming error, not bad input).
     pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Self {
-        assert_eq!(bytes.len() * 2, algorithm.hex_len(), "wrong hash length for {algorithm}");
+        assert_eq!(
+            bytes.len() * 2,
+            algorithm.hex_len(),
+            "wrong hash length for {algorithm}"
+        );
         let mut value = String::with_capacity(algorithm.name().len() + 1 + algorithm.hex_len());
         value.push_str(algorithm.name());
         value.push(':');
@@ -212,9 +219,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!(Digest::parse("sha256"), Err(DigestError::MissingSeparator(_))));
-        assert!(matches!(Digest::parse("md5:abcd"), Err(DigestError::UnsupportedAlgorithm(_))));
-        assert!(matches!(Digest::parse("sha256:abcd"), Err(DigestError::BadLength { found: 4, .. })));
+        assert!(matches!(
+            Digest::parse("sha256"),
+            Err(DigestError::MissingSeparator(_))
+        ));
+        assert!(matches!(
+            Digest::parse("md5:abcd"),
+            Err(DigestError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            Digest::parse("sha256:abcd"),
+            Err(DigestError::BadLength { found: 4, .. })
+        ));
         let upper = EMPTY.to_uppercase().replace("SHA256", "sha256");
         assert!(matches!(Digest::parse(&upper), Err(DigestError::BadHex(_))));
         let trailing = format!("{EMPTY}\n");

@@ -25,7 +25,10 @@ pub struct Digester {
 
 impl std::fmt::Debug for Digester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Digester").field("algorithm", &self.algorithm()).field("len", &self.len).finish()
+        f.debug_struct("Digester")
+            .field("algorithm", &self.algorithm())
+            .field("len", &self.len)
+            .finish()
     }
 }
 

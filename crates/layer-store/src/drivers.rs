@@ -54,7 +54,8 @@ pub(crate) fn choose_and_open(
     Ok(("vfs".into(), open("vfs", root, options)?))
 }
 
-/// The name [`choose_and_open`] would pick, without keeping the driver.
+/// The name of the driver `open` would pick for `root`: the one in use there, else overlay2
+/// when it starts, else vfs.
 pub fn choose(root: &Path, options: &[String]) -> Result<String> {
     Ok(choose_and_open(root, options)?.0)
 }
