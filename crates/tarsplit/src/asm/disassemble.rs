@@ -90,6 +90,39 @@ pub struct EntryHeader {
 }
 
 /// Sees every entry header and body during disassembly, e.g. to extract in the same pass.
+///
+/// ```
+/// use std::io::Read;
+/// use tarsplit::asm::{DisasmOptions, Disassembler, EntryHeader, EntryVisitor};
+/// use tarsplit::storage::{DiscardFilePutter, VecPacker};
+///
+/// /// Lists names and body sizes, as an extractor would create files.
+/// #[derive(Default)]
+/// struct List(Vec<(String, usize)>);
+///
+/// impl EntryVisitor for List {
+///     fn header(&mut self, h: &EntryHeader) -> tarsplit::Result<()> {
+///         self.0.push((String::from_utf8_lossy(&h.header.name).into_owned(), 0));
+///         Ok(())
+///     }
+///     fn body(&mut self, data: &[u8]) -> tarsplit::Result<()> {
+///         self.0.last_mut().unwrap().1 += data.len();
+///         Ok(())
+///     }
+/// }
+///
+/// let mut b = tar::Builder::new(Vec::new());
+/// let mut h = tar::Header::new_ustar();
+/// h.set_size(3);
+/// h.set_cksum();
+/// b.append_data(&mut h, "a.txt", &b"abc"[..]).unwrap();
+/// let archive = b.into_inner().unwrap();
+///
+/// let mut list = List::default();
+/// let mut d = Disassembler::with_visitor(&archive[..], VecPacker::default(), DiscardFilePutter, &mut list, DisasmOptions::default());
+/// d.read_to_end(&mut Vec::new()).unwrap();
+/// assert_eq!(list.0, vec![("a.txt".to_string(), 3)]);
+/// ```
 pub trait EntryVisitor {
     /// A header (any type, PAX global headers included) was decoded.
     fn header(&mut self, _header: &EntryHeader) -> Result<()> {
