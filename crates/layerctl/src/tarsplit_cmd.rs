@@ -196,9 +196,10 @@ fn asm(args: AsmArgs) -> Result<()> {
         PathFileGetter::new(&args.path).with_context(|| format!("opening {}", args.path))?;
     let out: Box<dyn Write> = if args.output == "-" {
         // Raw fd 1: std's stdout is line-buffered, which rescans every chunk for newlines.
+        // (A named output is created like Go's os.Create: 0666 less the umask.)
         Box::new(File::from(io::stdout().as_fd().try_clone_to_owned()?))
     } else {
-        Box::new(create_0600(Path::new(&args.output))?)
+        Box::new(File::create(&args.output).with_context(|| format!("creating {}", args.output))?)
     };
     let what = || format!("assembling from {} and {}", args.path, args.input.display());
     let written = if args.parallel_decode {
