@@ -1,0 +1,431 @@
+//! Durability and real-filesystem faults, end to end through the `layerctl` binary.
+//!
+//! The policy (RELIABILITY.md): layer *metadata* is durable by default
+//! (`layer_meta::Durability::Full`: every file fsynced before the commit rename, the parent
+//! directory after it), so a layer whose `import` returned survives power loss as metadata.
+//! Layer *data* (the driver directory) is not synced by the store: like moby, it relies on
+//! the kernel's writeback.
+//!
+//! * [`export_identical_after_drop_caches`]: after `sync` and `drop_caches`, every layer is
+//!   read back from disk and exports byte-identical to what was imported.
+//! * [`survives_unmount_and_remount`]: a loop-mounted ext4 holding the root is unmounted and
+//!   mounted again; the store is intact.
+//! * [`power_cut_image_keeps_committed_metadata`]: a copy of the loop device's backing file
+//!   taken *while mounted, without sync* is what a power cut leaves; mounted (journal replay),
+//!   every layer whose import returned is listed with its DiffID.
+//!   [`power_cut_image_keeps_layer_data`] asks the same of the layer *content*; it is
+//!   `#[ignore]`d because the store does not sync layer data yet (see RELIABILITY.md).
+//! * [`enospc_on_a_full_tmpfs`]: a real ENOSPC (a 4 MiB tmpfs) mid-import is a clear error
+//!   and leaves nothing behind; a smaller import then works.
+//!
+//! All need root (mount, drop_caches) and skip with a message otherwise.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2_free::sha256_hex;
+
+/// sha256 (`sha256:<hex>`) with the workspace's own `layer-digest`.
+mod sha2_free {
+    pub fn sha256_hex(data: &[u8]) -> String {
+        let mut d = layer_digest::Digester::new(layer_digest::Algorithm::Sha256);
+        std::io::Write::write_all(&mut d, data).unwrap();
+        d.finish().to_string()
+    }
+}
+
+fn layerctl() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LAYERCTL_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("layerctl");
+    assert!(
+        bin.is_file(),
+        "{} not built: run `cargo build -p layerctl`",
+        bin.display()
+    );
+    bin
+}
+
+fn root_or_skip(what: &str) -> bool {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping {what}: not root");
+        return false;
+    }
+    true
+}
+
+fn drivers() -> Vec<&'static str> {
+    if fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay")) {
+        vec!["vfs", "overlay2"]
+    } else {
+        eprintln!("overlay2 cases skipped: no overlayfs");
+        vec!["vfs"]
+    }
+}
+
+struct Out {
+    ok: bool,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+fn ctl(root: &Path, driver: &str, args: &[&str]) -> Out {
+    let out = Command::new(layerctl())
+        .arg("--root")
+        .arg(root)
+        .args(["--driver", driver, "-q"])
+        .args(args)
+        .output()
+        .expect("run layerctl");
+    Out {
+        ok: out.status.success(),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) {
+    let st = Command::new(cmd).args(args).status().expect(cmd);
+    assert!(st.success(), "{cmd} {args:?}: {st}");
+}
+
+/// A mount that is undone on drop.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A small deterministic layer tar: `files` files of `size` bytes under `dir/`.
+fn layer(dir: &str, files: usize, size: usize, seed: u8) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..files {
+        let data: Vec<u8> = (0..size)
+            .map(|j| (j as u8).wrapping_mul(31) ^ seed ^ i as u8)
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, format!("{dir}/f{i}"), &data[..])
+            .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Imports three chained layers; returns (chain ID, input tar) per layer.
+fn import_chain(root: &Path, driver: &str, inputs: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut parent: Option<String> = None;
+    let mut out = Vec::new();
+    for i in 0..3u8 {
+        let tar = layer(&format!("l{i}"), 8, 256 << 10, i);
+        let path = inputs.join(format!("l{i}.tar"));
+        fs::write(&path, &tar).unwrap();
+        let p = path.display().to_string();
+        let mut args = vec!["import", p.as_str()];
+        if let Some(parent) = &parent {
+            args.extend(["--parent", parent.as_str()]);
+        }
+        let run = ctl(root, driver, &args);
+        assert!(run.ok, "import: {}", run.stderr);
+        let chain = String::from_utf8(run.stdout).unwrap().trim().to_owned();
+        parent = Some(chain.clone());
+        out.push((chain, tar));
+    }
+    out
+}
+
+fn assert_store_intact(root: &Path, driver: &str, layers: &[(String, Vec<u8>)], what: &str) {
+    let check = ctl(root, driver, &["check"]);
+    assert!(
+        check.ok,
+        "{what} on {driver}: check: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        check.stderr
+    );
+    for (chain, tar) in layers {
+        let out = ctl(root, driver, &["export", chain]);
+        assert!(out.ok, "{what}: export {chain}: {}", out.stderr);
+        assert_eq!(
+            sha256_hex(&out.stdout),
+            sha256_hex(tar),
+            "{what} on {driver}: layer {chain} exports different bytes"
+        );
+    }
+}
+
+#[test]
+fn export_identical_after_drop_caches() {
+    if !root_or_skip("drop_caches") {
+        return;
+    }
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let layers = import_chain(&root, driver, dir.path());
+        sh("sync", &[]);
+        fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+        assert_store_intact(&root, driver, &layers, "after drop_caches");
+    }
+}
+
+/// A loop-mounted ext4 of `mib` MiB at `<dir>/mnt`, backed by `<dir>/disk.img`.
+fn loop_ext4(dir: &Path, mib: u64) -> Option<(PathBuf, Mounted)> {
+    if Command::new("mkfs.ext4").arg("-V").output().is_err() {
+        eprintln!("skipping: no mkfs.ext4");
+        return None;
+    }
+    let img = dir.join("disk.img");
+    let f = fs::File::create(&img).unwrap();
+    f.set_len(mib << 20).unwrap();
+    drop(f);
+    sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]);
+    let mnt = dir.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    if !st.success() {
+        eprintln!("skipping: loop mount not available here");
+        return None;
+    }
+    Some((img, Mounted(mnt)))
+}
+
+#[test]
+fn survives_unmount_and_remount() {
+    if !root_or_skip("loop mount") {
+        return;
+    }
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((img, mounted)) = loop_ext4(dir.path(), 128) else {
+            return;
+        };
+        let root = mounted.0.join("root");
+        let layers = import_chain(&root, driver, dir.path());
+        let mnt = mounted.0.clone();
+        drop(mounted);
+        sh(
+            "mount",
+            &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()],
+        );
+        let _again = Mounted(mnt);
+        assert_store_intact(&root, driver, &layers, "after remount");
+    }
+}
+
+/// Mounts what a power cut right after the imports would leave: a copy of the backing file,
+/// taken while the filesystem is mounted and nothing was synced beyond what the store syncs.
+fn power_cut_image(
+    driver: &str,
+) -> Option<(tempfile::TempDir, PathBuf, Vec<(String, Vec<u8>)>, Mounted)> {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, mounted) = loop_ext4(dir.path(), 128)?;
+    let root = mounted.0.join("root");
+    let layers = import_chain(&root, driver, dir.path());
+    let crash = dir.path().join("crash.img");
+    fs::copy(&img, &crash).unwrap();
+    drop(mounted);
+    let mnt2 = dir.path().join("mnt2");
+    fs::create_dir(&mnt2).unwrap();
+    sh(
+        "mount",
+        &[
+            "-o",
+            "loop",
+            crash.to_str().unwrap(),
+            mnt2.to_str().unwrap(),
+        ],
+    );
+    let root2 = mnt2.join("root");
+    Some((dir, root2, layers, Mounted(mnt2)))
+}
+
+#[test]
+fn power_cut_image_keeps_committed_metadata() {
+    if !root_or_skip("loop mount") {
+        return;
+    }
+    for driver in drivers() {
+        let Some((_dir, root, layers, _m)) = power_cut_image(driver) else {
+            return;
+        };
+        let ls = ctl(&root, driver, &["--json", "ls"]);
+        assert!(ls.ok, "ls on the power-cut image: {}", ls.stderr);
+        let listed = String::from_utf8(ls.stdout).unwrap();
+        for (chain, tar) in &layers {
+            assert!(
+                listed.contains(chain.as_str()),
+                "{driver}: layer {chain} lost by the power cut"
+            );
+            assert!(
+                listed.contains(&sha256_hex(tar)),
+                "{driver}: DiffID of {chain} lost"
+            );
+        }
+        let check = ctl(&root, driver, &["check", "--quick"]);
+        eprintln!(
+            "{driver}: power-cut image, metadata check: {}",
+            String::from_utf8_lossy(&check.stdout).trim()
+        );
+        assert!(
+            check.ok,
+            "{driver}: metadata of the power-cut image: {}",
+            check.stderr
+        );
+        let full = ctl(&root, driver, &["check"]);
+        eprintln!(
+            "{driver}: power-cut image, full content check: ok={} {}",
+            full.ok,
+            String::from_utf8_lossy(&full.stdout).trim()
+        );
+    }
+}
+
+/// Known gap: the store does not sync layer data before committing the metadata, so after a
+/// power cut a committed layer can come back with empty or missing files. Run with
+/// `cargo test -p workspace-tests --test durability -- --ignored` once layer-store syncs data.
+#[test]
+#[ignore = "layer data is not synced before the metadata commit (RELIABILITY.md, durability)"]
+fn power_cut_image_keeps_layer_data() {
+    if !root_or_skip("loop mount") {
+        return;
+    }
+    for driver in drivers() {
+        let Some((_dir, root, layers, _m)) = power_cut_image(driver) else {
+            return;
+        };
+        assert_store_intact(&root, driver, &layers, "power-cut image");
+    }
+}
+
+/// One tmpfs-full case: a filesystem of `opts` (`size=…`, `nr_inodes=…`), a base layer (which
+/// may itself not fit) and a layer that cannot fit. Every failure must be a clear ENOSPC error
+/// that leaves `check` clean without gc; what did fit must export byte-identical.
+fn enospc_case(driver: &str, opts: &str, big: &[u8]) -> (bool, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    sh(
+        "mount",
+        &["-t", "tmpfs", "-o", opts, "tmpfs", mnt.to_str().unwrap()],
+    );
+    let _m = Mounted(mnt.clone());
+    let root = mnt.join("root");
+    let inputs = dir.path();
+    let small = layer("small", 2, 4096, 1);
+    fs::write(inputs.join("small.tar"), &small).unwrap();
+    fs::write(inputs.join("big.tar"), big).unwrap();
+    let assert_clean_failure = |run: &Out, what: &str| {
+        let err = run.stderr.to_lowercase();
+        assert!(
+            err.contains("no space left") || err.contains("disk quota"),
+            "{driver} {opts}: {what}: ENOSPC not named: {}",
+            run.stderr
+        );
+        let check = ctl(&root, driver, &["check"]);
+        // A root whose very first directories did not fit has nothing to check; a store that
+        // opened must be clean.
+        if !check.stderr.to_lowercase().contains("no space left") {
+            assert!(
+                check.ok,
+                "{driver} {opts}: after a failed {what}: {}{}",
+                String::from_utf8_lossy(&check.stdout),
+                check.stderr
+            );
+        }
+    };
+    let run = ctl(
+        &root,
+        driver,
+        &["import", inputs.join("small.tar").to_str().unwrap()],
+    );
+    if !run.ok {
+        assert_clean_failure(&run, "base import");
+        return (true, false);
+    }
+    let base = String::from_utf8(run.stdout).unwrap().trim().to_owned();
+    let run = ctl(
+        &root,
+        driver,
+        &[
+            "import",
+            inputs.join("big.tar").to_str().unwrap(),
+            "--parent",
+            &base,
+        ],
+    );
+    assert!(!run.ok, "{driver} {opts}: the big import fit?");
+    assert_clean_failure(&run, "big import");
+    let ls = ctl(&root, driver, &["--json", "ls"]);
+    let listed = String::from_utf8(ls.stdout).unwrap();
+    assert_eq!(
+        listed.matches("chain_id").count(),
+        1,
+        "{driver} {opts}: {listed}"
+    );
+    assert_store_intact(
+        &root,
+        driver,
+        &[(base, small)],
+        &format!("after ENOSPC ({opts})"),
+    );
+    (false, true)
+}
+
+/// Real ENOSPC (bytes, then inodes) at many points of an import: the tmpfs size is swept so the
+/// filesystem fills during metadata writes, during extraction of small files, of a big file,
+/// and in the driver's own directories.
+#[test]
+fn enospc_on_a_full_tmpfs() {
+    if !root_or_skip("tmpfs mount") {
+        return;
+    }
+    let big = layer("big", 24, 256 << 10, 2);
+    let many = {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..3000 {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("d{}/f{i}", i % 30), &b"x"[..])
+                .unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    for driver in drivers() {
+        let (mut base_failed, mut big_failed) = (0, 0);
+        for kib in (16..=4096).step_by(160) {
+            let (b, g) = enospc_case(driver, &format!("size={kib}k"), &big);
+            base_failed += b as u32;
+            big_failed += g as u32;
+        }
+        for inodes in (8..=2000).step_by(150) {
+            let (b, g) = enospc_case(driver, &format!("size=64m,nr_inodes={inodes}"), &many);
+            base_failed += b as u32;
+            big_failed += g as u32;
+        }
+        eprintln!(
+            "{driver}: ENOSPC sweep: {base_failed} failed base imports, {big_failed} failed big imports, all clean"
+        );
+        assert!(
+            base_failed > 0 && big_failed > 0,
+            "{driver}: the sweep missed a phase"
+        );
+    }
+}
