@@ -185,7 +185,9 @@ impl<W: Write> TarBuilder<W> {
                 if kind != EntryKind::Symlink
                     && let Some(v) = fsutil::get_xattr_at(dir, name, c"security.capability")?
                 {
-                    header.xattrs.push((b"security.capability".to_vec(), v));
+                    header
+                        .xattrs
+                        .push((b"security.capability".to_vec(), capability_as_v2(v)));
                 }
             }
             XattrPolicy::All => {
@@ -347,6 +349,24 @@ impl<W: Write> TarBuilder<W> {
     }
 }
 
+/// File capabilities of revision 3 carry a namespace root uid that only means something on
+/// the host that wrote them; like moby, archive them as revision 2 (the first 20 bytes,
+/// with the revision field rewritten and the effective flag kept).
+fn capability_as_v2(mut value: Vec<u8>) -> Vec<u8> {
+    const REVISION_MASK: u32 = 0xFF00_0000;
+    const REVISION_2: u32 = 0x0200_0000;
+    const REVISION_3: u32 = 0x0300_0000;
+    if value.len() == 24 {
+        let magic = u32::from_le_bytes([value[0], value[1], value[2], value[3]]);
+        if magic & REVISION_MASK == REVISION_3 {
+            let converted = (magic & !REVISION_MASK) | REVISION_2;
+            value[..4].copy_from_slice(&converted.to_le_bytes());
+            value.truncate(20);
+        }
+    }
+    value
+}
+
 /// Tars the whole tree under `src` (the root itself is not an entry) into `out`.
 pub fn tar_directory<W: Write>(
     src: &Path,
@@ -374,4 +394,26 @@ pub fn whiteout_header(rel: &[u8]) -> io::Result<TarHeader> {
     let mut h = TarHeader::file(name, 0);
     h.mode = 0;
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capability_as_v2;
+
+    #[test]
+    fn v3_capabilities_become_v2() {
+        let mut v3 = vec![0u8; 24];
+        v3[..4].copy_from_slice(&0x0300_0001u32.to_le_bytes()); // v3, effective
+        v3[4] = 0x20;
+        v3[20] = 7; // rootid
+        let v2 = capability_as_v2(v3);
+        assert_eq!(v2.len(), 20);
+        assert_eq!(
+            u32::from_le_bytes([v2[0], v2[1], v2[2], v2[3]]),
+            0x0200_0001
+        );
+        assert_eq!(v2[4], 0x20);
+        let already_v2 = vec![0, 0, 0, 2, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(capability_as_v2(already_v2.clone()), already_v2);
+    }
 }
