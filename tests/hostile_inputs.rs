@@ -17,7 +17,7 @@
 //! `cargo test --workspace` builds `layerctl` next to this test (`target/<profile>/layerctl`);
 //! `LAYERCTL_BIN` overrides it (a release build makes the big variants quick).
 //! `LAYERCTL_HOSTILE_BIG=1` scales the bombs up to the sizes (8 GiB of zero blocks,
-//! 100 MB PAX header, 1M sparse regions, 2 GiB manifest.json, 100k entries, 20k-deep tree).
+//! 100 MB PAX header, 1M sparse regions, 2 GiB manifest.json, 1M entries, 20k-deep tree).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -355,6 +355,12 @@ fn header(name: &str, size: u64, typeflag: u8, link: &str, mode: u32) -> [u8; 51
     h
 }
 
+/// Turns a ustar header into an old-GNU one (magic `ustar  \0`), as sparse `S` entries need.
+fn gnu_magic(h: &mut [u8; 512]) {
+    h[257..265].copy_from_slice(b"ustar  \0");
+    finish_checksum(h);
+}
+
 fn finish_checksum(h: &mut [u8; 512]) {
     h[148..156].copy_from_slice(b"        ");
     let sum: u64 = h.iter().map(|&b| b as u64).sum();
@@ -492,11 +498,13 @@ fn cve_2021_32760_hardlink_to_outside_symlink_then_chmod() {
         |sb| {
             let target = sb.victim.join("hello").display().to_string();
             let mut t = Vec::new();
+            // A hard link to a symlink that leads out; the link's own header asks for a mode
+            // that must never reach the host file (tar-split refuses a second header for the
+            // same path, so the mode rides on the link entry itself).
             entry(&mut t, "sym", b'2', &target, b"", 0o777);
-            entry(&mut t, "hl", b'1', "sym", b"", 0o777);
-            // A second header for the link name, with a new mode: must not chmod the host file.
-            entry(&mut t, "hl", b'0', "", b"", 0o7777);
-            entry(&mut t, "sym", b'0', "", b"", 0o4777);
+            entry(&mut t, "hl", b'1', "sym", b"", 0o7777);
+            entry(&mut t, "dir/", b'5', "", b"", 0o755);
+            entry(&mut t, "dir/hl2", b'1', "hl", b"", 0o4777);
             end(&mut t);
             write(&sb.input("l.tar"), &t)
         },
@@ -883,7 +891,7 @@ fn cve_2025_58183_sparse_map_bomb() {
                 octal(&mut h[at + 12..at + 24], 1);
             }
             h[482] = 1;
-            finish_checksum(&mut h);
+            gnu_magic(&mut h);
             let path = sb.input("l.tar");
             let mut f = std::io::BufWriter::new(fs::File::create(&path).unwrap());
             f.write_all(&h).unwrap();
@@ -935,7 +943,7 @@ fn sparse_hole_bomb() {
             octal(&mut h[386..398], 60 << 30);
             octal(&mut h[398..410], 512);
             octal(&mut h[483..495], (60 << 30) + 512);
-            finish_checksum(&mut h);
+            gnu_magic(&mut h);
             let mut t = h.to_vec();
             t.extend_from_slice(&[b'd'; 512]);
             end(&mut t);
@@ -981,10 +989,13 @@ fn many_entries_layer() {
     );
 }
 
-/// A tree thousands of levels deep (paths far beyond PATH_MAX, via PAX path records).
+/// A tree 1000 levels deep, named through PAX path records (20 000 with the knob: refused at
+/// the 4096-byte name cap, after creating the 2048 levels below it).
 #[test]
 fn deep_directory_nesting() {
-    let depth: usize = if big() { 20_000 } else { 3_000 };
+    // Names are capped at 4096 bytes, so "d/" × 2048 is the deepest accepted: CI stays under
+    // it (a valid deep layer must work); the knob goes far past it (refused at the cap).
+    let depth: usize = if big() { 20_000 } else { 1_000 };
     case(
         "deep nesting",
         "import",
@@ -1006,7 +1017,7 @@ fn deep_directory_nesting() {
             end(&mut t);
             write(&sb.input("l.tar"), &t)
         },
-        Expect::Either,
+        if big() { Expect::Either } else { Expect::Ok },
         Bounds {
             secs: 300,
             rss_mib: 256,
