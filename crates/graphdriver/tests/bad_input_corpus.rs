@@ -244,9 +244,9 @@ fn corpus() -> Vec<Case> {
                 "write lands inside the root"
             )
         }),
-        case("symlink-etc-then-write", "A CVE-2014-6407 (a -> /etc)")
-            .entries(|_| vec![sym("a", "/etc"), E::File("a/passwd", "pwned")])
-            .check(|c| assert_eq!(fs::read(c.root.join("etc/passwd")).unwrap(), b"pwned")),
+        // No case points a symlink at the host's real /etc: during development a regression
+        // of such a case overwrote this machine's /etc/passwd. The victim-directory case above
+        // is the same attack on a directory the test owns and can check.
         case(
             "hardlink-dotdot-dotdot",
             "A CVE-2014-6407 (hardlink to ../../x)",
