@@ -49,8 +49,8 @@
 //!   ([`storage::FilePutter`]) and come from ([`storage::FileGetter`], including the
 //!   root-confined [`storage::PathFileGetter`]).
 //! * [`asm`]: the [`asm::Disassembler`] `Read` adaptor (and the push-style
-//!   [`asm::DisasmEngine`] underneath), the [`asm::Assembler`] `Read` adaptor and
-//!   [`asm::assemble`].
+//!   [`asm::DisasmEngine`] underneath), the [`asm::Assembler`] `Read` adaptor,
+//!   [`asm::assemble`], and [`asm::iterate_headers`] (walk the headers in metadata).
 //! * [`header`]: tar header decoding with Go `archive/tar` semantics.
 //! * [`sparse`]: expanding a sparse entry's physical body into logical file data, for
 //!   extractors that use the disassembler's [`asm::EntryVisitor`].

@@ -450,3 +450,71 @@ fn sparse_mapper_expands_to_what_go_checksums() {
         }
     }
 }
+
+#[test]
+fn iterate_headers_walks_our_metadata_and_gos() {
+    // The headers seen while walking metadata equal those seen while disassembling.
+    let names = |v: &Collect| {
+        v.headers
+            .iter()
+            .map(|h| (h.header.name.clone(), h.header.size))
+            .collect::<Vec<_>>()
+    };
+    let goldens =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tar-split/golden");
+    for f in [
+        "generated/sample-pax.tar",
+        "generated/sample-gnu.tar",
+        "archive-tar/pax-global-records.tar",
+        "archive-tar/gnu-multi-hdrs.tar",
+        "generated/hardlink-size.tar",
+        "generated/sparse-gnu-old.tar",
+        "generated/sparse-pax-0.1.tar",
+        "archive-tar/sparse-formats.tar",
+        "generated/concat.tar",
+    ] {
+        let tar = fixture(f);
+        let mut seen = Collect::default();
+        let mut json = Vec::new();
+        Disassembler::with_visitor(
+            &tar[..],
+            JsonPacker::new(&mut json),
+            DiscardFilePutter,
+            &mut seen,
+            DisasmOptions::default(),
+        )
+        .read_to_end(&mut Vec::new())
+        .unwrap();
+        let mut walked = Collect::default();
+        tarsplit::asm::iterate_headers(JsonUnpacker::new(&json[..]), &mut walked)
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(names(&walked), names(&seen), "{f}: our metadata");
+
+        // Go's own metadata (sparse files expanded, PAX 1.0 maps lost) walks too.
+        let golden = std::fs::read(goldens.join(format!("{f}.v0.12.1.jsonl"))).unwrap();
+        let mut walked = Collect::default();
+        tarsplit::asm::iterate_headers(JsonUnpacker::new(&golden[..]), &mut walked)
+            .unwrap_or_else(|e| panic!("{f}: Go metadata: {e}"));
+        assert_eq!(names(&walked), names(&seen), "{f}: Go's metadata");
+    }
+}
+
+#[test]
+fn iterate_headers_rejects_inconsistent_metadata() {
+    let lone_file = vec![Entry::file("x", 5, Some([0; 8]))];
+    assert!(tarsplit::asm::iterate_headers(lone_file.into_iter(), NoVisitor).is_err());
+    // A header announcing 12 bytes, then straight the next segment: the file entry is missing.
+    let tar = fixture("generated/sample-gnu.tar");
+    let (entries, _) = disasm(&tar).unwrap();
+    let pos = entries
+        .iter()
+        .position(|e| e.name == b"dir/hardlink")
+        .unwrap();
+    let mut missing = entries.clone();
+    missing.remove(pos);
+    let err = tarsplit::asm::iterate_headers(missing.into_iter(), NoVisitor).unwrap_err();
+    assert!(err.to_string().contains("lacks its file entry"), "{err}");
+    let garbage = vec![Entry::segment(vec![7; 512])];
+    let err = tarsplit::asm::iterate_headers(garbage.into_iter(), NoVisitor).unwrap_err();
+    assert!(err.to_string().contains("invalid tar header"), "{err}");
+}

@@ -269,6 +269,43 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
         r
     }
 
+    /// Whether the engine waits for a file body that goes to the putter.
+    pub(crate) fn awaits_body(&self) -> bool {
+        matches!(self.state, State::Body { remaining, .. } if remaining > 0)
+    }
+
+    /// Treats the file body the engine is waiting for as already consumed (used to walk
+    /// headers from metadata, where bodies are absent). Returns false if no body was due.
+    pub(crate) fn skip_body(&mut self) -> Result<bool> {
+        match self.state {
+            State::Body { remaining, pad } => {
+                self.offset += remaining;
+                self.body_done(pad)?;
+                Ok(true)
+            }
+            State::RawBody { remaining, pad, .. } => {
+                // Go-style sparse metadata walked in exact mode: a sized file entry right
+                // after the header means the physical body is in no segment.
+                self.offset += remaining;
+                self.emit_pending()?;
+                self.visitor.end_body()?;
+                self.emit_file(None)?;
+                self.after_body(pad);
+                Ok(true)
+            }
+            State::ExpandBody { remaining, pad } => {
+                // Go-style sparse metadata: the physical body is in no segment.
+                self.offset += remaining;
+                self.mapper = None;
+                self.visitor.end_body()?;
+                self.emit_file(None)?;
+                self.after_body(pad);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Signals EOF: checks the archive ended cleanly and writes the last segments.
     pub fn finish(&mut self) -> Result<()> {
         if self.failed {

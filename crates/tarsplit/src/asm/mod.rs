@@ -2,9 +2,11 @@
 
 mod assemble;
 mod disassemble;
+mod iterate;
 
 pub use assemble::{Assembler, assemble};
 pub use disassemble::{
     DisasmEngine, DisasmOptions, Disassembler, EntryHeader, EntryVisitor, NoVisitor, SparseMode,
     TRAILING_CHUNK, disassemble, disassemble_to,
 };
+pub use iterate::iterate_headers;
