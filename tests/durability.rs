@@ -228,11 +228,17 @@ fn survives_unmount_and_remount() {
     }
 }
 
+/// What a power cut right after the imports leaves, mounted.
+struct PowerCut {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    layers: Vec<(String, Vec<u8>)>,
+    _mounted: Mounted,
+}
+
 /// Mounts what a power cut right after the imports would leave: a copy of the backing file,
 /// taken while the filesystem is mounted and nothing was synced beyond what the store syncs.
-fn power_cut_image(
-    driver: &str,
-) -> Option<(tempfile::TempDir, PathBuf, Vec<(String, Vec<u8>)>, Mounted)> {
+fn power_cut_image(driver: &str) -> Option<PowerCut> {
     let dir = tempfile::tempdir().unwrap();
     let (img, mounted) = loop_ext4(dir.path(), 128)?;
     let root = mounted.0.join("root");
@@ -251,8 +257,12 @@ fn power_cut_image(
             mnt2.to_str().unwrap(),
         ],
     );
-    let root2 = mnt2.join("root");
-    Some((dir, root2, layers, Mounted(mnt2)))
+    Some(PowerCut {
+        _dir: dir,
+        root: mnt2.join("root"),
+        layers,
+        _mounted: Mounted(mnt2),
+    })
 }
 
 #[test]
@@ -261,7 +271,7 @@ fn power_cut_image_keeps_committed_metadata() {
         return;
     }
     for driver in drivers() {
-        let Some((_dir, root, layers, _m)) = power_cut_image(driver) else {
+        let Some(PowerCut { root, layers, .. }) = power_cut_image(driver) else {
             return;
         };
         let ls = ctl(&root, driver, &["--json", "ls"]);
@@ -306,7 +316,7 @@ fn power_cut_image_keeps_layer_data() {
         return;
     }
     for driver in drivers() {
-        let Some((_dir, root, layers, _m)) = power_cut_image(driver) else {
+        let Some(PowerCut { root, layers, .. }) = power_cut_image(driver) else {
             return;
         };
         assert_store_intact(&root, driver, &layers, "power-cut image");

@@ -24,8 +24,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// A fuzz target body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the corpus runner and `cargo xtask fuzz`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("tar_disassemble", tar_disassemble),
     ("tarsplit_json", tarsplit_json),
     ("archive_apply", archive_apply),
@@ -129,11 +132,11 @@ pub fn tarsplit_json(data: &[u8]) {
     let _ = assemble(JsonUnpacker::new(data), &mut getter, &mut sink);
 }
 
+/// What one path outside the root looks like: mode, size, mtime (s, ns), uid, inode, content.
+type Seen = (u32, u64, i64, i64, u32, u64, Vec<u8>);
+
 /// What sits outside a scratch root: one entry per path, with enough to see any change.
-fn snapshot_outside(
-    base: &Path,
-    root: &Path,
-) -> BTreeMap<PathBuf, (u32, u64, i64, i64, u32, u64, Vec<u8>)> {
+fn snapshot_outside(base: &Path, root: &Path) -> BTreeMap<PathBuf, Seen> {
     let mut out = BTreeMap::new();
     let mut stack = vec![base.to_path_buf()];
     while let Some(dir) = stack.pop() {
