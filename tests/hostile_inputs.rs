@@ -884,7 +884,8 @@ fn cve_2025_58183_sparse_map_bomb() {
         "CVE-2025-58183 sparse",
         "import",
         |sb| {
-            let mut h = header("sparse", 0, b'S', "", 0o644);
+            // The size field is the stored data: one byte per region.
+            let mut h = header("sparse", regions, b'S', "", 0o644);
             // Real size: one byte per region, every other byte a hole.
             octal(&mut h[483..495], regions * 2);
             // Four regions in the header (offset 12 + numbytes 12 each from 386), extended.
