@@ -20,7 +20,7 @@
 //! root sets the xattr on the upper dir itself, which overlayfs ignores.
 
 use std::collections::HashSet;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -48,6 +48,18 @@ const COPY_BUFFER: usize = 1 << 20;
 ///
 /// On error the root may hold part of the layer; the caller removes the layer.
 pub fn apply_layer(root: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Result<u64> {
+    apply_layer_with_usage(root, input, opts).map(|(size, _)| size)
+}
+
+/// [`apply_layer`], also returning the disk usage of what it wrote, as Docker's
+/// `directory.Size` would measure it afterwards (non-directories' sizes, symlinks their
+/// target length, each hard-linked inode once) when that is known without a walk: the root
+/// was empty and nothing was replaced or removed. `None` means "walk the tree".
+pub fn apply_layer_with_usage(
+    root: &Path,
+    input: &mut dyn Read,
+    opts: &ApplyOptions,
+) -> Result<(u64, Option<u64>)> {
     let span = tracing::info_span!("apply_layer", layer = %opts.layer, root = %root.display());
     let _enter = span.enter();
     let safe_root = SafeRoot::open(root).map_err(|e| Error::io("open layer root", root, e))?;
@@ -59,7 +71,15 @@ pub fn apply_layer(root: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Re
         dir_times: Vec::new(),
         buffer: vec![0u8; COPY_BUFFER],
         size: 0,
+        creator: Creator::current(),
+        parent_facts: None,
+        usage: Some(0),
     };
+    // Usage is counted only from an empty root: otherwise what was there is unknown.
+    match fsutil::list_dir(applier.root.root_fd()) {
+        Ok(names) if names.is_empty() => {}
+        _ => applier.usage = None,
+    }
     let mut reader = TarReader::new(input, opts.limits);
     loop {
         let header = match reader.next_entry() {
@@ -72,8 +92,8 @@ pub fn apply_layer(root: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Re
     }
     reader.drain().map_err(|e| applier.tar_error(e))?;
     applier.restore_dir_times();
-    tracing::debug!(size = applier.size, "layer applied");
-    Ok(applier.size)
+    tracing::debug!(size = applier.size, usage = ?applier.usage, "layer applied");
+    Ok((applier.size, applier.usage))
 }
 
 struct Applier<'o> {
@@ -89,6 +109,51 @@ struct Applier<'o> {
     dir_times: Vec<(Vec<u8>, Timestamps)>,
     buffer: Vec<u8>,
     size: u64,
+    /// Who this process creates files as, to skip `fchown`/`fchmod` that change nothing.
+    creator: Creator,
+    /// What a new entry inherits from the last parent directory used (kept alive by the
+    /// `Arc` so its address cannot be reused); dropped whenever a directory may change.
+    parent_facts: Option<(std::sync::Arc<OwnedFd>, ParentFacts)>,
+    /// Bytes of the entries written so far (see [`apply_layer_with_usage`]); `None` once
+    /// something was replaced or removed, which this count cannot follow.
+    usage: Option<u64>,
+}
+
+/// The process's effective ids and umask: a new inode starts with these.
+#[derive(Clone, Copy)]
+struct Creator {
+    uid: u32,
+    gid: u32,
+    /// `None` when unknown: then every mode is set explicitly.
+    umask: Option<u32>,
+}
+
+impl Creator {
+    fn current() -> Self {
+        // umask(2) can only be read by changing it, process-wide; /proc reports it safely.
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            });
+        Creator {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            umask,
+        }
+    }
+}
+
+/// What a new entry gets from its parent directory besides the creator's ids.
+#[derive(Clone, Copy)]
+struct ParentFacts {
+    /// The parent's group is the creator's: a new entry's group is then the creator's
+    /// whatever the setgid bit or a `grpid` mount say.
+    gid_is_creators: bool,
+    /// A default ACL (or an unknown state) decides new modes instead of the umask.
+    default_acl: bool,
 }
 
 /// Where to apply metadata: an fd we hold open (regular files, directories), or a name in
@@ -145,13 +210,24 @@ impl Applier<'_> {
         }
         let parent = self.ensure_parent(header, parent_rel)?;
         if base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            self.parent_facts = None;
             return self.apply_whiteout(header, parent.as_fd(), parent_rel, base);
         }
         let cbase = component(base).map_err(|e| self.bad(header, e.to_string()))?;
         let created = match header.kind {
-            EntryKind::Directory => self.create_dir(header, parent.as_fd(), &cbase, &name)?,
-            EntryKind::Regular => self.create_file(header, parent.as_fd(), &cbase, reader)?,
-            EntryKind::Symlink => self.create_symlink(header, parent.as_fd(), &cbase)?,
+            EntryKind::Directory => {
+                // This directory's owner, mode or ACL may be about to change.
+                self.parent_facts = None;
+                self.create_dir(header, parent.as_fd(), &cbase, &name)?
+            }
+            EntryKind::Regular => {
+                let facts = self.parent_facts(&parent);
+                self.create_file(header, parent.as_fd(), &cbase, facts, reader)?
+            }
+            EntryKind::Symlink => {
+                let facts = self.parent_facts(&parent);
+                self.create_symlink(header, parent.as_fd(), &cbase, facts)?
+            }
             EntryKind::HardLink => self.create_hardlink(header, parent.as_fd(), &cbase)?,
             EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
                 self.create_node(header, parent.as_fd(), &cbase)?
@@ -168,6 +244,42 @@ impl Applier<'_> {
             self.unpacked.insert(key);
         }
         Ok(())
+    }
+
+    /// What a new entry in `parent` inherits, from a small cache (entries of one directory
+    /// usually follow each other in a tar). An `fstat` or xattr failure reads as "unknown",
+    /// which keeps every `fchown`/`fchmod`.
+    fn parent_facts(&mut self, parent: &std::sync::Arc<OwnedFd>) -> ParentFacts {
+        if let Some((cached, facts)) = &self.parent_facts
+            && std::sync::Arc::ptr_eq(cached, parent)
+        {
+            return *facts;
+        }
+        let gid_is_creators =
+            rustix::fs::fstat(parent.as_fd()).is_ok_and(|st| st.st_gid == self.creator.gid);
+        let default_acl = match rustix::fs::fgetxattr(
+            parent.as_fd(),
+            "system.posix_acl_default",
+            &mut [0u8; 0][..],
+        ) {
+            Err(Errno::NODATA) | Err(Errno::NOTSUP) => false,
+            Ok(_) | Err(_) => true,
+        };
+        let facts = ParentFacts {
+            gid_is_creators,
+            default_acl,
+        };
+        self.parent_facts = Some((parent.clone(), facts));
+        facts
+    }
+
+    /// Whether a just-created entry already has the header's owner.
+    fn owner_is_already(&self, header: &EntryHeader, facts: ParentFacts) -> bool {
+        !self.opts.no_lchown
+            && facts.gid_is_creators
+            && self
+                .owner(header)
+                .is_ok_and(|ids| ids == (self.creator.uid, self.creator.gid))
     }
 
     /// The parent directory of an entry, creating implied parents (0755, root-owned).
@@ -211,13 +323,16 @@ impl Applier<'_> {
             Err(e) if errno_of(&e) == Some(Errno::NOENT) => return Ok(()),
             Err(e) => return Err(self.bad(header, format!("stat existing entry: {e}"))),
         };
+        self.parent_facts = None;
         if existing.is_dir() && header.kind == EntryKind::Directory {
+            // Merged, nothing removed: the usage count still holds.
             return Ok(());
         }
         if existing.is_dir() || existing.is_symlink() {
             // A cached directory fd could be this dir or reached through this link.
             self.root.forget();
         }
+        self.usage = None;
         remove_all_at(parent, name)
             .map_err(|e| self.bad(header, format!("removing existing entry: {e}")))
     }
@@ -257,6 +372,17 @@ impl Applier<'_> {
             ));
         }
         self.root.forget();
+        if !(self.opts.whiteouts == WhiteoutFormat::Overlay && is_opaque) {
+            // Removing something this layer wrote makes the count wrong; a whiteout of a
+            // name not (yet) here removes nothing (and an overlay whiteout weighs 0 bytes).
+            let removes_nothing = !is_opaque
+                && CString::new(target).is_ok_and(|t| {
+                    lstat_at(parent, &t).is_err_and(|e| errno_of(&e) == Some(Errno::NOENT))
+                });
+            if !removes_nothing {
+                self.usage = None;
+            }
+        }
         match (self.opts.whiteouts, is_opaque) {
             (WhiteoutFormat::Plain, true) => {
                 let parent_name = CleanName::from_clean(parent_rel.to_vec());
@@ -364,8 +490,13 @@ impl Applier<'_> {
         header: &EntryHeader,
         parent: BorrowedFd<'_>,
         name: &CStr,
+        facts: ParentFacts,
         reader: &mut dyn Read,
     ) -> Result<bool> {
+        // Created with its final permission bits (the fd is writable whatever they say), so
+        // that the usual entry needs no fchmod; special bits are set after the chown, which
+        // would clear them.
+        let create_mode = header.mode & 0o777;
         let fd = self
             .create_or_replace(header, parent, name, || {
                 rustix::fs::openat(
@@ -376,7 +507,7 @@ impl Applier<'_> {
                         | OFlags::EXCL
                         | OFlags::NOFOLLOW
                         | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
+                    Mode::from_raw_mode(create_mode),
                 )
             })?
             .map_err(|e| self.bad(header, format!("create file: {e}")))?;
@@ -402,11 +533,23 @@ impl Applier<'_> {
                     .map_err(|e| self.bad(header, format!("truncate sparse file: {e}")))?;
             }
         }
-        self.set_owner(header, Target::Fd(file.as_fd()))?;
+        if !self.owner_is_already(header, facts) {
+            self.set_owner(header, Target::Fd(file.as_fd()))?;
+        }
         self.set_xattrs(header, Target::Fd(file.as_fd()))?;
-        self.set_mode(header, Target::Fd(file.as_fd()))?;
+        let mode_is_exact = header.mode & 0o7777 == create_mode
+            && header.xattrs.is_empty()
+            && !facts.default_acl
+            && self
+                .creator
+                .umask
+                .is_some_and(|umask| create_mode & umask == 0);
+        if !mode_is_exact {
+            self.set_mode(header, Target::Fd(file.as_fd()))?;
+        }
         rustix::fs::futimens(&file, &timestamps(header))
             .map_err(|e| self.bad(header, format!("set times: {e}")))?;
+        self.count_usage(header.size);
         Ok(true)
     }
 
@@ -457,6 +600,7 @@ impl Applier<'_> {
         header: &EntryHeader,
         parent: BorrowedFd<'_>,
         name: &CStr,
+        facts: ParentFacts,
     ) -> Result<bool> {
         // The target is stored verbatim; it is only ever resolved later inside a root.
         let target = std::ffi::CString::new(header.link_name.clone())
@@ -466,10 +610,22 @@ impl Applier<'_> {
         })?
         .map_err(|e| self.bad(header, format!("symlink: {e}")))?;
         let at = Target::At(parent, name);
-        self.set_owner(header, at)?;
+        if !self.owner_is_already(header, facts) {
+            self.set_owner(header, at)?;
+        }
         self.set_xattrs(header, at)?;
         self.set_times_at(header, parent, name)?;
+        // A symlink's size is its target's length.
+        self.count_usage(header.link_name.len() as u64);
         Ok(true)
+    }
+
+    /// Adds a new inode's size to the usage count. Hard links add nothing: their inode is
+    /// this layer's (links resolve inside the root) and was counted when written.
+    fn count_usage(&mut self, bytes: u64) {
+        if let Some(usage) = &mut self.usage {
+            *usage = usage.saturating_add(bytes);
+        }
     }
 
     fn create_hardlink(
@@ -710,5 +866,72 @@ fn timestamps(header: &EntryHeader) -> Timestamps {
     Timestamps {
         last_access: spec(atime),
         last_modification: spec(mtime),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::super::writer::{TarHeader, TarWriter};
+    use super::*;
+
+    /// Skipping `fchown`/`fchmod` when they would change nothing must never leave a mode or
+    /// owner different from the header's: umask-stripped bits, special bits, foreign ids and
+    /// a setgid parent of another group all still get set.
+    #[test]
+    fn modes_and_owners_are_exact_without_redundant_calls() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: not root (chown to other ids needs it)");
+            return;
+        }
+        let mut entries: Vec<(TarHeader, &[u8])> = Vec::new();
+        let file = |name: &str, mode: u32, uid: u64, gid: u64| {
+            let mut h = TarHeader::file(name, 1);
+            h.mode = mode;
+            h.uid = uid;
+            h.gid = gid;
+            h
+        };
+        entries.push((file("plain", 0o640, 0, 0), b"x"));
+        entries.push((file("stripped", 0o666, 0, 0), b"x"));
+        entries.push((file("setuid", 0o4755, 0, 0), b"x"));
+        entries.push((file("sticky", 0o1777, 0, 0), b"x"));
+        entries.push((file("readonly", 0o400, 0, 0), b"x"));
+        entries.push((file("foreign", 0o644, 1000, 1001), b"x"));
+        let mut sgid = TarHeader::dir("sgid");
+        sgid.mode = 0o2775;
+        sgid.gid = 1234;
+        entries.push((sgid, b""));
+        entries.push((file("sgid/inner", 0o644, 0, 0), b"x"));
+        let mut link = TarHeader::symlink("sgid/link", "inner");
+        link.gid = 0;
+        entries.push((link, b""));
+        let mut w = TarWriter::new(Vec::new());
+        for (h, body) in &entries {
+            let mut body = *body;
+            let data: Option<&mut dyn Read> = if body.is_empty() {
+                None
+            } else {
+                Some(&mut body)
+            };
+            w.append(h, data).unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        apply_layer(root.path(), &mut &bytes[..], &ApplyOptions::default()).unwrap();
+        let meta = |n: &str| std::fs::symlink_metadata(root.path().join(n)).unwrap();
+        for (h, _) in &entries {
+            let name = String::from_utf8(h.name.clone()).unwrap();
+            let m = meta(name.trim_end_matches('/'));
+            if h.kind != EntryKind::Symlink {
+                assert_eq!(m.mode() & 0o7777, h.mode, "mode of {name}");
+            }
+            assert_eq!(
+                (u64::from(m.uid()), u64::from(m.gid())),
+                (h.uid, h.gid),
+                "owner of {name}"
+            );
+        }
     }
 }

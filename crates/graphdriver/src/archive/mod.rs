@@ -45,7 +45,7 @@ pub mod reader;
 pub mod walk;
 pub mod writer;
 
-pub use apply::apply_layer;
+pub use apply::{apply_layer, apply_layer_with_usage};
 pub use reader::{EntryHeader, EntryKind, SparseRegion, TarError, TarReader, Time};
 
 /// Prefix of a whiteout entry's base name: `.wh.<name>` deletes `<name>`.

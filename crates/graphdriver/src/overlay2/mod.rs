@@ -45,7 +45,7 @@ pub use features::{Features, overlay_in_proc_filesystems};
 pub use layout::{DEFAULT_MAX_DEPTH, KERNEL_MAX_DEPTH};
 pub use mount::MountApi;
 
-use crate::archive::{ApplyOptions, WhiteoutFormat, apply_layer};
+use crate::archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
 use crate::change::Change;
 use crate::driver::{CreateOpts, DiffDriver, ProtoDriver, Status, TarStream};
 use crate::error::{Error, Result};
@@ -643,8 +643,11 @@ impl DiffDriver for Overlay2 {
                 ..ApplyOptions::for_current_user()
             }
             .with_layer(id);
-            apply_layer(&paths.diff(), diff, &opts)?;
-            return size::directory_size(&paths.diff());
+            // The usage counted while applying saves walking the new tree again.
+            return match apply_layer_with_usage(&paths.diff(), diff, &opts)? {
+                (_, Some(usage)) => Ok(usage),
+                (_, None) => size::directory_size(&paths.diff()),
+            };
         }
         self.naive_apply(id, diff)
     }

@@ -30,3 +30,88 @@ pub(crate) fn directory_size(dir: &Path) -> Result<u64> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::directory_size;
+    use crate::archive::writer::{TarHeader, TarWriter};
+    use crate::archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
+
+    fn tar(entries: &[(TarHeader, &[u8])]) -> Vec<u8> {
+        let mut w = TarWriter::new(Vec::new());
+        for (h, body) in entries {
+            let mut body = *body;
+            let data: Option<&mut dyn std::io::Read> = if body.is_empty() {
+                None
+            } else {
+                Some(&mut body)
+            };
+            w.append(h, data).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn apply(entries: &[(TarHeader, &[u8])]) -> (Option<u64>, u64) {
+        let root = tempfile::tempdir().unwrap();
+        let opts = ApplyOptions {
+            whiteouts: WhiteoutFormat::Overlay,
+            no_lchown: !rustix::process::geteuid().is_root(),
+            skip_devices_without_privilege: true,
+            ..ApplyOptions::default()
+        };
+        let bytes = tar(entries);
+        let (_, usage) = apply_layer_with_usage(root.path(), &mut &bytes[..], &opts).unwrap();
+        (usage, directory_size(root.path()).unwrap())
+    }
+
+    /// The usage counted during apply is exactly what the walk measures afterwards, or
+    /// unknown when the layer replaced or removed its own entries.
+    #[test]
+    fn counted_usage_equals_the_walk() {
+        let plain = [
+            (TarHeader::dir("d"), &b""[..]),
+            (TarHeader::file("d/a", 5), &b"hello"[..]),
+            (TarHeader::file("d/empty", 0), &b""[..]),
+            (
+                TarHeader::symlink("d/link", "a-rather-long-target"),
+                &b""[..],
+            ),
+            (TarHeader::hardlink("d/a2", "d/a"), &b""[..]),
+            (TarHeader::hardlink("d/link2", "d/link"), &b""[..]),
+            (TarHeader::file("implied/deep/f", 3), &b"abc"[..]),
+            (TarHeader::file("d/.wh.gone", 0), &b""[..]),
+            (TarHeader::file("d/.wh..wh..opq", 0), &b""[..]),
+        ];
+        let (usage, walked) = apply(&plain);
+        assert_eq!(usage, Some(walked));
+        assert_eq!(walked, 5 + 20 + 3);
+
+        let replaced = [
+            (TarHeader::file("f", 3), &b"abc"[..]),
+            (TarHeader::file("f", 1), &b"x"[..]),
+        ];
+        let (usage, walked) = apply(&replaced);
+        assert_eq!(usage, None);
+        assert_eq!(walked, 1);
+
+        let whited_out = [
+            (TarHeader::file("f", 3), &b"abc"[..]),
+            (TarHeader::file(".wh.f", 0), &b""[..]),
+        ];
+        assert_eq!(apply(&whited_out).0, None);
+    }
+
+    /// A root that already holds files gives no count.
+    #[test]
+    fn non_empty_root_is_not_counted() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("old"), b"old").unwrap();
+        let bytes = tar(&[(TarHeader::file("new", 1), &b"n"[..])]);
+        let opts = ApplyOptions {
+            no_lchown: true,
+            ..ApplyOptions::default()
+        };
+        let (_, usage) = apply_layer_with_usage(root.path(), &mut &bytes[..], &opts).unwrap();
+        assert_eq!(usage, None);
+    }
+}
