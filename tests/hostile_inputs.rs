@@ -1043,10 +1043,10 @@ fn cve_2024_9676_init_layer_over_hostile_etc() {
         entry(
             &mut t,
             "etc/hostname",
-            b'1',
+            b'2',
             "../../victim/hello",
             b"",
-            0o644,
+            0o777,
         );
         entry(&mut t, "etc/resolv.conf", b'6', "", b"", 0o644);
         entry(&mut t, ".dockerenv", b'2', "/proc/self/fd/0", b"", 0o777);
@@ -1067,11 +1067,8 @@ fn cve_2024_9676_init_layer_over_hostile_etc() {
             None,
             Duration::from_secs(60),
         );
-        if !run.ok() {
-            // Refusing the layer (the hard link leaves the root) is fine too.
-            sb.assert_contained(driver, "CVE-2024-9676 import");
-            continue;
-        }
+        // Links that lead out are valid in a layer; it is using them that must stay inside.
+        assert!(run.ok(), "{driver}: import refused: {}", run.stderr);
         let chain = run.stdout.trim().to_owned();
         let run = run_ctl(
             &sb.root,
