@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -163,6 +164,72 @@ fn spool(ctx: &Context, mut input: impl Read, what: &str) -> Result<File> {
     Ok(file)
 }
 
+/// Decompressed chunks queued between the inflate thread and the store: 2 × 1 MiB.
+const INFLATED_IN_FLIGHT: usize = 2;
+const INFLATE_CHUNK: usize = 1 << 20;
+
+/// How a layer blob is compressed, from its first bytes.
+fn sniff(source: &Source, path: &str) -> Result<Compression> {
+    let (mut r, _) = source.open(path)?;
+    let mut head = [0u8; 4];
+    let n = read_up_to(&mut r, &mut head).map_err(|e| LoadError::io(path.to_owned(), e))?;
+    Ok(Compression::detect(&head[..n]))
+}
+
+/// The inflate thread: decompresses `blob` into 1 MiB chunks for the store. Stops quietly
+/// when the store stops reading (it failed, or reached the end-of-archive marker); a
+/// decompression error is both sent to the store (which fails on it) and returned.
+fn inflate_into(
+    blob: &mut (dyn Read + Send),
+    tx: &SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<()> {
+    let (_, mut tar) = compression::decompress(blob)?;
+    loop {
+        let mut chunk = vec![0u8; INFLATE_CHUNK];
+        let n = match read_up_to(&mut tar, &mut chunk) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                return Err(e);
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        chunk.truncate(n);
+        if tx.send(Ok(chunk)).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The store's view of the inflated stream.
+struct ChunkReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    self.current = next;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The inflate thread reached the end.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Registers layers and remembers what it must undo.
 struct Loader<'a> {
     ctx: &'a Context,
@@ -204,18 +271,40 @@ impl<'a> Loader<'a> {
                     parent = Some(want);
                     continue;
                 }
+                let kind = sniff(source, &layer.path)?;
                 let (raw, _) = source.open(&layer.path)?;
                 let mut blob = DigestReader::new(bar.wrap_read(raw));
-                let (kind, tar) = compression::decompress(&mut blob)
-                    .map_err(|e| LoadError::io(layer.path.clone(), e))?;
                 tracing::info!(image = plan.name, index, path = layer.path, compression = ?kind, "registering layer");
-                let registered =
-                    self.ctx
-                        .store
-                        .register(tar, parent.as_ref())
-                        .with_context(|| {
-                            format!("image {}: layer {index} ({})", plan.name, layer.path)
-                        })?;
+                let registered = if kind == Compression::None {
+                    self.ctx.store.register(&mut blob, parent.as_ref())
+                } else {
+                    // Inflating on a thread of its own overlaps it with the store's hashing,
+                    // splitting and applying instead of adding to its reader thread.
+                    let (registered, inflated) = std::thread::scope(|s| {
+                        let (tx, rx) = sync_channel(INFLATED_IN_FLIGHT);
+                        let blob = &mut blob;
+                        let inflater = s.spawn(move || inflate_into(blob, &tx));
+                        let registered = self.ctx.store.register(
+                            ChunkReader {
+                                rx,
+                                current: Vec::new(),
+                                pos: 0,
+                            },
+                            parent.as_ref(),
+                        );
+                        let inflated = inflater
+                            .join()
+                            .unwrap_or_else(|_| Err(io::Error::other("inflate thread panicked")));
+                        (registered, inflated)
+                    });
+                    match (registered, inflated) {
+                        (Err(_), Err(e)) => {
+                            return Err(LoadError::io(layer.path.clone(), e).into());
+                        }
+                        (registered, _) => registered,
+                    }
+                }
+                .with_context(|| format!("image {}: layer {index} ({})", plan.name, layer.path))?;
                 let got_chain = registered.chain_id().clone();
                 let got_diff = registered.diff_id().clone();
                 self.track(registered);
@@ -284,5 +373,54 @@ impl<'a> Loader<'a> {
                 Err(e) => tracing::error!(layer = %id, error = %e, "could not roll back layer"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    fn inflate_all(blob: Vec<u8>) -> (io::Result<Vec<u8>>, io::Result<()>) {
+        let (tx, rx) = sync_channel(INFLATED_IN_FLIGHT);
+        std::thread::scope(|s| {
+            let mut blob = &blob[..];
+            let inflater = s.spawn(move || inflate_into(&mut blob, &tx));
+            let mut out = Vec::new();
+            let read = ChunkReader {
+                rx,
+                current: Vec::new(),
+                pos: 0,
+            }
+            .read_to_end(&mut out)
+            .map(|_| out);
+            (read, inflater.join().unwrap())
+        })
+    }
+
+    /// The inflate thread hands the store every decompressed byte, across chunk borders.
+    #[test]
+    fn inflated_stream_is_whole() {
+        let plain: Vec<u8> = (0..3 * INFLATE_CHUNK + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        let (read, inflated) = inflate_all(gz.finish().unwrap());
+        assert_eq!(read.unwrap(), plain);
+        inflated.unwrap();
+    }
+
+    /// A corrupt or truncated blob fails the reader (so the register) and the thread.
+    #[test]
+    fn corrupt_blob_fails_both_sides() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&[7u8; 100_000]).unwrap();
+        let mut blob = gz.finish().unwrap();
+        blob.truncate(blob.len() / 2);
+        let (read, inflated) = inflate_all(blob);
+        assert!(read.is_err());
+        assert!(inflated.is_err());
     }
 }
