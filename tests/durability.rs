@@ -271,23 +271,27 @@ fn power_cut_image_keeps_committed_metadata() {
         return;
     }
     for driver in drivers() {
-        let Some(PowerCut { root, layers, .. }) = power_cut_image(driver) else {
+        // Bound whole: the tempdir and the mount must live to the end of the iteration.
+        let Some(cut) = power_cut_image(driver) else {
             return;
         };
-        let ls = ctl(&root, driver, &["--json", "ls"]);
+        let (root, layers) = (&cut.root, &cut.layers);
+        let ls = ctl(root, driver, &["--json", "ls"]);
         assert!(ls.ok, "ls on the power-cut image: {}", ls.stderr);
         let listed = String::from_utf8(ls.stdout).unwrap();
-        for (chain, tar) in &layers {
+        let ls_err = ls.stderr;
+        for (chain, tar) in layers {
             assert!(
                 listed.contains(chain.as_str()),
-                "{driver}: layer {chain} lost by the power cut"
+                "{driver}: layer {chain} lost by the power cut; ls: {listed} {}",
+                ls_err
             );
             assert!(
                 listed.contains(&sha256_hex(tar)),
                 "{driver}: DiffID of {chain} lost"
             );
         }
-        let check = ctl(&root, driver, &["check", "--quick"]);
+        let check = ctl(root, driver, &["check", "--quick"]);
         eprintln!(
             "{driver}: power-cut image, metadata check: {}",
             String::from_utf8_lossy(&check.stdout).trim()
@@ -297,7 +301,7 @@ fn power_cut_image_keeps_committed_metadata() {
             "{driver}: metadata of the power-cut image: {}",
             check.stderr
         );
-        let full = ctl(&root, driver, &["check"]);
+        let full = ctl(root, driver, &["check"]);
         eprintln!(
             "{driver}: power-cut image, full content check: ok={} {}",
             full.ok,
@@ -316,10 +320,12 @@ fn power_cut_image_keeps_layer_data() {
         return;
     }
     for driver in drivers() {
-        let Some(PowerCut { root, layers, .. }) = power_cut_image(driver) else {
+        // Bound whole: the tempdir and the mount must live to the end of the iteration.
+        let Some(cut) = power_cut_image(driver) else {
             return;
         };
-        assert_store_intact(&root, driver, &layers, "power-cut image");
+        let (root, layers) = (&cut.root, &cut.layers);
+        assert_store_intact(root, driver, layers, "power-cut image");
     }
 }
 
