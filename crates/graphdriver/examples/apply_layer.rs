@@ -22,6 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&args[1])?);
     let start = Instant::now();
     let size = apply_layer(std::path::Path::new(&args[2]), &mut input, &opts)?;
-    println!("applied {size} bytes in {:.3}s", start.elapsed().as_secs_f64());
+    println!(
+        "applied {size} bytes in {:.3}s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -4,7 +4,31 @@
 //! them as a union view, and turn them back into tar diffs. This crate holds:
 //!
 //! * [`driver`]: the [`ProtoDriver`], [`DiffDriver`] and [`Driver`] traits;
-//! * [`change`]: the [`Change`] list `docker diff` prints.
+//! * [`change`]: the [`Change`] list `docker diff` prints;
+//! * [`archive`]: applying a layer tar safely (plain or overlay whiteouts), walking a tree
+//!   into a tar, comparing trees and exporting changes;
+//! * [`safe_root`]: resolving paths inside a root with `openat2(RESOLVE_IN_ROOT)`;
+//! * [`vfs`]: layers as full copies ([`copy`] clones with reflink where it can);
+//! * [`naive`]: diff, changes and apply for any [`ProtoDriver`] by comparing trees;
+//! * [`overlay2`]: Docker's overlay2 layout on kernel overlayfs, with native diffs;
+//! * [`options`]: `key=value` options and choosing a driver by name;
+//! * [`graphtest`]: the conformance suite every driver runs.
+//!
+//! ```
+//! use graphdriver::{CreateOpts, DiffDriver, ProtoDriver};
+//! use graphdriver::options::Registry;
+//!
+//! let root = tempfile::tempdir().unwrap();
+//! let driver = Registry::with_builtin().new_driver("vfs", root.path(), &[]).unwrap();
+//! driver.create("base", None, &CreateOpts::default()).unwrap();
+//! let mut tar = graphdriver::archive::writer::TarWriter::new(Vec::new());
+//! tar.append(&graphdriver::archive::writer::TarHeader::file("hello", 3), Some(&mut &b"hi\n"[..]))
+//!     .unwrap();
+//! let tar = tar.finish().unwrap();
+//! driver.apply_diff("base", None, &mut &tar[..]).unwrap();
+//! let changes = driver.changes("base", None).unwrap();
+//! assert_eq!(changes[0].to_string(), "A /hello");
+//! ```
 
 pub mod archive;
 pub mod change;
