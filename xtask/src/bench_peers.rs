@@ -7,7 +7,9 @@
 //! ratio ours ÷ theirs (below 1 is faster) and peak RSS.
 //!
 //! Options: `--runs N` (3), `--inputs DIR` (/tmp/peer-inputs), `--scratch DIR`, `--disk`
-//! (use a directory on disk instead of tmpfs), `--only big|small`, `--out FILE` (markdown table).
+//! (use a directory on disk instead of tmpfs), `--only big|small`, `--out FILE` (markdown table),
+//! `--many N` (layers for the "store open" row, 10000; 0 skips it: moby's harness has no
+//! such mode, so the row is ours only).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -115,9 +117,20 @@ impl Table {
                 imps.get(imp)
                     .map(|v| v.iter().map(|x| x.1).max().unwrap_or(0) as f64 / 1024.0)
             };
-            let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
+            // Sub-millisecond steps (overlay2 RW changes) need more digits to show a ratio.
+            let f = |v: Option<f64>| {
+                v.map(|x| {
+                    if x >= 0.1 || x == 0.0 {
+                        format!("{x:.3}")
+                    } else {
+                        format!("{x:.6}")
+                    }
+                })
+                .unwrap_or_else(|| "–".into())
+            };
             let r = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+                (Some(a), Some(b)) if b > 0.0 && a / b >= 0.1 => format!("{:.2}", a / b),
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.5}", a / b),
                 _ => "–".into(),
             };
             let ours = med("ours");
@@ -158,6 +171,7 @@ struct Opts {
     disk: bool,
     only: Option<String>,
     out: Option<PathBuf>,
+    many: usize,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -168,6 +182,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         disk: false,
         only: None,
         out: None,
+        many: 10_000,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -183,6 +198,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--disk" => o.disk = true,
             "--only" => o.only = Some(val()?),
             "--out" => o.out = Some(val()?.into()),
+            "--many" => o.many = val()?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -402,6 +418,32 @@ fn run_all(o: &Opts, scratch: &Path, moby: &Path, ours: &Path, have_cs: bool) ->
                     rm_rf(&g);
                 }
             }
+        }
+    }
+    if o.many > 0 {
+        // Store open with many layers: ours only (the moby harness cannot register without
+        // a tar file per layer, and has no open-only mode).
+        for driver in ["overlay2", "vfs"] {
+            let root = scratch.join(format!("many-{driver}"));
+            rm_rf(&root);
+            let m = measure(
+                Command::new(ours)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["--driver", driver, "--open-many"])
+                    .arg(o.many.to_string()),
+                scratch,
+            )
+            .with_context(|| format!("ours {driver} open-many"))?;
+            let step = format!("store open ({} layers)", o.many);
+            if let Some(s) = harness_secs(&m.stdout, "openmany") {
+                t.add(&step, "tiny", driver, "ours", s, m.rss_kb);
+            }
+            if let Some(s) = harness_secs(&m.stdout, "manyreg") {
+                let step = format!("register {} tiny layers", o.many);
+                t.add(&step, "tiny", driver, "ours", s, m.rss_kb);
+            }
+            rm_rf(&root);
         }
     }
     Ok(t)
