@@ -20,8 +20,8 @@
 //!   `l/` link, no overlay mount under the root that no RW layer explains;
 //! * nothing outside the root changed (a sentinel file beside it).
 //!
-//! Prints per driver: runs, kills, lost, corrupt, leftovers after gc; fails if any of the last
-//! three is not zero.
+//! Prints per driver: runs, kills, lost, corrupt, leftovers after gc, escapes and panics (a
+//! command that exits 101); fails if any of the last five is not zero.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -184,6 +184,8 @@ fn generate_inputs(dir: &Path, rng: &mut Rng) -> Result<(Vec<GenLayer>, PathBuf,
 struct Outcome {
     killed: bool,
     success: bool,
+    /// Exited with Rust's panic status (101) instead of an error.
+    panicked: bool,
     stdout: String,
     stderr: String,
 }
@@ -226,6 +228,7 @@ fn run_ctl(
     Ok(Outcome {
         killed,
         success: !killed && status.success(),
+        panicked: !killed && status.code() == Some(101),
         stdout,
         stderr,
     })
@@ -272,6 +275,7 @@ struct Figures {
     leftovers_before_gc: u64,
     leftovers_after_gc: u64,
     escapes: u64,
+    panics: u64,
 }
 
 /// The store as `ls`/`rw ls` see it.
@@ -411,6 +415,14 @@ impl Campaign<'_> {
         let start = Instant::now();
         let out = run_ctl(self.ctl, &self.root, self.driver, args, kill_after)?;
         self.figures.commands += 1;
+        if out.panicked {
+            self.figures.panics += 1;
+            eprintln!(
+                "crash: {} PANIC in {kind} {args:?}: {}",
+                self.driver,
+                out.stderr.trim()
+            );
+        }
         if out.killed {
             self.figures.kills += 1;
         } else {
@@ -727,7 +739,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let f = &c.figures;
         println!(
             "crash {driver}: runs {} commands {} kills {} lost {} corrupt {} \
-             leftovers-before-gc {} leftovers-after-gc {} escapes {} ({:.0}s; layers now {}, seed {seed})",
+             leftovers-before-gc {} leftovers-after-gc {} escapes {} panics {} ({:.0}s; layers now {}, \
+             seed {seed})",
             f.runs,
             f.commands,
             f.kills,
@@ -736,10 +749,11 @@ pub fn run(args: &[String]) -> Result<()> {
             f.leftovers_before_gc,
             f.leftovers_after_gc,
             f.escapes,
+            f.panics,
             started.elapsed().as_secs_f64(),
             seen.layers.len(),
         );
-        failed |= f.lost + f.corrupt + f.leftovers_after_gc + f.escapes > 0;
+        failed |= f.lost + f.corrupt + f.leftovers_after_gc + f.escapes + f.panics > 0;
         teardown(&ctl, &root, driver)?;
     }
     if !keep {
