@@ -68,12 +68,20 @@ pub(crate) fn verified_stream(layer: &Layer) -> Result<Box<dyn Read + Send>> {
         JsonUnpacker::new(BufReader::with_capacity(256 << 10, meta_reader)),
         files,
     );
-    Ok(Box::new(Verified {
-        inner: asm,
-        digester: Some(Digester::sha256()),
-        layer: layer.clone(),
-    }))
+    // Callers often read in small pieces (`io::copy` uses 8 KiB): a buffer in front turns
+    // that into 256 KiB reads of the layer's files and fewer, larger hash updates.
+    Ok(Box::new(BufReader::with_capacity(
+        STREAM_BUFFER,
+        Verified {
+            inner: asm,
+            digester: Some(Digester::sha256()),
+            layer: layer.clone(),
+        },
+    )))
 }
+
+/// Read size towards the layer's files, whatever the caller's buffer.
+const STREAM_BUFFER: usize = 256 << 10;
 
 /// Hashes what passes and turns EOF into an error when the digest is not the DiffID.
 struct Verified<R> {
