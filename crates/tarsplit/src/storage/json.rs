@@ -312,7 +312,15 @@ impl<R: BufRead> Unpacker for JsonUnpacker<R> {
                     return Ok(Some(entry));
                 }
                 Some(Err(e)) if e.is_eof() => {
-                    if !self.fill()? {
+                    // An object spread over many lines: read until the buffered text at least
+                    // doubles before parsing again, so the parse attempts cost O(n), not one
+                    // full re-parse per line (a fuzzer found the quadratic case).
+                    let want = 2 * (self.buf.len() - self.pos).max(1 << 12);
+                    let mut grew = false;
+                    while self.buf.len() - self.pos < want && self.fill()? {
+                        grew = true;
+                    }
+                    if !grew {
                         return Err(self.meta_err(format!("truncated JSON: {e}")));
                     }
                 }
