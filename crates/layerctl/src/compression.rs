@@ -42,6 +42,16 @@ pub fn decompress<'a, R: Read + Send + 'a>(
             Err(e) => return Err(e),
         }
     }
+    // Docker's daemon also inflates xz and bzip2; we do not (yet): say so instead of letting
+    // the tar reader report compressed bytes as a "truncated tar".
+    for (magic, name) in [(&b"\xfd7zX"[..], "xz"), (&b"BZh"[..], "bzip2")] {
+        if head[..len].starts_with(magic) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{name}-compressed layers are not supported (plain, gzip and zstd are)"),
+            ));
+        }
+    }
     let kind = Compression::detect(&head[..len]);
     let whole = BufReader::with_capacity(
         64 * 1024,
@@ -54,4 +64,23 @@ pub fn decompress<'a, R: Read + Send + 'a>(
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(whole)?),
     };
     Ok((kind, reader))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xz_and_bzip2_get_a_clear_error() {
+        for (bytes, name) in [
+            (&b"\xfd7zXZ\0rest"[..], "xz"),
+            (&b"BZh91AY&SY"[..], "bzip2"),
+        ] {
+            let err = decompress(bytes).err().expect("refused");
+            assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+        let (kind, _) = decompress(&[0x1f, 0x8b, 8, 0][..]).unwrap();
+        assert_eq!(kind, Compression::Gzip);
+    }
 }
