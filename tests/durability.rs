@@ -13,8 +13,8 @@
 //! * [`power_cut_image_keeps_committed_metadata`]: a copy of the loop device's backing file
 //!   taken *while mounted, without sync* is what a power cut leaves; mounted (journal replay),
 //!   every layer whose import returned is listed with its DiffID.
-//!   [`power_cut_image_keeps_layer_data`] asks the same of the layer *content*; it is
-//!   `#[ignore]`d because the store does not sync layer data yet (see RELIABILITY.md).
+//!   [`power_cut_image_keeps_layer_data`] asks the same of the layer *content* when the
+//!   imports ran with `--sync-data` (by default only metadata is synced, as in moby).
 //! * [`enospc_on_a_full_tmpfs`]: a real ENOSPC (a 4 MiB tmpfs) mid-import is a clear error
 //!   and leaves nothing behind; a smaller import then works.
 //!
@@ -124,7 +124,12 @@ fn layer(dir: &str, files: usize, size: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Imports three chained layers; returns (chain ID, input tar) per layer.
-fn import_chain(root: &Path, driver: &str, inputs: &Path) -> Vec<(String, Vec<u8>)> {
+fn import_chain(
+    root: &Path,
+    driver: &str,
+    inputs: &Path,
+    sync_data: bool,
+) -> Vec<(String, Vec<u8>)> {
     let mut parent: Option<String> = None;
     let mut out = Vec::new();
     for i in 0..3u8 {
@@ -133,6 +138,9 @@ fn import_chain(root: &Path, driver: &str, inputs: &Path) -> Vec<(String, Vec<u8
         fs::write(&path, &tar).unwrap();
         let p = path.display().to_string();
         let mut args = vec!["import", p.as_str()];
+        if sync_data {
+            args.push("--sync-data");
+        }
         if let Some(parent) = &parent {
             args.extend(["--parent", parent.as_str()]);
         }
@@ -172,7 +180,7 @@ fn export_identical_after_drop_caches() {
     for driver in drivers() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        let layers = import_chain(&root, driver, dir.path());
+        let layers = import_chain(&root, driver, dir.path(), false);
         sh("sync", &[]);
         fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
         assert_store_intact(&root, driver, &layers, "after drop_caches");
@@ -216,7 +224,7 @@ fn survives_unmount_and_remount() {
             return;
         };
         let root = mounted.0.join("root");
-        let layers = import_chain(&root, driver, dir.path());
+        let layers = import_chain(&root, driver, dir.path(), false);
         let mnt = mounted.0.clone();
         drop(mounted);
         sh(
@@ -238,11 +246,11 @@ struct PowerCut {
 
 /// Mounts what a power cut right after the imports would leave: a copy of the backing file,
 /// taken while the filesystem is mounted and nothing was synced beyond what the store syncs.
-fn power_cut_image(driver: &str) -> Option<PowerCut> {
+fn power_cut_image(driver: &str, sync_data: bool) -> Option<PowerCut> {
     let dir = tempfile::tempdir().unwrap();
     let (img, mounted) = loop_ext4(dir.path(), 128)?;
     let root = mounted.0.join("root");
-    let layers = import_chain(&root, driver, dir.path());
+    let layers = import_chain(&root, driver, dir.path(), sync_data);
     let crash = dir.path().join("crash.img");
     fs::copy(&img, &crash).unwrap();
     drop(mounted);
@@ -272,7 +280,7 @@ fn power_cut_image_keeps_committed_metadata() {
     }
     for driver in drivers() {
         // Bound whole: the tempdir and the mount must live to the end of the iteration.
-        let Some(cut) = power_cut_image(driver) else {
+        let Some(cut) = power_cut_image(driver, false) else {
             return;
         };
         let (root, layers) = (&cut.root, &cut.layers);
@@ -310,18 +318,16 @@ fn power_cut_image_keeps_committed_metadata() {
     }
 }
 
-/// Known gap: the store does not sync layer data before committing the metadata, so after a
-/// power cut a committed layer can come back with empty or missing files. Run with
-/// `cargo test -p workspace-tests --test durability -- --ignored` once layer-store syncs data.
+/// With `--sync-data` (a `syncfs` of the driver's filesystem before each metadata commit),
+/// a power cut keeps the layers' files too, not only their metadata.
 #[test]
-#[ignore = "layer data is not synced before the metadata commit (RELIABILITY.md, durability)"]
 fn power_cut_image_keeps_layer_data() {
     if !root_or_skip("loop mount") {
         return;
     }
     for driver in drivers() {
         // Bound whole: the tempdir and the mount must live to the end of the iteration.
-        let Some(cut) = power_cut_image(driver) else {
+        let Some(cut) = power_cut_image(driver, true) else {
             return;
         };
         let (root, layers) = (&cut.root, &cut.layers);

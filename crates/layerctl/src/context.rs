@@ -27,6 +27,10 @@ pub struct GlobalArgs {
     /// Logs on stderr: `-v` info, `-vv` debug, `-vvv` trace.
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
+    /// Sync layer data to disk before committing each layer (survives power cuts with its
+    /// files, at the cost of a syncfs per layer) [env: LAYERCTL_SYNC_DATA=1].
+    #[arg(long, global = true)]
+    pub sync_data: bool,
 }
 
 /// The drivers the CLI offers.
@@ -102,6 +106,8 @@ impl Context {
         };
         let mut opts = StoreOptions::new(&root);
         opts.driver = args.driver.map(|d| d.as_str().to_owned());
+        opts.sync_layer_data =
+            args.sync_data || std::env::var_os("LAYERCTL_SYNC_DATA").is_some_and(|v| v == "1");
         let store =
             Store::open(opts).with_context(|| format!("open layer store at {}", root.display()))?;
         Ok(Context {
