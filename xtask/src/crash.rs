@@ -60,7 +60,7 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Moby's chain ID: the DiffID for a base layer, else sha256 of "<parent chain> <diff id>".
+/// Moby's chain ID: the DiffID for a base layer, else sha256 of `"<parent chain> <diff id>"`.
 fn chain_of(parent: Option<&str>, diff_id: &str) -> String {
     match parent {
         None => diff_id.to_owned(),
