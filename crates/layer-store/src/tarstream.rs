@@ -2,6 +2,7 @@
 
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 
 use graphdriver::Driver;
 use layer_digest::{DiffId, Digester};
@@ -68,16 +69,114 @@ pub(crate) fn verified_stream(layer: &Layer) -> Result<Box<dyn Read + Send>> {
         JsonUnpacker::new(BufReader::with_capacity(256 << 10, meta_reader)),
         files,
     );
-    // Callers often read in small pieces (`io::copy` uses 8 KiB): a buffer in front turns
-    // that into 256 KiB reads of the layer's files and fewer, larger hash updates.
-    Ok(Box::new(BufReader::with_capacity(
-        STREAM_BUFFER,
-        Verified {
-            inner: asm,
-            digester: Some(Digester::sha256()),
-            layer: layer.clone(),
-        },
+    let verified = Verified {
+        inner: asm,
+        digester: Some(Digester::sha256()),
+        layer: layer.clone(),
+    };
+    // Reassembly and the DiffID hash run on a thread of their own, 256 KiB ahead of the
+    // caller, who usually hashes or writes the stream too: the two passes overlap instead of
+    // adding up. At most `CHUNKS_AHEAD` chunks wait, so memory stays bounded; dropping the
+    // stream stops the thread at its next chunk.
+    Ok(Box::new(Prefetch::spawn(
+        verified,
+        layer.chain_id().to_string(),
     )))
+}
+
+const CHUNKS_AHEAD: usize = 4;
+
+/// A reader fed by a thread that reads `inner` ahead in `STREAM_BUFFER`-sized chunks.
+struct Prefetch {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Prefetch {
+    fn spawn<R: Read + Send + 'static>(mut inner: R, what: String) -> Prefetch {
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
+        let spawned = std::thread::Builder::new()
+            .name("tar-stream".into())
+            .spawn(move || {
+                loop {
+                    let mut buf = vec![0u8; STREAM_BUFFER];
+                    let mut n = 0;
+                    let result = loop {
+                        match inner.read(&mut buf[n..]) {
+                            Ok(0) => break Ok(()),
+                            Ok(k) => {
+                                n += k;
+                                if n == buf.len() {
+                                    break Ok(());
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    buf.truncate(n);
+                    let last = n == 0 || result.is_err();
+                    if n > 0 && tx.send(Ok(buf)).is_err() {
+                        return; // the reader went away
+                    }
+                    if let Err(e) = result {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            let (tx, rx) = sync_channel(1);
+            let _ = tx.send(Err(io::Error::other(format!(
+                "{what}: start tar stream thread: {e}"
+            ))));
+            return Prefetch {
+                rx,
+                current: Vec::new(),
+                pos: 0,
+                done: false,
+            };
+        }
+        Prefetch {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for Prefetch {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Read size towards the layer's files, whatever the caller's buffer.
