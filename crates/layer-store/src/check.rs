@@ -112,27 +112,34 @@ impl Store {
         let driver = self.driver();
         let meta = self.meta();
 
-        let (broken_layers, broken_mounts) = self.broken();
         let mut bad: BTreeSet<ChainId> = BTreeSet::new();
         let mut bad_unloaded: Vec<ChainId> = Vec::new();
-        for b in broken_layers {
-            let (id, reason) = b
-                .split_once(": ")
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                .unwrap_or((b.clone(), String::new()));
-            if let Ok(c) = id.parse::<ChainId>() {
+        for b in self
+            .inner
+            .broken_layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if let Ok(c) = b.id.parse::<ChainId>() {
                 bad_unloaded.push(c);
             }
-            report
-                .problems
-                .push(Problem::BrokenLayer { layer: id, reason });
+            report.problems.push(Problem::BrokenLayer {
+                layer: b.id.clone(),
+                reason: b.reason.clone(),
+            });
         }
-        for b in broken_mounts {
-            let (name, reason) = b
-                .split_once(": ")
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                .unwrap_or((b.clone(), String::new()));
-            report.problems.push(Problem::BrokenMount { name, reason });
+        for b in self
+            .inner
+            .broken_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            report.problems.push(Problem::BrokenMount {
+                name: b.id.clone(),
+                reason: b.reason.clone(),
+            });
         }
 
         for (id, layer) in self.map() {

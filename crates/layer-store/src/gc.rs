@@ -102,7 +102,6 @@ impl Store {
             }
         }
         named.extend(meta.orphans()?.into_iter().filter_map(|o| o.cache_id));
-        named.extend(self.referenced_driver_ids());
         Ok(on_disk
             .into_iter()
             // Gone since the listing: deleted by a release that finished meanwhile.
