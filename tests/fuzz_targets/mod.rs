@@ -101,35 +101,58 @@ pub fn tar_disassemble(data: &[u8]) {
     }
 }
 
+/// An unpacker that checks, entry by entry, that the entries never carry more bytes than the
+/// metadata they came from (base64 only shrinks; names are copied from the text).
+struct BoundedUnpacker<U> {
+    inner: U,
+    produced: usize,
+    input_len: usize,
+}
+
+impl<U: tarsplit::storage::Unpacker> tarsplit::storage::Unpacker for BoundedUnpacker<U> {
+    fn next_entry(&mut self) -> tarsplit::Result<Option<tarsplit::storage::Entry>> {
+        let entry = self.inner.next_entry()?;
+        if let Some(entry) = &entry {
+            self.produced += entry.payload.as_ref().map_or(0, |p| p.len()) + entry.name.len();
+            assert!(
+                self.produced <= self.input_len,
+                "unpacker produced more bytes than its input"
+            );
+        }
+        Ok(entry)
+    }
+}
+
 /// The tar-split JSON unpacker (plain and gzip) and the assembler it feeds.
+///
+/// The plain metadata is parsed once: the assembler pulls entries through a
+/// [`BoundedUnpacker`], and whatever it leaves (it stops at the first missing body) is drained
+/// afterwards, so every entry is checked.
 pub fn tarsplit_json(data: &[u8]) {
     use tarsplit::asm::assemble;
     use tarsplit::storage::{BufferFileGetPutter, JsonUnpacker, Unpacker, gzip_unpacker};
 
-    let mut plain = JsonUnpacker::new(data);
-    let mut total = 0usize;
-    while let Ok(Some(entry)) = plain.next_entry() {
-        // An entry cannot carry more than the input held (base64 only shrinks).
-        total += entry.payload.as_ref().map_or(0, |p| p.len()) + entry.name.len();
-        assert!(
-            total <= data.len(),
-            "unpacker produced more bytes than its input"
-        );
-    }
-    let mut gz = gzip_unpacker(data);
-    for _ in 0..100_000 {
-        if !matches!(gz.next_entry(), Ok(Some(_))) {
-            break;
-        }
-    }
-    // Assembly without bodies: segments only, or a clear "missing file" error.
+    // Assembly with one known body: segments and "a", or a clear "missing file" error.
+    let mut plain = BoundedUnpacker {
+        inner: JsonUnpacker::new(data),
+        produced: 0,
+        input_len: data.len(),
+    };
     let mut getter = BufferFileGetPutter::new();
     getter.insert("a", b"hello".to_vec());
     let mut sink = CappedSink {
         written: 0,
         cap: 64 << 20,
     };
-    let _ = assemble(JsonUnpacker::new(data), &mut getter, &mut sink);
+    let _ = assemble(&mut plain, &mut getter, &mut sink);
+    while let Ok(Some(_)) = plain.next_entry() {}
+
+    let mut gz = gzip_unpacker(data);
+    for _ in 0..100_000 {
+        if !matches!(gz.next_entry(), Ok(Some(_))) {
+            break;
+        }
+    }
 }
 
 /// What one path outside the root looks like: mode, size, mtime (s, ns), uid, inode, content.
@@ -180,59 +203,146 @@ fn snapshot_outside(base: &Path, root: &Path) -> BTreeMap<PathBuf, Seen> {
     out
 }
 
+/// Where scratch trees live: tmpfs when the machine has one (`/dev/shm`), else the temp dir.
+///
+/// Speed matters here: on ext4 every input's mkdir scans for a recently deleted inode, which
+/// held `archive_apply` and `meta_readers` to ~200 executions per second; on tmpfs they run
+/// at thousands. `FUZZ_SCRATCH` overrides the choice.
+fn scratch_parent() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FUZZ_SCRATCH") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    match fs::metadata(shm) {
+        Ok(md) if md.is_dir() && !md.permissions().readonly() => shm.to_path_buf(),
+        _ => std::env::temp_dir(),
+    }
+}
+
+/// A scratch directory for one thread, made once and reused by every input that thread runs.
+///
+/// libFuzzer leaves by `exit`, so `Drop` never runs; instead each new scratch dir removes the
+/// ones left by processes that no longer exist (the pid is in the name).
+fn thread_scratch(kind: &str) -> PathBuf {
+    let parent = scratch_parent();
+    let prefix = format!("layerstore-fuzz-{kind}-");
+    if let Ok(entries) = fs::read_dir(&parent) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let pid = rest.split('-').next().unwrap_or("");
+            if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir_in(&parent)
+        .expect("scratch dir");
+    dir.keep()
+}
+
+/// One thread's scratch for [`archive_apply`]: the dir, and what lies outside the root.
+struct ApplyScratch {
+    base: PathBuf,
+    base_fd: rustix::fd::OwnedFd,
+    outside: BTreeMap<PathBuf, Seen>,
+}
+
+impl ApplyScratch {
+    fn new() -> Self {
+        let base = thread_scratch("apply");
+        let victim = base.join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("hello"), b"outside the root").unwrap();
+        fs::write(base.join("sentinel"), b"do not touch").unwrap();
+        let outside = snapshot_outside(&base, &base.join("root"));
+        let base_fd = rustix::fs::open(
+            &base,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .expect("open scratch dir");
+        ApplyScratch {
+            base,
+            base_fd,
+            outside,
+        }
+    }
+}
+
+impl Drop for ApplyScratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+/// A per-thread scratch dir removed when the thread ends (test threads; libFuzzer's main
+/// thread exits without destructors and is cleaned up by the next run, see [`thread_scratch`]).
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+thread_local! {
+    static APPLY_SCRATCH: ApplyScratch = ApplyScratch::new();
+    static META_SCRATCH: ScratchDir = ScratchDir(thread_scratch("meta"));
+}
+
 /// Applies `data[1..]` as a layer tar into a scratch root (whiteout flavour from `data[0]`),
 /// then checks that nothing outside the root changed and the root can be removed.
+///
+/// The scratch dir (sentinel file, victim dir with a planted file) is made once per thread;
+/// each input gets a fresh `root` holding links to the victim, and the whole outside is
+/// compared with the snapshot taken when the scratch was made, so a change left by any
+/// earlier input is caught too.
 pub fn archive_apply(data: &[u8]) {
     use graphdriver::archive::{ApplyOptions, WhiteoutFormat, apply_layer};
 
     let Some((&selector, tar)) = data.split_first() else {
         return;
     };
-    let base = tempfile::Builder::new()
-        .prefix("fuzz-apply-")
-        .tempdir()
-        .expect("scratch dir");
-    let root = base.path().join("root");
-    let victim = base.path().join("victim");
-    fs::create_dir(&root).unwrap();
-    fs::create_dir(&victim).unwrap();
-    fs::write(victim.join("hello"), b"outside the root").unwrap();
-    fs::write(base.path().join("sentinel"), b"do not touch").unwrap();
-    std::os::unix::fs::symlink(&victim, root.join("planted-abs")).unwrap();
-    std::os::unix::fs::symlink("../victim", root.join("planted-rel")).unwrap();
-    let before = snapshot_outside(base.path(), &root);
+    APPLY_SCRATCH.with(|scratch| {
+        let base = &scratch.base;
+        let root = base.join("root");
+        fs::create_dir(&root).expect("fresh root (the previous input's root was removed)");
+        std::os::unix::fs::symlink(base.join("victim"), root.join("planted-abs")).unwrap();
+        std::os::unix::fs::symlink("../victim", root.join("planted-rel")).unwrap();
 
-    let opts = ApplyOptions {
-        whiteouts: if selector & 1 == 0 {
-            WhiteoutFormat::Plain
-        } else {
-            WhiteoutFormat::Overlay
-        },
-        // Root can chown; elsewhere the fuzzer still exercises everything else.
-        no_lchown: !rustix::process::geteuid().is_root(),
-        best_effort_xattrs: true,
-        layer: "fuzz".into(),
-        ..ApplyOptions::default()
-    };
-    let _ = apply_layer(&root, &mut &tar[..], &opts);
+        let opts = ApplyOptions {
+            whiteouts: if selector & 1 == 0 {
+                WhiteoutFormat::Plain
+            } else {
+                WhiteoutFormat::Overlay
+            },
+            // Root can chown; elsewhere the fuzzer still exercises everything else.
+            no_lchown: !rustix::process::geteuid().is_root(),
+            best_effort_xattrs: true,
+            layer: "fuzz".into(),
+            ..ApplyOptions::default()
+        };
+        let _ = apply_layer(&root, &mut &tar[..], &opts);
 
-    let after = snapshot_outside(base.path(), &root);
-    if before != after {
-        let changed: Vec<_> = after
-            .keys()
-            .chain(before.keys())
-            .filter(|k| before.get(*k) != after.get(*k))
-            .collect();
-        panic!("applying the layer changed {changed:?} outside the root");
-    }
-    let base_fd = rustix::fs::open(
-        base.path(),
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .expect("open scratch dir");
-    graphdriver::fsutil::remove_all_at(rustix::fd::AsFd::as_fd(&base_fd), c"root")
-        .expect("the applied root must be removable");
+        let after = snapshot_outside(base, &root);
+        if scratch.outside != after {
+            let changed: Vec<_> = after
+                .keys()
+                .chain(scratch.outside.keys())
+                .filter(|k| scratch.outside.get(*k) != after.get(*k))
+                .collect();
+            panic!("applying the layer changed {changed:?} outside the root");
+        }
+        graphdriver::fsutil::remove_all_at(rustix::fd::AsFd::as_fd(&scratch.base_fd), c"root")
+            .expect("the applied root must be removable");
+    });
 }
 
 /// Lays out a layerdb whose files hold pieces of `data` and runs every reader over it.
@@ -241,15 +351,13 @@ pub fn archive_apply(data: &[u8]) {
 /// (clamped to what is left; `0xFFFF_FFFF` means "no such file"). The pieces become, in
 /// order, `diff`, `size`, `cache-id`, `parent`, `descriptor.json`, `tar-split.json.gz` of one
 /// layer, then `mount-id`, `init-id`, `parent` of one mount; missing pieces are absent files.
+/// The layerdb lives in a per-thread scratch dir and is removed after each input.
 pub fn meta_readers(data: &[u8]) {
     use layer_meta::{MetaOptions, MetaStore};
 
     const CHAIN: &str = "a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4";
-    let base = tempfile::Builder::new()
-        .prefix("fuzz-meta-")
-        .tempdir()
-        .expect("scratch dir");
-    let layerdb = base.path().join("layerdb");
+    let base = META_SCRATCH.with(|dir| dir.0.clone());
+    let layerdb = base.join("layerdb");
     let layer_dir = layerdb.join("sha256").join(CHAIN);
     let mount_dir = layerdb.join("mounts").join("fuzzmount");
     fs::create_dir_all(&layer_dir).unwrap();
@@ -280,10 +388,15 @@ pub fn meta_readers(data: &[u8]) {
         rest = tail;
     }
 
-    let Ok(store) = MetaStore::open(&layerdb, MetaOptions::default()) else {
-        return;
-    };
-    let id: layer_digest::ChainId = format!("sha256:{CHAIN}").parse().expect("valid chain id");
+    if let Ok(store) = MetaStore::open(&layerdb, MetaOptions::default()) {
+        read_everything(&store, CHAIN);
+    }
+    fs::remove_dir_all(&layerdb).expect("the scratch layerdb must be removable");
+}
+
+/// Every reader of `store` over the one layer and mount [`meta_readers`] lays out.
+fn read_everything(store: &layer_meta::MetaStore, chain: &str) {
+    let id: layer_digest::ChainId = format!("sha256:{chain}").parse().expect("valid chain id");
     let _ = store.layer_exists(&id);
     let _ = store.diff_id(&id);
     let _ = store.size(&id);

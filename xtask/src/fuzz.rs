@@ -1,4 +1,5 @@
-//! `cargo xtask fuzz [--secs N] [--asan] [TARGET...]`: runs the cargo-fuzz targets of `fuzz/`.
+//! `cargo xtask fuzz [--secs N | --runs N] [--asan] [TARGET...]`: runs the cargo-fuzz targets
+//! of `fuzz/`.
 //!
 //! Needs a nightly toolchain and `cargo install cargo-fuzz`; CI does not (it replays the seed
 //! corpus on stable in `tests/fuzz_corpus.rs`). Each target runs for `--secs` seconds
@@ -7,6 +8,9 @@
 //! and the same cap per single allocation), so input that makes us buffer without bound is a
 //! finding like a panic. Crashes land in `fuzz/artifacts/<target>/`; minimise one and copy it
 //! into `fuzz/corpus/<target>/` once fixed so CI replays it forever.
+//!
+//! `--runs N` runs each target for exactly N executions instead (no time limit): how the
+//! 10-million-executions figures in RELIABILITY.md were taken.
 //!
 //! Prints, per target: executions, seconds, executions per second, and how long 10 million
 //! executions would take at that rate.
@@ -29,16 +33,18 @@ const TARGETS: &[&str] = &[
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut secs = 60u64;
+    let mut runs: Option<u64> = None;
     let mut asan = false;
     let mut targets: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--secs" => secs = it.next().context("--secs N")?.parse()?,
+            "--runs" => runs = Some(it.next().context("--runs N")?.parse()?),
             "--asan" => asan = true,
             t if TARGETS.contains(&t) => targets.push(t.to_owned()),
             other => bail!(
-                "unknown argument {other:?}; usage: cargo xtask fuzz [--secs N] [--asan] [{}]",
+                "unknown argument {other:?}; usage: cargo xtask fuzz [--secs N | --runs N] [--asan] [{}]",
                 TARGETS.join("|")
             ),
         }
@@ -71,19 +77,30 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg(&work)
             .args([
                 "--",
-                &format!("-max_total_time={secs}"),
+                &match runs {
+                    Some(n) => format!("-runs={n}"),
+                    None => format!("-max_total_time={secs}"),
+                },
                 "-rss_limit_mb=2048",
                 "-timeout=60",
                 "-print_final_stats=1",
             ])
-            .stderr(Stdio::piped());
-        eprintln!("xtask: == fuzz {target} for {secs}s: {cmd:?}");
+            .stdout(Stdio::null());
+        // libFuzzer's progress goes to a log file one can follow during a long run.
+        let logs = fuzz_dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log_path = logs.join(format!("{target}.log"));
+        cmd.stderr(std::fs::File::create(&log_path)?);
+        match runs {
+            Some(n) => eprintln!("xtask: == fuzz {target} for {n} executions: {cmd:?}"),
+            None => eprintln!("xtask: == fuzz {target} for {secs}s: {cmd:?}"),
+        }
         let started = Instant::now();
-        let out = cmd
-            .output()
+        let status = cmd
+            .status()
             .with_context(|| format!("running cargo fuzz {target}"))?;
         let wall = started.elapsed().as_secs_f64();
-        let log = String::from_utf8_lossy(&out.stderr);
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         let stat = |key: &str| -> Option<u64> {
             log.lines()
                 .find_map(|l| l.strip_prefix(&format!("stat::{key}:")))
@@ -106,20 +123,20 @@ pub fn run(args: &[String]) -> Result<()> {
             "fuzz {target}: {execs} execs in {fuzz_secs:.0}s ({rate:.0}/s), peak RSS {rss} MB, \
              corpus {corpus}; 10M execs would take {:.1} h; {}",
             1e7 / rate.max(1e-9) / 3600.0,
-            if out.status.success() {
+            if status.success() {
                 "no crash".to_owned()
             } else {
-                format!("FAILED ({})", out.status)
+                format!("FAILED ({})", status)
             }
         );
         println!("{line}");
-        if !out.status.success() {
+        if !status.success() {
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             for l in tail.into_iter().rev() {
                 eprintln!("  {l}");
             }
         }
-        summary.push((line, out.status.success()));
+        summary.push((line, status.success()));
     }
     if summary.iter().any(|(_, ok)| !ok) {
         bail!("a fuzz target failed; see fuzz/artifacts/");
