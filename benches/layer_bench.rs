@@ -1,9 +1,10 @@
 //! `layer-bench`: our store driven exactly like `../shared/peers/moby-layer-bench` drives
 //! moby's, printing the same lines, so `cargo xtask bench peers` times both the same way.
 //!
-//! `layer-bench --root DIR --driver overlay2|vfs [-n N] [--rw] [--rw-apply TAR] [--reopen]
-//! [--release] TAR...`: the TARs are registered as one chain (N times over), every layer's tar
-//! stream is checked against its DiffID, then the optional RW, reopen and release steps run.
+//! `layer-bench --root DIR --driver overlay2|vfs [-n N] [--chain] [--rw] [--rw-apply TAR]
+//! [--reopen] [--release] TAR...`: the TARs are registered as one chain (N times over; with
+//! `--chain` in one `Store::register_chain` call), every layer's tar stream is checked against
+//! its DiffID, then the optional RW, reopen and release steps run.
 //!
 //! `layer-bench --root DIR --driver D --open-many N`: registers N tiny one-file layers (chains
 //! of at most 100, each a new base), then times `Store::open` of that root (`openmany` line).
@@ -24,6 +25,7 @@ struct Args {
     reopen: bool,
     release: bool,
     open_many: usize,
+    chain: bool,
     tars: Vec<PathBuf>,
 }
 
@@ -37,6 +39,7 @@ fn parse() -> Args {
         reopen: false,
         release: false,
         open_many: 0,
+        chain: false,
         tars: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -49,6 +52,9 @@ fn parse() -> Args {
             "rw" => a.rw = true,
             "rw-apply" => a.rw_apply = Some(it.next().expect("--rw-apply TAR").into()),
             "reopen" => a.reopen = true,
+            // Register the whole list with one `Store::register_chain` call (layers applied
+            // at the same time where the driver allows it) instead of one register each.
+            "chain" => a.chain = true,
             "release" => a.release = true,
             "open-many" => {
                 a.open_many = it
@@ -179,7 +185,31 @@ fn main() {
 
     let mut layers: Vec<LayerRef> = Vec::new();
     let (mut reg_bytes, mut reg_secs) = (0u64, 0f64);
-    for _ in 0..args.n {
+    if args.chain {
+        let mut files = Vec::new();
+        for _ in 0..args.n {
+            for tar in &args.tars {
+                let f = std::fs::File::open(tar)
+                    .unwrap_or_else(|e| die(&format!("{}: {e}", tar.display())));
+                reg_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                files.push(io::BufReader::with_capacity(1 << 20, f));
+            }
+        }
+        let st = Instant::now();
+        layers = store
+            .register_chain(None, files)
+            .unwrap_or_else(|e| die(&format!("register_chain: {e}")));
+        reg_secs = st.elapsed().as_secs_f64();
+        for (i, l) in layers.iter().enumerate() {
+            println!(
+                "register  {i} chain={} diff={} diff_size={} (one register_chain call)",
+                l.chain_id(),
+                l.diff_id(),
+                l.diff_size()
+            );
+        }
+    }
+    for _ in 0..if args.chain { 0 } else { args.n } {
         for tar in &args.tars {
             let f = std::fs::File::open(tar)
                 .unwrap_or_else(|e| die(&format!("{}: {e}", tar.display())));

@@ -268,6 +268,10 @@ pub fn run(args: &[String]) -> Result<()> {
         "layer-benches",
         "--bin",
         "layer-bench",
+        "-p",
+        "layerctl",
+        "--bin",
+        "layerctl",
     ]);
     run_cmd(&mut build)?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -420,6 +424,9 @@ fn run_all(o: &Opts, scratch: &Path, moby: &Path, ours: &Path, have_cs: bool) ->
             }
         }
     }
+    if o.only.is_none() {
+        chain_rows(o, scratch, moby, ours, &mut t)?;
+    }
     if o.many > 0 {
         // Store open with many layers: ours only (the moby harness cannot register without
         // a tar file per layer, and has no open-only mode).
@@ -447,6 +454,160 @@ fn run_all(o: &Opts, scratch: &Path, moby: &Path, ours: &Path, have_cs: bool) ->
         }
     }
     Ok(t)
+}
+
+/// The 3-layer image of the chain rows: small, big, small (574 MB, 135k entries).
+const CHAIN: [&str; 3] = ["small", "big", "small"];
+
+/// A 3-layer image registered four ways, per driver: ours in one `register_chain` call
+/// (layers applied at the same time on overlay2), ours one register after another, moby's
+/// harness (one Register after another, as `docker load` does), and `layerctl load` of the
+/// same layers as a docker-save archive, parallel and with `--parallel-layers 1`. The floor is
+/// GNU tar extracting the three tars one after another.
+fn chain_rows(o: &Opts, scratch: &Path, moby: &Path, ours: &Path, t: &mut Table) -> Result<()> {
+    let tars: Vec<PathBuf> = CHAIN
+        .iter()
+        .map(|n| o.inputs.join(format!("{n}.tar")))
+        .collect();
+    let layerctl = ours.with_file_name("layerctl");
+    let image = scratch.join("chain-image.tar");
+    make_docker_save(&image, &tars)?;
+    let input = CHAIN.join("+");
+    for r in 0..o.runs {
+        let dir = scratch.join("floor");
+        rm_rf(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let script = tars
+            .iter()
+            .map(|t| format!("tar -xf {} -C {}", t.display(), dir.display()))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let m = measure(Command::new("sh").arg("-c").arg(script), scratch)?;
+        for step in [
+            "register chain of 3, one call",
+            "register chain of 3, one by one",
+        ] {
+            t.add(step, &input, "-", "tar", m.wall, m.rss_kb);
+        }
+        rm_rf(&dir);
+        for driver in ["vfs", "overlay2"] {
+            for (imp, chain_flag) in [("ours", true), ("ours-seq", false), ("moby", false)] {
+                let root = scratch.join(format!("chain-{imp}-{driver}"));
+                rm_rf(&root);
+                let bin = if imp == "moby" { moby } else { ours };
+                let mut cmd = Command::new(bin);
+                cmd.arg("-root").arg(&root).args(["-driver", driver]);
+                if chain_flag {
+                    cmd.arg("-chain");
+                }
+                cmd.args(&tars);
+                let m = measure(&mut cmd, scratch)
+                    .with_context(|| format!("{imp} {driver} chain run {r}"))?;
+                if !m.stdout.contains("mismatches=0") {
+                    bail!("{imp} {driver} chain: tar stream mismatch\n{}", m.stdout);
+                }
+                let secs =
+                    harness_secs(&m.stdout, "register  total").context("no register total line")?;
+                match imp {
+                    "ours" => t.add(
+                        "register chain of 3, one call",
+                        &input,
+                        driver,
+                        "ours",
+                        secs,
+                        m.rss_kb,
+                    ),
+                    "ours-seq" => t.add(
+                        "register chain of 3, one by one",
+                        &input,
+                        driver,
+                        "ours",
+                        secs,
+                        m.rss_kb,
+                    ),
+                    _ => {
+                        for step in [
+                            "register chain of 3, one call",
+                            "register chain of 3, one by one",
+                        ] {
+                            t.add(step, &input, driver, "moby", secs, m.rss_kb);
+                        }
+                    }
+                }
+                rm_rf(&root);
+            }
+            for (step, extra) in [
+                ("layerctl load (docker-save, 3 layers)", None),
+                ("layerctl load --parallel-layers 1", Some("1")),
+            ] {
+                let root = scratch.join(format!("load-{driver}"));
+                rm_rf(&root);
+                let mut cmd = Command::new(&layerctl);
+                cmd.arg("--root")
+                    .arg(&root)
+                    .args(["--driver", driver, "load"])
+                    .arg(&image);
+                if let Some(n) = extra {
+                    cmd.args(["--parallel-layers", n]);
+                }
+                let m = measure(&mut cmd, scratch)
+                    .with_context(|| format!("layerctl load {driver} run {r}"))?;
+                t.add(step, &input, driver, "ours", m.wall, m.rss_kb);
+                rm_rf(&root);
+            }
+        }
+    }
+    rm_rf(&image);
+    Ok(())
+}
+
+/// A docker-save archive (legacy layout) of `layers`, for `layerctl load`.
+fn make_docker_save(out: &Path, layers: &[PathBuf]) -> Result<()> {
+    use sha2::Digest as _;
+    let mut diff_ids = Vec::new();
+    for l in layers {
+        let mut h = sha2::Sha256::new();
+        let mut f = std::fs::File::open(l)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        diff_ids.push(format!("sha256:{hex}"));
+    }
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let members: Vec<String> = (0..layers.len())
+        .map(|i| format!("{i}/layer.tar"))
+        .collect();
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": ["bench-chain:3"],
+        "Layers": members,
+    }]);
+    let mut b = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(out)?));
+    let mut add = |name: &str, bytes: &[u8]| -> Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, bytes)?;
+        Ok(())
+    };
+    add("config.json", serde_json::to_vec(&config)?.as_slice())?;
+    add("manifest.json", serde_json::to_vec(&manifest)?.as_slice())?;
+    for (l, name) in layers.iter().zip(&members) {
+        b.append_path_with_name(l, name)?;
+    }
+    b.into_inner()?.into_inner().map_err(|e| e.into_error())?;
+    Ok(())
 }
 
 /// A layer tar changing 10 files, for the RW-layer changes/diff rows.

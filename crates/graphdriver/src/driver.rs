@@ -95,6 +95,15 @@ pub trait DiffDriver: Send + Sync {
     /// the applied size.
     fn apply_diff(&self, id: &str, parent: Option<&str>, diff: &mut dyn Read) -> Result<u64>;
 
+    /// Whether [`DiffDriver::apply_diff`] reads nothing of the parent layer's content, so that
+    /// the layers of a chain can be applied at the same time once each one's directory has
+    /// been created (in chain order, before any apply). overlay2 with native diff: yes, each
+    /// layer is extracted into its own `diff/` alone. A driver that copies the parent when it
+    /// creates a layer (vfs) or applies onto the parent's merged tree (naive diff): no.
+    fn apply_independent_of_parent(&self) -> bool {
+        false
+    }
+
     /// The size of layer `id`'s changes against `parent`.
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64>;
 

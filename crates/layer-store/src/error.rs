@@ -67,6 +67,26 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A layer of a [`crate::Store::register_chain`] failed; nothing of the chain was kept.
+    #[error("failed to register layer {index} of a chain of {count}: {source}")]
+    RegisterChain {
+        /// The failing layer's position in the chain (0 is the one on the given parent).
+        index: usize,
+        /// The chain's length.
+        count: usize,
+        /// Why.
+        source: Box<Error>,
+    },
+    /// While [`crate::Store::register_chain`] ran, another register made a layer in the
+    /// middle of the chain; the layers above it were built on this call's own copy and were
+    /// discarded with everything else. Registering the chain again builds on that layer.
+    #[error(
+        "layer {layer} was registered concurrently while its chain was being registered; nothing was kept, retry"
+    )]
+    ChainRaced {
+        /// The layer that appeared.
+        layer: ChainId,
+    },
     /// The data-root is locked by another process.
     #[error("data-root {path} is in use by another process (lock file {lock})")]
     Locked {

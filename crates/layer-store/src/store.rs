@@ -19,6 +19,8 @@ use crate::locks::{NameLocks, RootLock};
 use crate::register;
 use crate::rwlayer::{CreateRwOptions, MountInner, RwLayer, RwLayerRef};
 
+mod chain;
+
 /// moby's limit: 127 lowers is the most some drivers mount, and a container needs two more
 /// (init and RW).
 pub const DEFAULT_MAX_DEPTH: usize = 125;

@@ -247,6 +247,9 @@ impl DiffDriver for FaultDriver {
     fn payload_root(&self, id: &str) -> graphdriver::Result<Option<PathBuf>> {
         self.inner.payload_root(id)
     }
+    fn apply_independent_of_parent(&self) -> bool {
+        self.inner.apply_independent_of_parent()
+    }
 }
 
 fn real_driver(name: &str, root: &Path) -> Arc<dyn Driver> {
@@ -416,6 +419,18 @@ fn register_child(rig: &mut Rig) -> layer_store::Result<()> {
     Ok(())
 }
 
+/// Two layers on the base in one call (on overlay2 they are applied at the same time).
+fn register_chain(rig: &mut Rig) -> layer_store::Result<()> {
+    let p = base(rig);
+    let refs = rig
+        .store
+        .register_chain(Some(&p), vec![&tar_b()[..], &tar_a()[..]])?;
+    for r in refs {
+        rig.hold(r);
+    }
+    Ok(())
+}
+
 fn release_child(rig: &mut Rig) -> layer_store::Result<()> {
     let id = child_id(rig);
     let r = rig.take(&id);
@@ -544,6 +559,17 @@ fn scenarios() -> Vec<Scenario> {
                 let id = child_id(rig);
                 let r = rig.refs.iter().find(|r| r.chain_id() == &id).unwrap();
                 assert_eq!(common::read_all(r.tar_stream().unwrap()), tar_b());
+            },
+        },
+        Scenario {
+            name: "register a chain on a parent",
+            setup: setup_base,
+            run: register_chain,
+            retry: |rig| register_chain(rig).unwrap(),
+            done: |rig| {
+                assert_eq!(rig.store.map().len(), 3);
+                let top = rig.refs.last().unwrap();
+                assert_eq!(common::read_all(top.tar_stream().unwrap()), tar_a());
             },
         },
         Scenario {

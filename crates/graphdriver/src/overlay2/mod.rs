@@ -652,6 +652,11 @@ impl DiffDriver for Overlay2 {
         self.naive_apply(id, diff)
     }
 
+    fn apply_independent_of_parent(&self) -> bool {
+        // Native apply writes the layer's own diff/ only; the naive fallback mounts the parent.
+        self.uses_native_diff()
+    }
+
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {
         let paths = self.require(id)?;
         if self.uses_native_diff() && self.is_parent(id, parent)? {

@@ -34,6 +34,11 @@ pub struct LoadArgs {
     /// A `docker save` archive or OCI archive (tar, maybe gzip/zstd-compressed), an OCI layout
     /// directory, or `-` for an archive on stdin.
     input: String,
+    /// Layers registered together in one chain: on overlay2 they are decompressed, hashed and
+    /// applied at the same time (vfs applies them one after another anyway); 1 registers the
+    /// layers one by one.
+    #[arg(long, default_value_t = DEFAULT_CHAIN_WINDOW, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel_layers: u16,
 }
 
 /// What goes wrong reading an image archive.
@@ -104,7 +109,7 @@ pub fn run(ctx: &Context, args: LoadArgs) -> Result<()> {
     }
     .with_context(|| format!("load {}", args.input))?;
 
-    let mut loader = Loader::new(ctx);
+    let mut loader = Loader::new(ctx, usize::from(args.parallel_layers));
     let result = loader.load_all(&source, &plans);
     match result {
         Ok(tops) => {
@@ -163,6 +168,10 @@ fn spool(ctx: &Context, mut input: impl Read, what: &str) -> Result<File> {
     file.rewind()?;
     Ok(file)
 }
+
+/// How many layers of an image go to one `register_chain` call by default (the store applies
+/// up to four at once on overlay2); bounds the threads and buffers a many-layer image takes.
+const DEFAULT_CHAIN_WINDOW: u16 = 4;
 
 /// Decompressed chunks queued between the inflate thread and the store: 2 × 1 MiB.
 const INFLATED_IN_FLIGHT: usize = 2;
@@ -237,14 +246,17 @@ struct Loader<'a> {
     before: HashSet<ChainId>,
     /// References to layers this load created, in creation order.
     created: Vec<LayerRef>,
+    /// Layers per `register_chain` call.
+    window: usize,
 }
 
 impl<'a> Loader<'a> {
-    fn new(ctx: &'a Context) -> Self {
+    fn new(ctx: &'a Context, window: usize) -> Self {
         Loader {
             ctx,
             before: ctx.store.map().into_keys().collect(),
             created: Vec::new(),
+            window: window.max(1),
         }
     }
 
@@ -258,83 +270,24 @@ impl<'a> Loader<'a> {
         let bar = progress::bytes(self.ctx.progress, Some(total), "load");
         let mut tops = Vec::new();
         for plan in plans {
-            let mut parent: Option<ChainId> = None;
-            for (index, layer) in plan.layers.iter().enumerate() {
-                let want = chain_id(parent.as_ref(), &layer.diff_id);
-                if self.ctx.store.map().contains_key(&want) {
-                    // Same chain, same content: nothing to register.
-                    tracing::info!(layer = %want, "layer already present");
-                    if self.before.contains(&want) {
-                        self.ctx.pin(&want)?;
+            let mut attempt = 0;
+            let top = loop {
+                match self.load_image(source, plan, &bar) {
+                    // Another writer registered one of our layers mid-chain; nothing of that
+                    // window was kept. Again: the layer is found present and built on.
+                    Err(e)
+                        if attempt < 3
+                            && e.downcast_ref::<layer_store::Error>().is_some_and(|e| {
+                                matches!(e, layer_store::Error::ChainRaced { .. })
+                            }) =>
+                    {
+                        tracing::warn!(image = plan.name, error = %e, "retrying the image");
+                        attempt += 1;
                     }
-                    bar.inc(source.open(&layer.path)?.1);
-                    parent = Some(want);
-                    continue;
+                    other => break other?,
                 }
-                let kind = sniff(source, &layer.path)?;
-                let (raw, _) = source.open(&layer.path)?;
-                let mut blob = DigestReader::new(bar.wrap_read(raw));
-                tracing::info!(image = plan.name, index, path = layer.path, compression = ?kind, "registering layer");
-                let registered = if kind == Compression::None {
-                    self.ctx.store.register(&mut blob, parent.as_ref())
-                } else {
-                    // Inflating on a thread of its own overlaps it with the store's hashing,
-                    // splitting and applying instead of adding to its reader thread.
-                    let (registered, inflated) = std::thread::scope(|s| {
-                        let (tx, rx) = sync_channel(INFLATED_IN_FLIGHT);
-                        let blob = &mut blob;
-                        let inflater = s.spawn(move || inflate_into(blob, &tx));
-                        let registered = self.ctx.store.register(
-                            ChunkReader {
-                                rx,
-                                current: Vec::new(),
-                                pos: 0,
-                            },
-                            parent.as_ref(),
-                        );
-                        let inflated = inflater
-                            .join()
-                            .unwrap_or_else(|_| Err(io::Error::other("inflate thread panicked")));
-                        (registered, inflated)
-                    });
-                    match (registered, inflated) {
-                        (Err(_), Err(e)) => {
-                            return Err(LoadError::io(layer.path.clone(), e).into());
-                        }
-                        (registered, _) => registered,
-                    }
-                }
-                .with_context(|| format!("image {}: layer {index} ({})", plan.name, layer.path))?;
-                let got_chain = registered.chain_id().clone();
-                let got_diff = registered.diff_id().clone();
-                self.track(registered);
-                if got_diff != layer.diff_id {
-                    return Err(LoadError::DiffIdMismatch {
-                        image: plan.name.clone(),
-                        index,
-                        path: layer.path.clone(),
-                        expected: layer.diff_id.to_string(),
-                        actual: got_diff.to_string(),
-                    }
-                    .into());
-                }
-                if let Some(expected) = &layer.blob_digest {
-                    // The tar is read to its end-of-archive marker; hash what follows too.
-                    io::copy(&mut blob, &mut io::sink())
-                        .map_err(|e| LoadError::io(layer.path.clone(), e))?;
-                    let actual = blob.digest();
-                    if &actual != expected {
-                        return Err(LoadError::BlobDigest {
-                            blob: layer.path.clone(),
-                            expected: expected.to_string(),
-                            actual: actual.to_string(),
-                        }
-                        .into());
-                    }
-                }
-                parent = Some(got_chain);
-            }
-            match parent {
+            };
+            match top {
                 Some(top) => tops.push(top),
                 None => {
                     tracing::warn!(image = plan.name, "image has no layers");
@@ -343,6 +296,145 @@ impl<'a> Loader<'a> {
         }
         bar.finish_and_clear();
         Ok(tops)
+    }
+
+    /// Registers one image's layers: the ones already present are skipped (and pinned), the
+    /// rest go to [`layer_store::Store::register_chain`] `--parallel-layers` at a time, so that
+    /// on overlay2 they are decompressed, hashed and applied at the same time. Returns the
+    /// top layer's chain ID.
+    fn load_image(
+        &mut self,
+        source: &Source,
+        plan: &ImagePlan,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Option<ChainId>> {
+        let mut parent: Option<ChainId> = None;
+        let mut first_new = plan.layers.len();
+        for (index, layer) in plan.layers.iter().enumerate() {
+            let want = chain_id(parent.as_ref(), &layer.diff_id);
+            if !self.ctx.store.map().contains_key(&want) {
+                first_new = index;
+                break;
+            }
+            // Same chain, same content: nothing to register.
+            tracing::info!(layer = %want, "layer already present");
+            if self.before.contains(&want) {
+                self.ctx.pin(&want)?;
+            }
+            bar.inc(source.open(&layer.path)?.1);
+            parent = Some(want);
+        }
+        let mut start = first_new;
+        while start < plan.layers.len() {
+            let end = (start + self.window).min(plan.layers.len());
+            parent = Some(self.register_window(source, plan, start..end, parent.as_ref(), bar)?);
+            start = end;
+        }
+        Ok(parent)
+    }
+
+    /// Registers `plan.layers[range]` on `parent` in one chain, each compressed layer inflated
+    /// on a thread of its own, and checks every DiffID and blob digest. Returns the top chain.
+    fn register_window(
+        &mut self,
+        source: &Source,
+        plan: &ImagePlan,
+        range: std::ops::Range<usize>,
+        parent: Option<&ChainId>,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<ChainId> {
+        let layers = &plan.layers[range.clone()];
+        let mut kinds = Vec::with_capacity(layers.len());
+        let mut blobs = Vec::with_capacity(layers.len());
+        for (index, layer) in range.clone().zip(layers) {
+            let kind = sniff(source, &layer.path)?;
+            tracing::info!(image = plan.name, index, path = layer.path, compression = ?kind, "registering layer");
+            let (raw, _) = source.open(&layer.path)?;
+            kinds.push(kind);
+            blobs.push(DigestReader::new(bar.wrap_read(raw)));
+        }
+        let (registered, inflated) = std::thread::scope(|s| {
+            let mut inputs: Vec<Box<dyn Read + Send + '_>> = Vec::with_capacity(blobs.len());
+            let mut inflaters = Vec::with_capacity(blobs.len());
+            for (blob, kind) in blobs.iter_mut().zip(&kinds) {
+                if *kind == Compression::None {
+                    inputs.push(Box::new(blob));
+                    inflaters.push(None);
+                } else {
+                    // Inflating on a thread of its own overlaps it with the store's hashing,
+                    // splitting and applying instead of adding to its reader thread.
+                    let (tx, rx) = sync_channel(INFLATED_IN_FLIGHT);
+                    inflaters.push(Some(s.spawn(move || inflate_into(blob, &tx))));
+                    inputs.push(Box::new(ChunkReader {
+                        rx,
+                        current: Vec::new(),
+                        pos: 0,
+                    }));
+                }
+            }
+            let registered = self.ctx.store.register_chain(parent, inputs);
+            let inflated: Vec<io::Result<()>> = inflaters
+                .into_iter()
+                .map(|h| match h {
+                    None => Ok(()),
+                    Some(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("inflate thread panicked"))),
+                })
+                .collect();
+            (registered, inflated)
+        });
+        let refs = match registered {
+            Ok(refs) => refs,
+            Err(e) => {
+                let failed = match &e {
+                    layer_store::Error::RegisterChain { index, .. } => *index,
+                    _ => 0,
+                };
+                let index = range.start + failed;
+                let path = &plan.layers[index].path;
+                // A corrupt compressed blob explains the failure better than the tar error.
+                if let Some(Err(inflate)) = inflated.into_iter().nth(failed) {
+                    return Err(LoadError::io(path.clone(), inflate).into());
+                }
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("image {}: layer {index} ({path})", plan.name));
+            }
+        };
+        let top = refs.last().map(|r| r.chain_id().clone());
+        let got: Vec<_> = refs.iter().map(|r| r.diff_id().clone()).collect();
+        for r in refs {
+            self.track(r);
+        }
+        for ((index, layer), (got_diff, blob)) in
+            range.zip(layers).zip(got.into_iter().zip(blobs.iter_mut()))
+        {
+            if got_diff != layer.diff_id {
+                return Err(LoadError::DiffIdMismatch {
+                    image: plan.name.clone(),
+                    index,
+                    path: layer.path.clone(),
+                    expected: layer.diff_id.to_string(),
+                    actual: got_diff.to_string(),
+                }
+                .into());
+            }
+            if let Some(expected) = &layer.blob_digest {
+                // The tar is read to its end-of-archive marker; hash what follows too.
+                io::copy(blob, &mut io::sink())
+                    .map_err(|e| LoadError::io(layer.path.clone(), e))?;
+                let actual = blob.digest();
+                if &actual != expected {
+                    return Err(LoadError::BlobDigest {
+                        blob: layer.path.clone(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(top.expect("a window holds at least one layer"))
     }
 
     /// Keeps a reference for undo, unless the layer existed before (then it is pinned).
