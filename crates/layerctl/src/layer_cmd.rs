@@ -141,6 +141,9 @@ pub fn inspect(ctx: &Context, args: InspectArgs) -> Result<()> {
 
 /// Copies `src` to stdout (through a duplicate of fd 1: std's stdout is line-buffered) or
 /// to a new file that replaces `path` only once everything was written and synced.
+///
+/// An existing `path` that is not a regular file (`/dev/null`, a FIFO, a terminal) is
+/// written in place: replacing it with a file would destroy the device node.
 pub fn write_output(
     mut src: impl Read,
     path: Option<&Path>,
@@ -155,6 +158,17 @@ pub fn write_output(
             let mut out = io::BufWriter::with_capacity(256 * 1024, File::from(fd));
             let n = io::copy(&mut progress.wrap_read(&mut src), &mut out)?;
             out.flush().context("write stdout")?;
+            Ok(n)
+        }
+        Some(path) if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("open {}", path.display()))?;
+            let mut out = io::BufWriter::with_capacity(256 * 1024, file);
+            let n = io::copy(&mut progress.wrap_read(&mut src), &mut out)?;
+            out.flush()
+                .with_context(|| format!("write {}", path.display()))?;
             Ok(n)
         }
         Some(path) => {

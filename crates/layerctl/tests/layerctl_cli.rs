@@ -157,6 +157,37 @@ fn import_ls_inspect_export_rm() {
                 &["export", chain, "-o", file.to_str().unwrap()],
             )));
             assert!(std::fs::read(&file).unwrap() == layers[i]);
+            // A FIFO (like /dev/null or /dev/stdout) is written into, not replaced.
+            let fifo = dir.path().join(format!("fifo{i}"));
+            assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(&fifo)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let reader = {
+                let fifo = fifo.clone();
+                std::thread::spawn(move || std::fs::read(fifo).unwrap())
+            };
+            ok(run(cmd(
+                &root,
+                driver,
+                &["export", chain, "-o", fifo.to_str().unwrap()],
+            )));
+            // Checked first: a replaced FIFO would leave the reader blocked for good.
+            use std::os::unix::fs::FileTypeExt;
+            assert!(
+                std::fs::symlink_metadata(&fifo)
+                    .unwrap()
+                    .file_type()
+                    .is_fifo(),
+                "{driver}: the FIFO is still a FIFO"
+            );
+            assert!(
+                reader.join().unwrap() == layers[i],
+                "{driver}: through a FIFO"
+            );
         }
 
         // rm refuses a layer with a child, then removes the top and unused parents.
