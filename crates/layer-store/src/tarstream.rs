@@ -2,7 +2,7 @@
 
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use graphdriver::Driver;
 use layer_digest::{DiffId, Digester};
@@ -87,8 +87,13 @@ pub(crate) fn verified_stream(layer: &Layer) -> Result<Box<dyn Read + Send>> {
 const CHUNKS_AHEAD: usize = 4;
 
 /// A reader fed by a thread that reads `inner` ahead in `STREAM_BUFFER`-sized chunks.
+///
+/// Chunks travel back to the thread once read, so the stream reuses `CHUNKS_AHEAD + 2`
+/// buffers instead of allocating (and, above glibc's mmap threshold, mapping, faulting in
+/// and unmapping) one per chunk.
 struct Prefetch {
     rx: Receiver<io::Result<Vec<u8>>>,
+    spare: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
     done: bool,
@@ -97,11 +102,16 @@ struct Prefetch {
 impl Prefetch {
     fn spawn<R: Read + Send + 'static>(mut inner: R, what: String) -> Prefetch {
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(CHUNKS_AHEAD + 2);
         let spawned = std::thread::Builder::new()
             .name("tar-stream".into())
             .spawn(move || {
                 loop {
-                    let mut buf = vec![0u8; STREAM_BUFFER];
+                    let mut buf = spare_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| vec![0u8; STREAM_BUFFER]);
+                    // Reused buffers keep their length (and contents, overwritten below).
+                    buf.resize(STREAM_BUFFER, 0);
                     let mut n = 0;
                     let result = loop {
                         match inner.read(&mut buf[n..]) {
@@ -137,6 +147,7 @@ impl Prefetch {
             ))));
             return Prefetch {
                 rx,
+                spare: spare_tx,
                 current: Vec::new(),
                 pos: 0,
                 done: false,
@@ -144,6 +155,7 @@ impl Prefetch {
         }
         Prefetch {
             rx,
+            spare: spare_tx,
             current: Vec::new(),
             pos: 0,
             done: false,
@@ -159,7 +171,10 @@ impl Read for Prefetch {
             }
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    if used.capacity() > 0 {
+                        let _ = self.spare.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
