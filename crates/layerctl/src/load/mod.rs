@@ -187,14 +187,18 @@ fn sniff(source: &Source, path: &str) -> Result<Compression> {
 
 /// The inflate thread: decompresses `blob` into 1 MiB chunks for the store. Stops quietly
 /// when the store stops reading (it failed, or reached the end-of-archive marker); a
-/// decompression error is both sent to the store (which fails on it) and returned.
+/// decompression error is both sent to the store (which fails on it) and returned. Chunks
+/// the store has read come back on `spare` and are refilled (a fresh 1 MiB buffer per chunk
+/// would be an mmap, page faults and an munmap each).
 fn inflate_into(
     blob: &mut (dyn Read + Send),
     tx: &SyncSender<io::Result<Vec<u8>>>,
+    spare: &Receiver<Vec<u8>>,
 ) -> io::Result<()> {
     let (_, mut tar) = compression::decompress(blob)?;
     loop {
-        let mut chunk = vec![0u8; INFLATE_CHUNK];
+        let mut chunk = spare.try_recv().unwrap_or_default();
+        chunk.resize(INFLATE_CHUNK, 0);
         let n = match read_up_to(&mut tar, &mut chunk) {
             Ok(n) => n,
             Err(e) => {
@@ -212,9 +216,28 @@ fn inflate_into(
     }
 }
 
+/// The inflate thread's ends: where it sends chunks, where used ones come back.
+type InflateEnds = (SyncSender<io::Result<Vec<u8>>>, Receiver<Vec<u8>>);
+
+/// The two ends of an inflate thread's channels: the thread's, and the store's reader.
+fn inflate_channels() -> (InflateEnds, ChunkReader) {
+    let (tx, rx) = sync_channel(INFLATED_IN_FLIGHT);
+    let (spare_tx, spare_rx) = sync_channel(INFLATED_IN_FLIGHT + 2);
+    (
+        (tx, spare_rx),
+        ChunkReader {
+            rx,
+            spare: spare_tx,
+            current: Vec::new(),
+            pos: 0,
+        },
+    )
+}
+
 /// The store's view of the inflated stream.
 struct ChunkReader {
     rx: Receiver<io::Result<Vec<u8>>>,
+    spare: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     pos: usize,
 }
@@ -224,7 +247,10 @@ impl Read for ChunkReader {
         while self.pos == self.current.len() {
             match self.rx.recv() {
                 Ok(Ok(next)) => {
-                    self.current = next;
+                    let used = std::mem::replace(&mut self.current, next);
+                    if used.capacity() > 0 {
+                        let _ = self.spare.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -363,13 +389,9 @@ impl<'a> Loader<'a> {
                 } else {
                     // Inflating on a thread of its own overlaps it with the store's hashing,
                     // splitting and applying instead of adding to its reader thread.
-                    let (tx, rx) = sync_channel(INFLATED_IN_FLIGHT);
-                    inflaters.push(Some(s.spawn(move || inflate_into(blob, &tx))));
-                    inputs.push(Box::new(ChunkReader {
-                        rx,
-                        current: Vec::new(),
-                        pos: 0,
-                    }));
+                    let ((tx, spare), reader) = inflate_channels();
+                    inflaters.push(Some(s.spawn(move || inflate_into(blob, &tx, &spare))));
+                    inputs.push(Box::new(reader));
                 }
             }
             let registered = self.ctx.store.register_chain(parent, inputs);
@@ -475,18 +497,13 @@ mod tests {
     use super::*;
 
     fn inflate_all(blob: Vec<u8>) -> (io::Result<Vec<u8>>, io::Result<()>) {
-        let (tx, rx) = sync_channel(INFLATED_IN_FLIGHT);
+        let ((tx, spare), mut reader) = inflate_channels();
         std::thread::scope(|s| {
             let mut blob = &blob[..];
-            let inflater = s.spawn(move || inflate_into(&mut blob, &tx));
+            let inflater = s.spawn(move || inflate_into(&mut blob, &tx, &spare));
             let mut out = Vec::new();
-            let read = ChunkReader {
-                rx,
-                current: Vec::new(),
-                pos: 0,
-            }
-            .read_to_end(&mut out)
-            .map(|_| out);
+            let read = reader.read_to_end(&mut out).map(|_| out);
+            drop(reader);
             (read, inflater.join().unwrap())
         })
     }
