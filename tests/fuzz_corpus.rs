@@ -63,6 +63,11 @@ fn meta_readers_corpus() {
     replay("meta_readers");
 }
 
+#[test]
+fn image_load_corpus() {
+    replay("image_load");
+}
+
 /// Every target has a corpus dir and every corpus dir a target; the corpus stays small.
 #[test]
 fn corpus_is_complete_and_small() {

@@ -15,6 +15,9 @@
 //!   outside that root (a sentinel file, a victim dir with a planted file, a sibling dir).
 //! * [`meta_readers`]: every layer-meta reader over a layerdb whose files hold the bytes
 //!   returns values or errors, never panics, and a gzip bomb in `tar-split.json.gz` streams.
+//! * [`image_load`]: `layerctl load`'s archive reading (tar index, docker-save and OCI
+//!   manifests, indexes, configs, member lookup through symlinks) errs, never panics, and a
+//!   member it opens reads back exactly the size its index gave.
 
 #![allow(dead_code)]
 
@@ -33,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tarsplit_json", tarsplit_json),
     ("archive_apply", archive_apply),
     ("meta_readers", meta_readers),
+    ("image_load", image_load),
 ];
 
 /// A `Write` that counts and discards, with a cap so that a bug cannot fill the disk or RAM.
@@ -295,6 +299,7 @@ impl Drop for ScratchDir {
 thread_local! {
     static APPLY_SCRATCH: ApplyScratch = ApplyScratch::new();
     static META_SCRATCH: ScratchDir = ScratchDir(thread_scratch("meta"));
+    static IMAGE_SCRATCH: ScratchDir = ScratchDir(thread_scratch("image"));
 }
 
 /// Applies `data[1..]` as a layer tar into a scratch root (whiteout flavour from `data[0]`),
@@ -415,6 +420,50 @@ fn read_everything(store: &layer_meta::MetaStore, chain: &str) {
     let _ = store.list_layers();
     let _ = store.mount("fuzzmount");
     let _ = store.list_mounts();
+}
+
+/// Reads `data` as an image archive the way `layerctl load` does, short of registering:
+/// indexes the tar, parses the docker-save or OCI manifests into plans, opens every planned
+/// layer member and reads it (capped at 1 MiB). Members are read with positioned reads from
+/// a file, so the bytes go to a per-thread scratch file first.
+pub fn image_load(data: &[u8]) {
+    use layerctl::image::plan;
+    use layerctl::image::source::{Source, TarIndex};
+
+    let path = IMAGE_SCRATCH.with(|dir| dir.0.join("image.tar"));
+    fs::write(&path, data).expect("write the scratch archive");
+    let file = fs::File::open(&path).expect("open the scratch archive");
+    let Ok(index) = TarIndex::build(file, "fuzz") else {
+        return;
+    };
+    let source = Source::Tar(index);
+    let Ok(images) = plan(&source, "fuzz") else {
+        return;
+    };
+    for image in images {
+        for layer in &image.layers {
+            let Ok((reader, size)) = source.open(&layer.path) else {
+                continue;
+            };
+            let mut got = 0u64;
+            let mut buf = [0u8; 8192];
+            let mut reader = reader.take(1 << 20);
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got += n as u64,
+                    Err(_) => return,
+                }
+            }
+            // A member lies inside the archive (the index checked), so it reads back whole.
+            assert_eq!(
+                got,
+                size.min(1 << 20),
+                "member {} read back a different size than indexed",
+                layer.path
+            );
+        }
+    }
 }
 
 /// The seed-corpus directory of a target, `fuzz/corpus/<target>` in the workspace.

@@ -29,6 +29,7 @@ const TARGETS: &[&str] = &[
     "tarsplit_json",
     "archive_apply",
     "meta_readers",
+    "image_load",
 ];
 
 pub fn run(args: &[String]) -> Result<()> {

@@ -9,9 +9,6 @@
 //! Streaming: an archive file is indexed in place and each layer read straight from it; stdin
 //! and compressed archives are first spooled to an unnamed temporary file under the root.
 
-mod format;
-mod source;
-
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek};
@@ -26,8 +23,8 @@ use layer_store::LayerRef;
 use crate::compression::{self, Compression};
 use crate::context::Context;
 use crate::progress;
-use format::ImagePlan;
-use source::{Source, TarIndex};
+use layerctl::image::source::{Source, TarIndex};
+use layerctl::image::{self, LoadError, format::ImagePlan};
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
@@ -41,73 +38,10 @@ pub struct LoadArgs {
     parallel_layers: u16,
 }
 
-/// What goes wrong reading an image archive.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The archive is not a readable tar.
-    #[error("{0}: corrupt archive: {1}")]
-    Corrupt(String, String),
-    /// A member the manifests name is not there.
-    #[error("{0}: missing from the image: {1}")]
-    Missing(String, String),
-    /// A member path that climbs out of the image.
-    #[error("{0:?}: path escapes the image")]
-    BadPath(String),
-    /// A JSON document over the size cap.
-    #[error("{0}: JSON document of {1} bytes is over the {max} byte limit", max = format::MAX_JSON)]
-    TooLarge(String, u64),
-    /// A JSON document that does not parse or says something impossible.
-    #[error("{0}: {1}")]
-    BadJson(String, String),
-    /// The manifest and the config disagree on the number of layers.
-    #[error("image {image}: {layers} layers but {diff_ids} diff_ids in the config")]
-    LayerCount {
-        image: String,
-        layers: usize,
-        diff_ids: usize,
-    },
-    /// An OCI blob whose content does not hash to its descriptor's digest.
-    #[error("blob {blob}: digest mismatch: expected {expected}, got {actual}")]
-    BlobDigest {
-        blob: String,
-        expected: String,
-        actual: String,
-    },
-    /// A layer whose tar does not hash to the config's DiffID.
-    #[error(
-        "image {image}: layer {index} ({path}): DiffID mismatch: config says {expected}, content is {actual}"
-    )]
-    DiffIdMismatch {
-        image: String,
-        index: usize,
-        path: String,
-        expected: String,
-        actual: String,
-    },
-    /// Neither format.
-    #[error("{0}: not a docker-save archive or OCI layout (no manifest.json or index.json)")]
-    UnknownFormat(String),
-    /// I/O with context.
-    #[error("{0}: {1}")]
-    Io(String, #[source] io::Error),
-}
-
-impl LoadError {
-    pub(crate) fn io(what: String, e: io::Error) -> Self {
-        LoadError::Io(what, e)
-    }
-}
-
 pub fn run(ctx: &Context, args: LoadArgs) -> Result<()> {
     let source = open_source(ctx, &args.input)?;
-    let plans = if source.exists("manifest.json") {
-        format::docker_save(&source)
-    } else if source.exists("index.json") {
-        format::oci(&source)
-    } else {
-        Err(LoadError::UnknownFormat(args.input.clone()))
-    }
-    .with_context(|| format!("load {}", args.input))?;
+    let plans =
+        image::plan(&source, &args.input).with_context(|| format!("load {}", args.input))?;
 
     let mut loader = Loader::new(ctx, usize::from(args.parallel_layers));
     let result = loader.load_all(&source, &plans);
