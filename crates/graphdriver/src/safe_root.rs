@@ -110,7 +110,22 @@ impl SafeRoot {
                 .filter(|c| !c.is_empty())
                 .map(<[u8]>::to_vec)
                 .collect();
-            for (i, comp) in comps.iter().enumerate() {
+            // Start below the deepest cached ancestor (usually the parent, just made), looked
+            // up from the longest prefix down: walking every prefix from the root hashed
+            // O(depth²) bytes per entry, seconds for a 2,000-level tree.
+            let mut first = 0;
+            let joined = comps.join(&b'/');
+            let mut end = joined.len();
+            for j in (1..comps.len()).rev() {
+                end -= comps[j].len() + 1;
+                if let Some(fd) = self.cache.get(&joined[..end]) {
+                    cur = Some(fd.clone());
+                    prefix.extend_from_slice(&joined[..end]);
+                    first = j;
+                    break;
+                }
+            }
+            for (i, comp) in comps.iter().enumerate().skip(first) {
                 let parent_len = prefix.len();
                 if !prefix.is_empty() {
                     prefix.push(b'/');
