@@ -1,10 +1,11 @@
 //! `layer-bench`: our store driven exactly like `../shared/peers/moby-layer-bench` drives
 //! moby's, printing the same lines, so `cargo xtask bench peers` times both the same way.
 //!
-//! `layer-bench --root DIR --driver overlay2|vfs [-n N] [--chain] [--rw] [--rw-apply TAR]
-//! [--reopen] [--release] TAR...`: the TARs are registered as one chain (N times over; with
-//! `--chain` in one `Store::register_chain` call), every layer's tar stream is checked against
-//! its DiffID, then the optional RW, reopen and release steps run.
+//! `layer-bench --root DIR --driver overlay2|vfs [-n N] [--chain] [--drain] [--rw]
+//! [--rw-apply TAR] [--reopen] [--release] TAR...`: the TARs are registered as one chain (N
+//! times over; with `--chain` in one `Store::register_chain` call), every layer's tar stream
+//! is hashed and checked against its DiffID (with `--drain`, streamed once more into a sink
+//! without the harness's hash), then the optional RW, reopen and release steps run.
 //!
 //! `layer-bench --root DIR --driver D --open-many N`: registers N tiny one-file layers (chains
 //! of at most 100, each a new base), then times `Store::open` of that root (`openmany` line).
@@ -26,6 +27,7 @@ struct Args {
     release: bool,
     open_many: usize,
     chain: bool,
+    drain: bool,
     tars: Vec<PathBuf>,
 }
 
@@ -40,6 +42,7 @@ fn parse() -> Args {
         release: false,
         open_many: 0,
         chain: false,
+        drain: false,
         tars: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -55,6 +58,8 @@ fn parse() -> Args {
             // Register the whole list with one `Store::register_chain` call (layers applied
             // at the same time where the driver allows it) instead of one register each.
             "chain" => a.chain = true,
+            // Also stream every layer into a sink without hashing it (`drained` line).
+            "drain" => a.drain = true,
             "release" => a.release = true,
             "open-many" => {
                 a.open_many = it
@@ -265,6 +270,28 @@ fn main() {
         "tarstream total bytes={ts_bytes} secs={ts_secs:.3} MBps={:.1} mismatches={bad}",
         mbps(ts_bytes, ts_secs)
     );
+    if args.drain {
+        // The stream written to nowhere, as `tar -c | cat > /dev/null` is: the store still
+        // verifies the DiffID (a mismatch is an error), the harness does not hash again.
+        let (mut bytes, mut secs) = (0u64, 0f64);
+        for l in &layers {
+            let st = Instant::now();
+            bytes += l
+                .tar_stream()
+                .and_then(|mut s| {
+                    io::copy(&mut s, &mut io::sink()).map_err(|e| layer_store::Error::Io {
+                        context: "tar stream".into(),
+                        source: e,
+                    })
+                })
+                .unwrap_or_else(|e| die(&format!("tarstream: {e}")));
+            secs += st.elapsed().as_secs_f64();
+        }
+        println!(
+            "drained   total bytes={bytes} secs={secs:.3} MBps={:.1}",
+            mbps(bytes, secs)
+        );
+    }
 
     if args.rw {
         let top = layers.last().map(|l| l.chain_id().clone());

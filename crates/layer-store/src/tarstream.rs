@@ -69,19 +69,20 @@ pub(crate) fn verified_stream(layer: &Layer) -> Result<Box<dyn Read + Send>> {
         JsonUnpacker::new(BufReader::with_capacity(256 << 10, meta_reader)),
         files,
     );
+    // Three stages, each on its own thread with at most `CHUNKS_AHEAD` 256 KiB chunks queued
+    // after it (memory stays bounded; dropping the stream stops both threads at their next
+    // chunk): reassembly (tar-split decoding, opening and reading the files), the DiffID
+    // hash, and the caller. On big files reading and hashing cost about the same, so a
+    // caller that only writes the stream out gets it at the pace of the slower of the two
+    // instead of their sum.
+    let what = layer.chain_id().to_string();
+    let reassembled = Prefetch::spawn(asm, "tar-stream-read", what.clone());
     let verified = Verified {
-        inner: asm,
+        inner: reassembled,
         digester: Some(Digester::sha256()),
         layer: layer.clone(),
     };
-    // Reassembly and the DiffID hash run on a thread of their own, 256 KiB ahead of the
-    // caller, who usually hashes or writes the stream too: the two passes overlap instead of
-    // adding up. At most `CHUNKS_AHEAD` chunks wait, so memory stays bounded; dropping the
-    // stream stops the thread at its next chunk.
-    Ok(Box::new(Prefetch::spawn(
-        verified,
-        layer.chain_id().to_string(),
-    )))
+    Ok(Box::new(Prefetch::spawn(verified, "tar-stream-hash", what)))
 }
 
 const CHUNKS_AHEAD: usize = 4;
@@ -100,11 +101,11 @@ struct Prefetch {
 }
 
 impl Prefetch {
-    fn spawn<R: Read + Send + 'static>(mut inner: R, what: String) -> Prefetch {
+    fn spawn<R: Read + Send + 'static>(mut inner: R, thread: &str, what: String) -> Prefetch {
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(CHUNKS_AHEAD);
         let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(CHUNKS_AHEAD + 2);
         let spawned = std::thread::Builder::new()
-            .name("tar-stream".into())
+            .name(thread.into())
             .spawn(move || {
                 loop {
                     let mut buf = spare_rx
