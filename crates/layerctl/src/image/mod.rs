@@ -3,7 +3,7 @@
 //!
 //! [`source::Source`] gives access to an image's files, from a directory or from a tar archive
 //! indexed in place (members are read with positioned reads; nothing is extracted). The
-//! [`format`] readers turn its manifests into [`format::ImagePlan`]s: per image, the layer
+//! [`format`](mod@format) readers turn its manifests into [`format::ImagePlan`]s: per image, the layer
 //! members in order with the DiffID each must hash to. Everything read from the archive is
 //! untrusted: JSON documents are capped ([`format::MAX_JSON`]), member paths that climb out
 //! are refused, symlinked members are followed a bounded number of times.
