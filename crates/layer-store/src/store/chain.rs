@@ -37,7 +37,8 @@ impl Store {
     ///
     /// When the driver's apply reads nothing of the parent
     /// ([`graphdriver::DiffDriver::apply_independent_of_parent`]: overlay2 with native diff),
-    /// up to four layers are read, hashed, split and applied at the same time; their
+    /// up to four layers (one per core, at least two) are read, hashed, split and applied at
+    /// the same time; their
     /// metadata is committed in chain order once all of them succeeded. Otherwise the layers
     /// are applied one after another. Layers that already exist are handed out as they are,
     /// as [`Store::register`] does; the streams are still read to their end.
@@ -319,7 +320,8 @@ impl Store {
                 None => not_run = not_run.or(Some(i)),
             }
         }
-        // Unreachable unless a worker panicked: every layer ran or a failure stopped them.
+        // A layer that did not run is preceded by the failure that stopped the workers (a
+        // worker's panic propagates out of the scope instead), so this is a safety net.
         match not_run {
             None => Ok(applied),
             Some(i) => Err(Error::RegisterChain {
