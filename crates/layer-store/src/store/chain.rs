@@ -38,10 +38,10 @@ impl Store {
     /// When the driver's apply reads nothing of the parent
     /// ([`graphdriver::DiffDriver::apply_independent_of_parent`]: overlay2 with native diff),
     /// up to four layers (one per core, at least two) are read, hashed, split and applied at
-    /// the same time; their
-    /// metadata is committed in chain order once all of them succeeded. Otherwise the layers
-    /// are applied one after another. Layers that already exist are handed out as they are,
-    /// as [`Store::register`] does; the streams are still read to their end.
+    /// the same time; their metadata is committed in chain order once all of them succeeded.
+    /// Otherwise the layers are applied one after another. Layers that already exist are
+    /// handed out as they are, as [`Store::register`] does; the streams are still read to
+    /// their end.
     ///
     /// A concurrent register of the same content can make a layer in the middle of the chain
     /// appear while this call runs; the later layers, made on top of this call's copy of it,
