@@ -372,6 +372,18 @@ impl Store {
         Some(layer)
     }
 
+    /// Takes one count on `parent` for a layer or RW layer about to be built on it; the
+    /// caller's guard gives it back if the build fails.
+    fn count_parent(&self, parent: &ChainId) -> Result<Layer> {
+        let mut state = lock(&self.inner.state);
+        let entry = state
+            .layers
+            .get_mut(parent)
+            .ok_or_else(|| Error::LayerDoesNotExist(parent.clone()))?;
+        entry.count += 1;
+        Ok(entry.layer.clone())
+    }
+
     fn new_ref(&self, entry: &mut Entry) -> LayerRef {
         let ref_id = self.inner.next_ref.fetch_add(1, Ordering::Relaxed);
         entry.count += 1;
@@ -467,13 +479,7 @@ impl Store {
         let parent_layer = match parent {
             None => None,
             Some(p) => {
-                let mut state = lock(&self.inner.state);
-                let entry = state
-                    .layers
-                    .get_mut(p)
-                    .ok_or_else(|| Error::LayerDoesNotExist(p.clone()))?;
-                entry.count += 1;
-                let layer = entry.layer.clone();
+                let layer = self.count_parent(p)?;
                 guard.parent = Some(p.clone());
                 let depth = layer.depth();
                 if depth >= self.inner.max_depth {
@@ -692,14 +698,9 @@ impl Store {
         let parent_layer = match parent {
             None => None,
             Some(p) => {
-                let mut state = lock(&self.inner.state);
-                let e = state
-                    .layers
-                    .get_mut(p)
-                    .ok_or_else(|| Error::LayerDoesNotExist(p.clone()))?;
-                e.count += 1;
+                let layer = self.count_parent(p)?;
                 guard.parent = Some(p.clone());
-                Some(e.layer.clone())
+                Some(layer)
             }
         };
         let driver = &self.inner.backend.driver;

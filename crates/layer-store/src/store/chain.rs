@@ -74,14 +74,9 @@ impl Store {
         let parent_layer = match parent {
             None => None,
             Some(p) => {
-                let mut state = lock(&self.inner.state);
-                let entry = state
-                    .layers
-                    .get_mut(p)
-                    .ok_or_else(|| Error::LayerDoesNotExist(p.clone()))?;
-                entry.count += 1;
+                let layer = self.count_parent(p)?;
                 guard.parent = Some(p.clone());
-                Some(entry.layer.clone())
+                Some(layer)
             }
         };
         let base_depth = parent_layer.as_ref().map_or(0, Layer::depth);
