@@ -695,14 +695,8 @@ impl Store {
             return Err(Error::MountNameConflict(name.to_owned()));
         }
         let mut guard = RegisterGuard::new(self);
-        let parent_layer = match parent {
-            None => None,
-            Some(p) => {
-                let layer = self.count_parent(p)?;
-                guard.parent = Some(p.clone());
-                Some(layer)
-            }
-        };
+        let parent_layer = parent.map(|p| self.count_parent(p)).transpose()?;
+        guard.parent = parent.cloned();
         let driver = &self.inner.backend.driver;
         let mount_id = random_id();
         lock(&self.inner.state).in_flight.insert(mount_id.clone());

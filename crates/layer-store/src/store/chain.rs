@@ -71,14 +71,8 @@ impl Store {
         };
 
         // The parent's count for the first layer, and the depth the chain will reach.
-        let parent_layer = match parent {
-            None => None,
-            Some(p) => {
-                let layer = self.count_parent(p)?;
-                guard.parent = Some(p.clone());
-                Some(layer)
-            }
-        };
+        let parent_layer = parent.map(|p| self.count_parent(p)).transpose()?;
+        guard.parent = parent.cloned();
         let base_depth = parent_layer.as_ref().map_or(0, Layer::depth);
         // The last layer's parent is `base_depth + count - 1` deep; register refuses a parent
         // at the maximum depth.
@@ -188,12 +182,10 @@ impl Store {
         }
 
         let mut state = lock(&self.inner.state);
-        // A layer that exists has every ancestor in the map, so existing layers form a prefix.
-        let existing = chains
-            .iter()
-            .take_while(|c| state.layers.contains_key(*c))
-            .count();
-        if existing == count {
+        // A layer that exists has every ancestor in the map, so existing layers form a prefix:
+        // all of the chain, or a part whose layers above it were built on our own copies.
+        let first_existing = chains.iter().position(|c| state.layers.contains_key(c));
+        if chains.iter().all(|c| state.layers.contains_key(c)) {
             // The whole chain was there (or another register won): hand it out; the guard
             // removes what this call made and gives back the parent's count.
             tracing::debug!(top = %chains[count - 1], "chain already exists");
@@ -206,9 +198,9 @@ impl Store {
                 .collect();
             return Ok(refs);
         }
-        if existing > 0 || chains.iter().any(|c| state.layers.contains_key(c)) {
+        if let Some(i) = first_existing {
             return Err(Error::ChainRaced {
-                layer: chains[existing.max(1) - 1].clone(),
+                layer: chains[i].clone(),
             });
         }
         for (i, (tx, chain)) in txs.into_iter().zip(&chains).enumerate() {
