@@ -345,7 +345,7 @@ pub fn archive_apply(data: &[u8]) {
                 .collect();
             panic!("applying the layer changed {changed:?} outside the root");
         }
-        graphdriver::fsutil::remove_all_at(rustix::fd::AsFd::as_fd(&scratch.base_fd), c"root")
+        safe_root::remove_all_at(rustix::fd::AsFd::as_fd(&scratch.base_fd), c"root")
             .expect("the applied root must be removable");
     });
 }

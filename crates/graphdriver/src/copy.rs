@@ -19,7 +19,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use crate::fsutil::{self, DirRef, Meta, lstat_at, proc_fd_path};
+use safe_root::{DirRef, Meta, lstat_at, proc_fd_path};
 
 /// Copies everything under `src` into the existing directory `dst`, and `src`'s own owner,
 /// mode, xattrs and times onto `dst`.
@@ -32,11 +32,11 @@ pub fn copy_dir(src: &Path, dst: &Path) -> io::Result<()> {
         linked: HashMap::new(),
         clone_works: true,
         copy_range_works: true,
-        privileged: fsutil::is_root(),
+        privileged: safe_root::is_root(),
         buffer: Vec::new(),
     };
     copier.copy_tree(src_root.as_fd(), dst_root.as_fd())?;
-    let meta = fsutil::fstat(src_root.as_fd())?;
+    let meta = safe_root::fstat(src_root.as_fd())?;
     copier.copy_metadata_fd(src_root.as_fd(), dst_root.as_fd(), &meta)?;
     let times = timestamps(&meta);
     rustix::fs::futimens(&*dst_root, &times)?;
@@ -81,7 +81,7 @@ impl Copier {
                     let src = src_ref.open(src_root)?;
                     let dst = dst_ref.open(dst_root)?;
                     let mut subdirs = Vec::new();
-                    for name in fsutil::list_dir(src.as_fd())? {
+                    for name in safe_root::list_dir(src.as_fd())? {
                         let meta = lstat_at(src.as_fd(), &name)?;
                         if meta.is_dir() {
                             match rustix::fs::mkdirat(&dst, &*name, Mode::from_raw_mode(0o700)) {
@@ -156,7 +156,7 @@ impl Copier {
                 return Ok(());
             }
             FileType::Symlink => {
-                let target = fsutil::read_link_at(src, name)?;
+                let target = safe_root::read_link_at(src, name)?;
                 rustix::fs::symlinkat(target.as_slice(), dst_fd, name)?;
             }
             FileType::Fifo | FileType::Socket => {
@@ -199,7 +199,7 @@ impl Copier {
         );
         copy_xattrs(XattrAt::NoFollow(&from), XattrAt::NoFollow(&to))?;
         if !meta.is_symlink() {
-            let fd = fsutil::open_path_at(dst_fd, name)?;
+            let fd = safe_root::open_path_at(dst_fd, name)?;
             rustix::fs::chmodat(
                 rustix::fs::CWD,
                 &*proc_fd_path(fd.as_fd(), None),

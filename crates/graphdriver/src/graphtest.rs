@@ -62,7 +62,7 @@ impl Drop for TempHome {
 }
 
 fn is_root() -> bool {
-    crate::fsutil::is_root()
+    safe_root::is_root()
 }
 
 fn opts() -> CreateOpts {

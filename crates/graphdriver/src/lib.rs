@@ -7,7 +7,6 @@
 //! * [`change`]: the [`Change`] list `docker diff` prints;
 //! * [`archive`]: applying a layer tar safely (plain or overlay whiteouts), walking a tree
 //!   into a tar, comparing trees and exporting changes;
-//! * [`safe_root`]: resolving paths inside a root with `openat2(RESOLVE_IN_ROOT)`;
 //! * [`vfs`]: layers as full copies ([`copy`] clones with reflink where it can);
 //! * [`naive`]: diff, changes and apply for any [`ProtoDriver`] by comparing trees;
 //! * [`overlay2`]: Docker's overlay2 layout on kernel overlayfs, with native diffs;
@@ -35,12 +34,10 @@ pub mod change;
 pub mod copy;
 pub mod driver;
 pub mod error;
-pub mod fsutil;
 pub mod graphtest;
 pub mod naive;
 pub mod options;
 pub mod overlay2;
-pub mod safe_root;
 pub mod vfs;
 
 pub use change::{Change, ChangeKind};

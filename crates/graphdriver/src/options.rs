@@ -197,7 +197,7 @@ mod tests {
         ));
         // Nothing on disk yet: the first of the priority list that starts here.
         let d = reg.new_driver("", root.path(), &[]).unwrap();
-        let overlay = crate::overlay2::overlay_in_proc_filesystems() && crate::fsutil::is_root();
+        let overlay = crate::overlay2::overlay_in_proc_filesystems() && safe_root::is_root();
         if overlay {
             assert_eq!(d.name(), "overlay2");
         } else {

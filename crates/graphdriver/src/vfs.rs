@@ -137,7 +137,7 @@ impl VfsDriver {
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            if crate::fsutil::is_root() {
+            if safe_root::is_root() {
                 rustix::fs::fchown(
                     &fd,
                     Some(rustix::fs::Uid::ROOT),
@@ -198,7 +198,7 @@ impl ProtoDriver for VfsDriver {
         .map_err(|e| Error::io("open", &parent, e.into()))?;
         let name = CString::new(id)
             .map_err(|_| Error::InvalidOption(format!("invalid layer id {id:?}")))?;
-        crate::fsutil::remove_all_at(parent_fd.as_fd(), &name)
+        safe_root::remove_all_at(parent_fd.as_fd(), &name)
             .map_err(|e| Error::io("remove", &dir, e))?;
         self.references
             .lock()

@@ -536,8 +536,8 @@ fn trees_deeper_than_path_max() {
         Mode::empty(),
     )
     .unwrap();
-    graphdriver::fsutil::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"src").unwrap();
-    graphdriver::fsutil::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"dst").unwrap();
+    safe_root::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"src").unwrap();
+    safe_root::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"dst").unwrap();
     assert!(!src.exists() && !dst.exists());
 }
 

@@ -1136,7 +1136,7 @@ fn run_case(case: &Case, n: usize) -> Result<&'static str, String> {
         rustix::fs::Mode::empty(),
     )
     .unwrap();
-    graphdriver::fsutil::remove_all_at(std::os::fd::AsFd::as_fd(&sandbox_fd), c"root")
+    safe_root::remove_all_at(std::os::fd::AsFd::as_fd(&sandbox_fd), c"root")
         .map_err(|e| format!("layer root not removable: {e}"))?;
     if root.exists() {
         return Err("layer root still exists after removal".into());

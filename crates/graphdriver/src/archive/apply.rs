@@ -36,8 +36,8 @@ use super::{
     WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX, WhiteoutFormat,
 };
 use crate::error::{Error, Result};
-use crate::fsutil::{self, component, errno_of, lstat_at, proc_fd_path, remove_all_at};
-use crate::safe_root::SafeRoot;
+use safe_root::SafeRoot;
+use safe_root::{component, errno_of, lstat_at, proc_fd_path, remove_all_at};
 
 /// Payload copy buffer: large, so that big files take few syscalls.
 const COPY_BUFFER: usize = 1 << 20;
@@ -76,7 +76,7 @@ pub fn apply_layer_with_usage(
         usage: Some(0),
     };
     // Usage is counted only from an empty root: otherwise what was there is unknown.
-    match fsutil::list_dir(applier.root.root_fd()) {
+    match safe_root::list_dir(applier.root.root_fd()) {
         Ok(names) if names.is_empty() => {}
         _ => applier.usage = None,
     }
@@ -294,7 +294,7 @@ impl Applier<'_> {
             Some(self.opts.chown.unwrap_or((0, 0)))
         };
         let mut on_create = |dir: BorrowedFd<'_>, name: &CStr| -> std::io::Result<()> {
-            let fd = fsutil::open_dir_at(dir, name)?;
+            let fd = safe_root::open_dir_at(dir, name)?;
             if let Some((uid, gid)) = owner {
                 rustix::fs::fchown(&fd, Some(uid_of(uid)), Some(gid_of(gid)))?;
             }
@@ -445,7 +445,7 @@ impl Applier<'_> {
         dir: BorrowedFd<'_>,
         dir_name: &CleanName,
     ) -> std::io::Result<()> {
-        for child in fsutil::list_dir(dir)? {
+        for child in safe_root::list_dir(dir)? {
             let child_name = dir_name.join(child.to_bytes());
             if !self
                 .unpacked
@@ -453,7 +453,7 @@ impl Applier<'_> {
             {
                 remove_all_at(dir, &child)?;
             } else if lstat_at(dir, &child)?.is_dir() {
-                let sub = fsutil::open_dir_at(dir, &child)?;
+                let sub = safe_root::open_dir_at(dir, &child)?;
                 self.remove_not_unpacked(sub.as_fd(), &child_name)?;
             }
         }
@@ -475,7 +475,7 @@ impl Applier<'_> {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(self.bad(header, format!("mkdir: {e}"))),
         }
-        let fd = fsutil::open_dir_at(parent, name)
+        let fd = safe_root::open_dir_at(parent, name)
             .map_err(|e| self.bad(header, format!("open directory: {e}")))?;
         self.set_owner(header, Target::Fd(fd.as_fd()))?;
         self.set_xattrs(header, Target::Fd(fd.as_fd()))?;
@@ -807,7 +807,7 @@ impl Applier<'_> {
             Target::At(dir, name) => {
                 // fchmodat cannot refuse to follow on older kernels; chmod the O_PATH fd
                 // through /proc instead (works for device nodes on nodev mounts too).
-                let fd = fsutil::open_path_at(dir, name)
+                let fd = safe_root::open_path_at(dir, name)
                     .map_err(|e| self.bad(header, format!("open for chmod: {e}")))?;
                 rustix::fs::chmodat(
                     rustix::fs::CWD,

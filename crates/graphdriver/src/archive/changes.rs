@@ -36,8 +36,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::change::{Change, ChangeKind};
-use crate::fsutil::{self, DirRef, Meta, lstat_at};
-use crate::safe_root::SafeRoot;
+use safe_root::SafeRoot;
+use safe_root::{DirRef, Meta, lstat_at};
 
 /// The changes of `new` against `old` (`None`: against an empty tree), sorted by path.
 pub fn changes_dirs(new: &Path, old: Option<&Path>) -> io::Result<Vec<Change>> {
@@ -126,9 +126,9 @@ fn compare_dirs(
             _ => None,
         };
         let new_fd = new_dir.as_fd();
-        let new_names = fsutil::list_dir(new_fd)?;
+        let new_names = safe_root::list_dir(new_fd)?;
         let old_names = match &old_dir {
-            Some(fd) => fsutil::list_dir(fd.as_fd())?,
+            Some(fd) => safe_root::list_dir(fd.as_fd())?,
             None => Vec::new(),
         };
         let mut subdirs: Vec<Vec<Step>> = Vec::new();
@@ -225,7 +225,7 @@ fn child_prefix(prefix: &[u8], name: &CStr) -> Vec<u8> {
 fn stat_or_gone(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Meta>> {
     match lstat_at(dir, name) {
         Ok(m) => Ok(Some(m)),
-        Err(e) if fsutil::errno_of(&e) == Some(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) if safe_root::errno_of(&e) == Some(rustix::io::Errno::NOENT) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -255,10 +255,13 @@ fn entry_differs(
         return Ok(true);
     }
     if new.is_symlink() {
-        return Ok(fsutil::read_link_at(new_dir, name)? != fsutil::read_link_at(old_dir, name)?);
+        return Ok(
+            safe_root::read_link_at(new_dir, name)? != safe_root::read_link_at(old_dir, name)?
+        );
     }
     let cap = c"security.capability";
-    if fsutil::get_xattr_at(new_dir, name, cap)? != fsutil::get_xattr_at(old_dir, name, cap)? {
+    if safe_root::get_xattr_at(new_dir, name, cap)? != safe_root::get_xattr_at(old_dir, name, cap)?
+    {
         return Ok(true);
     }
     if new.file_type == rustix::fs::FileType::RegularFile && born_near_mtime(new_dir, name, new)? {
@@ -354,7 +357,7 @@ pub fn changes_size(dir: &Path, changes: &[Change]) -> io::Result<u64> {
         let Ok(parent_fd) = root.open_dir(parent) else {
             continue;
         };
-        let Ok(base) = fsutil::component(base) else {
+        let Ok(base) = safe_root::component(base) else {
             continue;
         };
         let Some(meta) = stat_or_gone(parent_fd.as_fd(), &base)? else {

@@ -13,8 +13,7 @@ use std::path::Path;
 use super::changes::split_change_path;
 use super::walk::{EntryConverter, NoConversion, TarBuilder, WalkOptions, whiteout_header};
 use crate::change::{Change, ChangeKind};
-use crate::fsutil;
-use crate::safe_root::SafeRoot;
+use safe_root::SafeRoot;
 
 /// Writes `changes` of the tree at `dir` as a tar to `out` and returns `out`.
 pub fn export_changes<W: Write>(
@@ -54,7 +53,7 @@ pub fn export_changes_with<W: Write>(
             continue;
         }
         let parent_fd = root.open_dir(parent).map_err(|e| with_path(e, rel))?;
-        let base = fsutil::component(base)?;
+        let base = safe_root::component(base)?;
         builder
             .append_entry(parent_fd.as_fd(), &base, rel, converter)
             .map_err(|e| with_path(e, rel))?;

@@ -14,7 +14,7 @@
 //!   tar with whiteouts ([`export::export_changes`]).
 //!
 //! Every path of an entry is resolved inside the root with `openat2(RESOLVE_IN_ROOT)` (see
-//! [`crate::safe_root`]), and every metadata call is made on a file descriptor or on a parent
+//! [`safe_root`]), and every metadata call is made on a file descriptor or on a parent
 //! dirfd with `AT_SYMLINK_NOFOLLOW`, so nothing in the tar can make us touch a file outside
 //! the root, whatever links it plants.
 //!

@@ -4,7 +4,7 @@
 //! components vanish and `..` removes the previous component. A `..` that would climb above
 //! the root is a breakout: moby rejects the entry (and so do we). The cleaned name is only a
 //! lexical view; symlinks met on the way are resolved later, inside the root, by
-//! [`crate::safe_root::SafeRoot`].
+//! [`safe_root::SafeRoot`].
 
 /// A cleaned, root-relative name: components joined by `/`, no leading `/`, never `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

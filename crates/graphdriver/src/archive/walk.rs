@@ -29,7 +29,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use super::reader::{EntryKind, Time};
 use super::writer::{TarHeader, TarWriter};
-use crate::fsutil::{self, Meta, component, lstat_at};
+use safe_root::{Meta, component, lstat_at};
 
 /// How precisely mtimes are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,7 +173,7 @@ impl<W: Write> TarBuilder<W> {
             },
         };
         if kind == EntryKind::Symlink {
-            header.link_name = fsutil::read_link_at(dir, name)?;
+            header.link_name = safe_root::read_link_at(dir, name)?;
         }
         if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
             header.dev_major = u64::from(rustix::fs::major(meta.rdev));
@@ -183,7 +183,7 @@ impl<W: Write> TarBuilder<W> {
             XattrPolicy::None => {}
             XattrPolicy::CapabilityOnly => {
                 if kind != EntryKind::Symlink
-                    && let Some(v) = fsutil::get_xattr_at(dir, name, c"security.capability")?
+                    && let Some(v) = safe_root::get_xattr_at(dir, name, c"security.capability")?
                 {
                     header
                         .xattrs
@@ -191,13 +191,13 @@ impl<W: Write> TarBuilder<W> {
                 }
             }
             XattrPolicy::All => {
-                for attr in fsutil::list_xattrs_at(dir, name)? {
+                for attr in safe_root::list_xattrs_at(dir, name)? {
                     let bytes = attr.to_bytes();
                     if bytes.starts_with(b"trusted.overlay.") || bytes.starts_with(b"user.overlay.")
                     {
                         continue;
                     }
-                    if let Some(v) = fsutil::get_xattr_at(dir, name, &attr)? {
+                    if let Some(v) = safe_root::get_xattr_at(dir, name, &attr)? {
                         header.xattrs.push((bytes.to_vec(), v));
                     }
                 }
@@ -290,7 +290,7 @@ impl<W: Write> TarBuilder<W> {
             /// Path below `dir` (empty for `dir` itself), for entry names.
             rel: Vec<u8>,
             /// How to reopen the directory.
-            at: fsutil::DirRef,
+            at: safe_root::DirRef,
             children: Vec<std::ffi::CString>,
             next: usize,
             fd: Option<std::os::fd::OwnedFd>,
@@ -305,8 +305,8 @@ impl<W: Write> TarBuilder<W> {
         };
         let mut stack = vec![Frame {
             rel: Vec::new(),
-            at: fsutil::DirRef::root(),
-            children: fsutil::list_dir(dir)?,
+            at: safe_root::DirRef::root(),
+            children: safe_root::list_dir(dir)?,
             next: 0,
             fd: None,
         }];
@@ -326,13 +326,13 @@ impl<W: Write> TarBuilder<W> {
             let meta = match lstat_at(dir_fd, &child) {
                 Ok(m) => m,
                 // Vanished since the listing: nothing to archive.
-                Err(e) if fsutil::errno_of(&e) == Some(rustix::io::Errno::NOENT) => continue,
+                Err(e) if safe_root::errno_of(&e) == Some(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(e),
             };
             self.append_with_meta(dir_fd, &child, &name, &meta, converter)?;
             if meta.is_dir() {
-                let sub = fsutil::open_dir_at(dir_fd, &child)?;
-                let children = fsutil::list_dir(sub.as_fd())?;
+                let sub = safe_root::open_dir_at(dir_fd, &child)?;
+                let children = safe_root::list_dir(sub.as_fd())?;
                 let at = top.at.child(dir, child.to_bytes())?;
                 // Keep at most the current directory open.
                 top.fd = None;
@@ -374,7 +374,7 @@ pub fn tar_directory<W: Write>(
     options: &WalkOptions,
     converter: &mut dyn EntryConverter,
 ) -> io::Result<W> {
-    let root = crate::safe_root::SafeRoot::open(src)?;
+    let root = safe_root::SafeRoot::open(src)?;
     let mut builder = TarBuilder::new(out, *options);
     builder.append_tree(root.root_fd(), b"", converter)?;
     builder.finish()

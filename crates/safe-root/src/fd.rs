@@ -5,7 +5,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
@@ -145,103 +145,6 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
     Ok(names)
 }
 
-/// Removes `name` in `dir` and, if it is a directory, everything below it. Never follows
-/// symlinks. A missing entry is not an error.
-///
-/// Iterative over [`DirRef`]s instead of recursion over open fds, so a tree of any depth
-/// costs neither stack nor (beyond one per [`DirRef::MAX_REL`] bytes of depth) descriptors.
-pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    use rustix::io::Errno;
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
-        Err(e) => return Err(e.into()),
-    }
-    struct Pending {
-        parent: DirRef,
-        name: CString,
-        expanded: bool,
-    }
-    let mut stack = vec![Pending {
-        parent: DirRef::root(),
-        name: name.to_owned(),
-        expanded: false,
-    }];
-    while let Some(item) = stack.pop() {
-        let parent = match item.parent.open(dir) {
-            Ok(fd) => fd,
-            Err(e) if errno_of(&e) == Some(Errno::NOENT) => continue,
-            Err(e) => return Err(e),
-        };
-        if item.expanded {
-            match rustix::fs::unlinkat(&parent, &*item.name, AtFlags::REMOVEDIR) {
-                Ok(()) | Err(Errno::NOENT) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let opened = match open_dir_at(parent.as_fd(), &item.name) {
-            // A directory without read/search permission for its (non-root) owner, as
-            // images have (0555 trees, 0000 dirs): grant it, it is going away anyway.
-            Err(e) if errno_of(&e) == Some(Errno::ACCESS) => {
-                let path_fd = open_path_at(parent.as_fd(), &item.name)?;
-                rustix::fs::chmodat(
-                    rustix::fs::CWD,
-                    &*proc_fd_path(path_fd.as_fd(), None),
-                    Mode::from_raw_mode(0o700),
-                    AtFlags::empty(),
-                )?;
-                open_dir_at(parent.as_fd(), &item.name)
-            }
-            other => other,
-        };
-        let fd = match opened {
-            Ok(fd) => fd,
-            Err(e) if errno_of(&e) == Some(Errno::NOENT) => continue,
-            // Replaced by a non-directory since it was listed: unlink that instead.
-            Err(e) if matches!(errno_of(&e), Some(Errno::NOTDIR | Errno::LOOP)) => {
-                match rustix::fs::unlinkat(&parent, &*item.name, AtFlags::empty()) {
-                    Ok(()) | Err(Errno::NOENT) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        let this = item.parent.child(dir, item.name.to_bytes())?;
-        stack.push(Pending {
-            parent: item.parent,
-            name: item.name,
-            expanded: true,
-        });
-        let meta = fstat(fd.as_fd())?;
-        if meta.perm & 0o700 != 0o700 && !is_root() {
-            // Unlinking entries needs write and search permission on the directory.
-            rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.perm | 0o700))?;
-        }
-        for child in list_dir(fd.as_fd())? {
-            match rustix::fs::unlinkat(&fd, &*child, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(Errno::ISDIR) | Err(Errno::PERM) => {
-                    stack.push(Pending {
-                        parent: this.clone(),
-                        name: child,
-                        expanded: false,
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Removes everything inside the directory `dir`.
-pub fn clear_dir(dir: BorrowedFd<'_>) -> io::Result<()> {
-    for child in list_dir(dir)? {
-        remove_all_at(dir, &child)?;
-    }
-    Ok(())
-}
-
 /// Reads a symlink's target, relative to a dir fd.
 pub fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
@@ -290,58 +193,6 @@ pub fn is_root() -> bool {
 }
 
 /// An errno as an `io::Error`, for matching.
-pub(crate) fn errno_of(e: &io::Error) -> Option<rustix::io::Errno> {
+pub fn errno_of(e: &io::Error) -> Option<rustix::io::Errno> {
     e.raw_os_error().map(rustix::io::Errno::from_raw_os_error)
-}
-
-/// A directory below a walk root, reopened on demand. Walks keep these instead of open
-/// fds so that depth costs no descriptors; to keep every reopen under `PATH_MAX`, a
-/// directory whose path from its anchor would grow past [`DirRef::MAX_REL`] bytes becomes
-/// an anchor itself (its fd is held, shared by its descendants).
-#[derive(Debug, Clone, Default)]
-pub struct DirRef {
-    anchor: Option<std::sync::Arc<OwnedFd>>,
-    rel: Vec<u8>,
-}
-
-impl DirRef {
-    /// Longest path reopened in one lookup.
-    pub const MAX_REL: usize = 2048;
-
-    /// The walk root itself.
-    pub fn root() -> Self {
-        DirRef::default()
-    }
-
-    /// The child directory `name` of this one.
-    pub fn child(&self, root: BorrowedFd<'_>, name: &[u8]) -> io::Result<DirRef> {
-        if self.rel.len() + 1 + name.len() > Self::MAX_REL {
-            let parent = self.open(root)?;
-            let fd = open_dir_at(parent.as_fd(), &component(name)?)?;
-            return Ok(DirRef {
-                anchor: Some(std::sync::Arc::new(fd)),
-                rel: Vec::new(),
-            });
-        }
-        let mut rel = self.rel.clone();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(name);
-        Ok(DirRef {
-            anchor: self.anchor.clone(),
-            rel,
-        })
-    }
-
-    /// Opens the directory (readable, never through a final symlink), resolving inside its
-    /// anchor (or `root`).
-    pub fn open(&self, root: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-        let base = self.anchor.as_deref().map(|f| f.as_fd()).unwrap_or(root);
-        crate::safe_root::open_beneath(
-            base,
-            &self.rel,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-        )
-    }
 }
