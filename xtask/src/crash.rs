@@ -462,7 +462,7 @@ impl Campaign<'_> {
             }
             4 => {
                 let image = self.image.display().to_string();
-                let out = self.cmd("load", &["load", &image])?;
+                let out = self.cmd("load", &["--json", "load", &image])?;
                 if out
                     .stdout
                     .lines()

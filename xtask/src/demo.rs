@@ -59,8 +59,15 @@ pub fn run(args: &[String]) -> Result<()> {
     ));
 
     // 2. Load it.
-    let top = ctl.out(&["load", archive.to_str().context("archive path")?])?;
-    let top = top.trim().to_owned();
+    let loaded: serde_json::Value = serde_json::from_str(&ctl.out(&[
+        "--json",
+        "load",
+        archive.to_str().context("archive path")?,
+    ])?)?;
+    let top = loaded[0]["top_layer"]
+        .as_str()
+        .context("load reported no top layer")?
+        .to_owned();
     let info: serde_json::Value = serde_json::from_str(&ctl.out(&["--json", "info"])?)?;
     let driver_used = info["driver"].as_str().unwrap_or("?").to_owned();
     say(&format!(

@@ -101,7 +101,10 @@ fn reads_the_fixture_as_docker_lists_it() {
         Some("2026-11-28T02:32:02.021309492Z")
     );
     assert!(committed.config.is_valid_parent(&v1.config));
-    assert_eq!(store.children(&v1.id).unwrap(), std::slice::from_ref(&committed.id));
+    assert_eq!(
+        store.children(&v1.id).unwrap(),
+        std::slice::from_ref(&committed.id)
+    );
 
     let repos = store.repositories().unwrap();
     let tags: Vec<(String, String)> = repos

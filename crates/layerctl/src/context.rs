@@ -8,6 +8,8 @@ use clap::{ArgAction, Args, ValueEnum};
 use layer_digest::ChainId;
 use layer_store::{LayerRef, Store, StoreOptions};
 
+use crate::images::Images;
+
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
@@ -88,10 +90,12 @@ pub fn default_root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/layerctl"))
 }
 
-/// What a command runs with: the open store and the output settings.
+/// What a command runs with: the open store, its images and the output settings.
 #[derive(Debug)]
 pub struct Context {
     pub store: Store,
+    /// The root's images, each holding a reference on its top layer.
+    pub images: Images,
     pub json: bool,
     /// Progress bars are drawn (stderr is a terminal and not `-q`).
     pub progress: bool,
@@ -110,8 +114,10 @@ impl Context {
             args.sync_data || std::env::var_os("LAYERCTL_SYNC_DATA").is_some_and(|v| v == "1");
         let store =
             Store::open(opts).with_context(|| format!("open layer store at {}", root.display()))?;
+        let images = Images::open(&store);
         Ok(Context {
             store,
+            images,
             json: args.json,
             progress: !args.quiet && std::io::stderr().is_terminal(),
         })

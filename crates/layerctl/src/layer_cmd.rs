@@ -217,10 +217,26 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<()> {
 
 /// Removes a layer nobody builds on, then whatever of its parents that leaves unused.
 ///
-/// Refuses while a child layer or an RW layer uses it: in the store's moby-style counting
+/// Refuses while an image holds it (anywhere in the image's chain), or while a child layer
+/// or an RW layer uses it: in the store's moby-style counting
 /// the release would only drop the child's count, and the user asked for a removal.
 pub fn rm(ctx: &Context, args: RmArgs) -> Result<()> {
     let id = ctx.resolve_layer(&args.chain)?;
+    let images = ctx.images.users_of(&id);
+    if !images.is_empty() {
+        let repos = ctx.images.repositories().ok();
+        let names: Vec<String> = images
+            .iter()
+            .map(|i| match &repos {
+                Some(r) => ctx.images.label(r, i),
+                None => i.short().to_owned(),
+            })
+            .collect();
+        bail!(
+            "layer {id} is in use by image(s): {}; remove them first (layerctl rmi)",
+            names.join(", ")
+        );
+    }
     let children: Vec<ChainId> = ctx
         .store
         .map()

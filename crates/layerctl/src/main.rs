@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! $ layerctl --root ./r load image.tar            # docker save, OCI layout or OCI archive
-//! sha256:e8926eb5…                                # the top chain ID
+//! Loaded image: app:v1                            # as docker load; --json gives IDs and top layers
+//! $ layerctl --root ./r images                    # REPOSITORY TAG IMAGE ID TOP LAYER CREATED SIZE
 //! $ layerctl --root ./r rw create c1 --parent sha256:e8926eb5 --init
 //! 7cbd08a7…                                       # the mount ID
 //! $ cd "$(layerctl --root ./r rw mount c1)" && echo hi > new && cd - && layerctl --root ./r rw unmount c1
@@ -23,7 +24,11 @@
 //! Subcommands are grouped by area; each group lives in its own module:
 //!
 //! * `layer_cmd`: `import`, `ls`, `inspect`, `export`, `rm`, `commit`.
-//! * `load`: `load` of `docker save` archives and OCI layouts/archives.
+//! * `load`: `load` of `docker save` archives and OCI layouts/archives, recording the images
+//!   and tags in Docker's imagedb and `repositories.json`.
+//! * `image_cmd`, `save`: `images`, `tag`, `rmi`, `save` (a `docker save` archive).
+//! * `images`: the root's images, each holding a reference on its top layer while the
+//!   command runs (as dockerd's image store does), so no release deletes an image's layers.
 //! * `rw_cmd`: `rw create|ls|mount|unmount|changes|diff|rm`.
 //! * `maint_cmd`: `check`, `gc`, `info`.
 //! * `tarsplit_cmd`: `tar-split disasm|asm|checksize`, a drop-in for Go's `tar-split` CLI.
@@ -36,7 +41,7 @@
 //! is deleted by the next release that reaches it. A CLI user expects layers to stay until
 //! `layerctl rm`, so commands that release anything first take (and keep) references on the
 //! layers that must survive: `rw rm` pins the parent, a failed `load` pins what existed
-//! before it, and `rm` refuses layers with children or RW layers on them.
+//! before it, and `rm` refuses layers with children, RW layers or images on them.
 
 use std::process::ExitCode;
 
@@ -52,6 +57,8 @@ macro_rules! outln {
 
 mod compression;
 mod context;
+mod image_cmd;
+mod images;
 mod initlayer;
 mod layer_cmd;
 mod load;
@@ -59,6 +66,7 @@ mod maint_cmd;
 mod output;
 mod progress;
 mod rw_cmd;
+mod save;
 mod tarsplit_cmd;
 
 use context::GlobalArgs;
@@ -98,6 +106,14 @@ enum Command {
     Gc,
     /// Show the driver, its status, counts and the root.
     Info,
+    /// List images (docker's `image/<driver>/imagedb` and `repositories.json`).
+    Images(image_cmd::ImagesArgs),
+    /// Point a tag at an image (moving it from another image).
+    Tag(image_cmd::TagArgs),
+    /// Untag images, and delete those left without tags with the layers nothing else uses.
+    Rmi(image_cmd::RmiArgs),
+    /// Write images as a `docker save` archive that `docker load` accepts.
+    Save(save::SaveArgs),
     /// Disassemble and reassemble tar archives (compatible with Go's tar-split).
     #[command(name = "tar-split")]
     TarSplit(tarsplit_cmd::TarSplitArgs),
@@ -172,6 +188,10 @@ fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         Command::Check(a) => maint_cmd::check(&ctx, a),
         Command::Gc => maint_cmd::gc(&ctx),
         Command::Info => maint_cmd::info(&ctx),
+        Command::Images(a) => image_cmd::images(&ctx, a),
+        Command::Tag(a) => image_cmd::tag(&ctx, a),
+        Command::Rmi(a) => image_cmd::rmi(&ctx, a),
+        Command::Save(a) => save::run(&ctx, a),
         Command::TarSplit(_) => unreachable!("handled before the store is opened"),
     }
 }

@@ -234,11 +234,24 @@ fn missing_layer_and_bad_arguments_fail_with_one_error_line() {
     assert!(!out_file.exists());
 }
 
-/// Loads `input` into a fresh root; returns stdout and the root's `ls --json`.
+/// The top chain ID of the last image a `--json load` reports.
+fn loaded_top(out: std::process::Output) -> String {
+    let v = json(out);
+    v.as_array().unwrap().last().unwrap()["top_layer"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Loads `input` into a fresh root; returns the top chain ID and the root's `ls --json`.
 fn load_fresh(driver: &str, input: &Path) -> (String, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let top = ok(run(cmd(&root, driver, &["load", input.to_str().unwrap()])));
+    let top = loaded_top(run(cmd(
+        &root,
+        driver,
+        &["--json", "load", input.to_str().unwrap()],
+    )));
     let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
     assert_check_clean(&root, driver);
     (top, ls)
@@ -303,12 +316,16 @@ fn load_docker_save_and_oci_in_every_layout_and_compression() {
             cmd(&root, driver, &["load", "-"]),
             &docker_save(&layers, &diffs, SaveLayout::Legacy),
         ));
-        assert_eq!(top.trim(), chains[2]);
+        assert_eq!(top, "Loaded image: test:v1\n");
         // Loading again is a no-op that prints the same chain.
         let f = dir2.path().join("img.tar");
         std::fs::write(&f, docker_save(&layers, &diffs, SaveLayout::Blobs)).unwrap();
-        let top = ok(run(cmd(&root, driver, &["load", f.to_str().unwrap()])));
-        assert_eq!(top.trim(), chains[2]);
+        let top = loaded_top(run(cmd(
+            &root,
+            driver,
+            &["--json", "load", f.to_str().unwrap()],
+        )));
+        assert_eq!(top, chains[2]);
         assert_eq!(
             json(run(cmd(&root, driver, &["--json", "ls"])))
                 .as_array()

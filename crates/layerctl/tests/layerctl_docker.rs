@@ -147,8 +147,31 @@ fn docker_data_root_fixture() {
     let out = run(in_root(&root, &["export", committed.trim()]));
     assert_eq!(sha256(&out.stdout), ins["diff_id"].as_str().unwrap());
     let saved = fixture_dir().join("saved-committed.tar.gz");
+    // Docker's images are read from its imagedb: both listed, and their layers held.
+    let images = json(run(in_root(&root, &["--json", "images"])));
+    let mut tags: Vec<(String, String)> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["repo_tags"][0].as_str().unwrap().to_owned(),
+                i["top_layer"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            ("peerchain:committed".to_owned(), COMMITTED.to_owned()),
+            ("peerchain:v1".to_owned(), L3.to_owned())
+        ]
+    );
+    let e = fails(run(in_root(&root, &["rm", L1])));
+    assert!(e.contains("peerchain:"), "{e}");
     let top = ok(run(in_root(&root, &["load", saved.to_str().unwrap()])));
-    assert_eq!(top.trim(), COMMITTED);
+    assert_eq!(top, "Loaded image: peerchain:committed\n");
     assert_eq!(ok(run(in_root(&root, &["gc"]))).trim(), "nothing to remove");
     // Removing a container keeps the image layers.
     ok(run(in_root(&root, &["rw", "rm", created])));
@@ -212,12 +235,17 @@ fn peer_chain_gets_dockers_chain_ids() {
     for driver in drivers() {
         for (input, top) in &inputs {
             let root = tempfile::tempdir().unwrap();
-            let out = ok(run({
+            let out = json(run({
                 let mut c = ctl(root.path(), driver);
-                c.arg("load").arg(input);
+                c.args(["--json", "load"]).arg(input);
                 c
             }));
-            assert_eq!(out.trim(), *top, "{driver} {}", input.display());
+            assert_eq!(
+                out[0]["top_layer"].as_str().unwrap(),
+                *top,
+                "{driver} {}",
+                input.display()
+            );
             let ls = json(run({
                 let mut c = ctl(root.path(), driver);
                 c.args(["--json", "ls"]);

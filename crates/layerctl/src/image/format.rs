@@ -3,6 +3,7 @@
 
 use std::io::Read;
 
+use image_meta::{ImageConfig, ImageId, Reference};
 use layer_digest::{DiffId, Digest, Digester};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -16,11 +17,21 @@ pub const MAX_JSON: u64 = 4 << 20;
 /// Deepest nesting of OCI indexes followed.
 const MAX_INDEX_DEPTH: usize = 4;
 
-/// One image to load: its layers, bottom first, each with the DiffID its config promises.
+/// One image to load: its config, tags and layers, bottom first, each with the DiffID its
+/// config promises. Everything here was checked as Docker checks it before anything is
+/// written: the config by Docker's rules, the tags by its reference grammar.
 #[derive(Debug)]
 pub struct ImagePlan {
     /// How to call it in messages (a tag, or the config's digest).
     pub name: String,
+    /// The config's exact bytes (at most [`MAX_JSON`]).
+    pub config: Vec<u8>,
+    /// The image ID: the config's sha256.
+    pub id: ImageId,
+    /// The tags to point at it, normalised (`docker.io/library/busybox:latest`).
+    pub tags: Vec<Reference>,
+    /// The parent image a `docker save` manifest names (`Parent`), if any.
+    pub parent: Option<ImageId>,
     pub layers: Vec<LayerPlan>,
 }
 
@@ -35,9 +46,8 @@ pub struct LayerPlan {
     pub blob_digest: Option<Digest>,
 }
 
-/// Reads member `name` as JSON, refusing documents over [`MAX_JSON`]; returns the bytes'
-/// digest too.
-fn read_json<T: DeserializeOwned>(source: &Source, name: &str) -> Result<(T, Digest), LoadError> {
+/// Reads member `name` whole, refusing documents over [`MAX_JSON`].
+fn read_bytes(source: &Source, name: &str) -> Result<Vec<u8>, LoadError> {
     let (reader, size) = source.open(name)?;
     if size > MAX_JSON {
         return Err(LoadError::TooLarge(name.to_owned(), size));
@@ -50,42 +60,82 @@ fn read_json<T: DeserializeOwned>(source: &Source, name: &str) -> Result<(T, Dig
     if bytes.len() as u64 > MAX_JSON {
         return Err(LoadError::TooLarge(name.to_owned(), bytes.len() as u64));
     }
+    Ok(bytes)
+}
+
+/// Reads member `name` as JSON, refusing documents over [`MAX_JSON`]; returns the bytes'
+/// digest too.
+fn read_json<T: DeserializeOwned>(source: &Source, name: &str) -> Result<(T, Digest), LoadError> {
+    let bytes = read_bytes(source, name)?;
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| LoadError::BadJson(name.to_owned(), e.to_string()))?;
     Ok((value, Digester::sha256_of(&bytes)))
 }
 
-#[derive(Debug, Deserialize)]
-struct ImageConfig {
-    rootfs: RootFs,
-}
-
-#[derive(Debug, Deserialize)]
-struct RootFs {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    diff_ids: Vec<String>,
-}
-
-fn config_diff_ids(source: &Source, name: &str) -> Result<(Vec<DiffId>, Digest), LoadError> {
-    let (config, digest): (ImageConfig, Digest) = read_json(source, name)?;
-    if config.rootfs.kind != "layers" {
+/// Reads and checks an image config as Docker's load does: Docker's own rules (see
+/// [`ImageConfig::parse`]), an OS this host runs (empty or `linux`), and, where the member is
+/// named after a digest (`<hex>.json`, `blobs/sha256/<hex>`), content that hashes to it.
+fn read_config(source: &Source, name: &str) -> Result<(ImageConfig, Vec<u8>, ImageId), LoadError> {
+    let bytes = read_bytes(source, name)?;
+    let config = ImageConfig::parse(&bytes, name)
+        .map_err(|e| LoadError::BadJson(name.to_owned(), bad_config_reason(e)))?;
+    if !config.os.is_empty() && config.os != "linux" {
         return Err(LoadError::BadJson(
             name.to_owned(),
-            format!("rootfs type is {:?}, not \"layers\"", config.rootfs.kind),
+            format!("cannot load {} image on linux", config.os),
         ));
     }
-    let ids = config
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| {
-            d.parse::<DiffId>()
-                .map_err(|e| LoadError::BadJson(name.to_owned(), format!("diff_id {d:?}: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((ids, digest))
+    let id = ImageId::of_config(&bytes);
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let named_hex = base.strip_suffix(".json").unwrap_or(base);
+    if named_hex.len() == 64
+        && named_hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && named_hex != id.hex()
+    {
+        return Err(LoadError::BlobDigest {
+            blob: name.to_owned(),
+            expected: format!("sha256:{named_hex}"),
+            actual: id.to_string(),
+        });
+    }
+    Ok((config, bytes, id))
+}
+
+fn bad_config_reason(e: image_meta::Error) -> String {
+    match e {
+        image_meta::Error::BadConfig { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// A tag as `docker load` takes it from `RepoTags` (or an OCI name annotation): Docker's
+/// normalised grammar, with a tag and without a digest.
+fn parse_tag(what: &str, tag: &str) -> Result<Reference, LoadError> {
+    let r = Reference::parse_normalized(tag)
+        .map_err(|e| LoadError::BadJson(what.to_owned(), format!("invalid tag {tag:?}: {e}")))?;
+    if r.tag().is_none() || r.digest().is_some() {
+        return Err(LoadError::BadJson(
+            what.to_owned(),
+            format!("invalid tag {tag:?}: want name:tag"),
+        ));
+    }
+    Ok(r)
+}
+
+/// Refuses a tag claimed twice in one archive (by one image or two).
+fn check_unique_tags(plans: &[ImagePlan]) -> Result<(), LoadError> {
+    let mut seen = std::collections::HashSet::new();
+    for plan in plans {
+        for t in &plan.tags {
+            if !seen.insert(t.to_string()) {
+                return Err(LoadError::BadJson(
+                    "manifest".into(),
+                    format!("tag {} is claimed twice", t.familiar_string()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `docker save`'s `manifest.json` entry.
@@ -97,6 +147,8 @@ struct DockerManifest {
     repo_tags: Option<Vec<String>>,
     #[serde(rename = "Layers")]
     layers: Vec<String>,
+    #[serde(rename = "Parent", default)]
+    parent: Option<String>,
 }
 
 /// The images of a `docker save` archive (legacy `<id>/layer.tar` members, or docker ≥ 25's
@@ -111,25 +163,40 @@ pub fn docker_save(source: &Source) -> Result<Vec<ImagePlan>, LoadError> {
     }
     let mut plans = Vec::new();
     for m in manifests {
-        let (diff_ids, config_digest) = config_diff_ids(source, &m.config)?;
-        if diff_ids.len() != m.layers.len() {
+        let (config, bytes, id) = read_config(source, &m.config)?;
+        if config.diff_ids.len() != m.layers.len() {
             return Err(LoadError::LayerCount {
                 image: m.config.clone(),
                 layers: m.layers.len(),
-                diff_ids: diff_ids.len(),
+                diff_ids: config.diff_ids.len(),
             });
         }
-        let name = m
+        let tags = m
             .repo_tags
-            .as_ref()
-            .and_then(|t| t.first().cloned())
-            .unwrap_or_else(|| config_digest.to_string());
+            .iter()
+            .flatten()
+            .map(|t| parse_tag("manifest.json", t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let parent = match m.parent.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(p.parse::<ImageId>().map_err(|e| {
+                LoadError::BadJson("manifest.json".into(), format!("Parent {p:?}: {e}"))
+            })?),
+        };
+        let name = tags
+            .first()
+            .map(Reference::familiar_string)
+            .unwrap_or_else(|| id.to_string());
         plans.push(ImagePlan {
             name,
+            config: bytes,
+            id,
+            tags,
+            parent,
             layers: m
                 .layers
                 .into_iter()
-                .zip(diff_ids)
+                .zip(config.diff_ids)
                 .map(|(path, diff_id)| LayerPlan {
                     path,
                     diff_id,
@@ -138,6 +205,7 @@ pub fn docker_save(source: &Source) -> Result<Vec<ImagePlan>, LoadError> {
                 .collect(),
         });
     }
+    check_unique_tags(&plans)?;
     Ok(plans)
 }
 
@@ -209,6 +277,7 @@ pub fn oci(source: &Source) -> Result<Vec<ImagePlan>, LoadError> {
             format!("no image for linux/{}", host_arch()),
         ));
     }
+    check_unique_tags(&plans)?;
     Ok(plans)
 }
 
@@ -248,39 +317,50 @@ fn walk_index(
             walk_index(source, &path, &doc, depth + 1, plans)?;
             continue;
         }
-        let name = desc
-            .annotations
-            .as_ref()
-            .and_then(|a| {
-                a.get("io.containerd.image.name")
-                    .or_else(|| a.get("org.opencontainers.image.ref.name"))
-                    .cloned()
-            })
-            .unwrap_or_else(|| digest.to_string());
-        plans.push(manifest_plan(source, &path, &doc, name)?);
+        plans.push(manifest_plan(source, &path, &doc, oci_tag(desc)?)?);
     }
     Ok(())
+}
+
+/// The tag an OCI manifest descriptor names: containerd's `io.containerd.image.name` (a full
+/// reference), else an `org.opencontainers.image.ref.name` that is a whole `name:tag` (a bare
+/// tag such as `latest` names no repository and is ignored, as docker does).
+fn oci_tag(desc: &Descriptor) -> Result<Option<Reference>, LoadError> {
+    let Some(a) = desc.annotations.as_ref() else {
+        return Ok(None);
+    };
+    if let Some(name) = a.get("io.containerd.image.name") {
+        return parse_tag("index.json", name).map(Some);
+    }
+    Ok(a.get("org.opencontainers.image.ref.name")
+        .filter(|n| n.contains(':'))
+        .and_then(|n| parse_tag("index.json", n).ok()))
 }
 
 fn manifest_plan(
     source: &Source,
     path: &str,
     manifest: &IndexOrManifest,
-    name: String,
+    tag: Option<Reference>,
 ) -> Result<ImagePlan, LoadError> {
-    let config = manifest
+    let config_desc = manifest
         .config
         .as_ref()
         .ok_or_else(|| LoadError::BadJson(path.into(), "manifest has no config".into()))?;
-    let (config_path, config_digest) = blob_path(&config.digest)?;
-    let (diff_ids, actual) = config_diff_ids(source, &config_path)?;
-    if actual != config_digest {
+    let (config_path, config_digest) = blob_path(&config_desc.digest)?;
+    let (config, bytes, id) = read_config(source, &config_path)?;
+    if id.digest() != &config_digest {
         return Err(LoadError::BlobDigest {
             blob: config_path,
             expected: config_digest.to_string(),
-            actual: actual.to_string(),
+            actual: id.to_string(),
         });
     }
+    let name = tag
+        .as_ref()
+        .map(Reference::familiar_string)
+        .unwrap_or_else(|| id.to_string());
+    let diff_ids = config.diff_ids;
     let layers = manifest.layers.as_deref().unwrap_or_default();
     if layers.len() != diff_ids.len() {
         return Err(LoadError::LayerCount {
@@ -305,5 +385,12 @@ fn manifest_plan(
             blob_digest: Some(digest),
         });
     }
-    Ok(ImagePlan { name, layers: out })
+    Ok(ImagePlan {
+        name,
+        config: bytes,
+        id,
+        tags: tag.into_iter().collect(),
+        parent: None,
+        layers: out,
+    })
 }

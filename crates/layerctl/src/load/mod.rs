@@ -9,13 +9,15 @@
 //! Streaming: an archive file is indexed in place and each layer read straight from it; stdin
 //! and compressed archives are first spooled to an unnamed temporary file under the root.
 
+mod record;
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use layer_digest::{ChainId, DigestReader, chain_id};
 use layer_store::LayerRef;
@@ -42,22 +44,53 @@ pub fn run(ctx: &Context, args: LoadArgs) -> Result<()> {
     let source = open_source(ctx, &args.input)?;
     let plans =
         image::plan(&source, &args.input).with_context(|| format!("load {}", args.input))?;
+    // Everything that can be checked without the layers' content is checked before the
+    // first write: the configs and tags (in `plan`), the parent links, and the tag file.
+    let parents = parent_links(&plans).with_context(|| format!("load {}", args.input))?;
+    let repos = ctx.images.repositories()?;
 
     let mut loader = Loader::new(ctx, usize::from(args.parallel_layers));
-    let result = loader.load_all(&source, &plans);
+    let result = loader
+        .load_all(&source, &plans)
+        .and_then(|tops| record::images(ctx, &plans, &tops, &parents, repos));
     match result {
-        Ok(tops) => {
+        Ok(loaded) => {
             loader.keep();
-            for top in tops {
-                outln!("{top}");
-            }
-            Ok(())
+            record::print(ctx, &loaded)
         }
         Err(e) => {
             loader.roll_back();
             Err(e).with_context(|| format!("load {}", args.input))
         }
     }
+}
+
+/// The `Parent` links of a `docker save` manifest that docker keeps: a parent that is
+/// another image of the same archive (others are dropped, as docker's
+/// `validatedParentLinks` does) and whose history is the child's minus one entry (else the
+/// archive is refused: docker fails on it, after writing).
+fn parent_links(plans: &[ImagePlan]) -> Result<Vec<Option<usize>>> {
+    let mut links = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let Some(parent) = &plan.parent else {
+            links.push(None);
+            continue;
+        };
+        let Some(p) = plans
+            .iter()
+            .position(|o| &o.id == parent && o.id != plan.id)
+        else {
+            links.push(None);
+            continue;
+        };
+        let child = image_meta::ImageConfig::parse(&plan.config, plan.id.as_str())?;
+        let parent_config = image_meta::ImageConfig::parse(&plans[p].config, parent.as_str())?;
+        if !child.is_valid_parent(&parent_config) {
+            bail!("image {parent} is not a valid parent for {}", plan.id);
+        }
+        links.push(Some(p));
+    }
+    Ok(links)
 }
 
 /// Opens the input as a [`Source`]: a directory as is, a plain tar in place, stdin or a
@@ -220,7 +253,9 @@ impl<'a> Loader<'a> {
         }
     }
 
-    fn load_all(&mut self, source: &Source, plans: &[ImagePlan]) -> Result<Vec<ChainId>> {
+    /// Registers every image's layers; returns each image's top chain ID (`None` for an image
+    /// without layers), in plan order.
+    fn load_all(&mut self, source: &Source, plans: &[ImagePlan]) -> Result<Vec<Option<ChainId>>> {
         let mut total = 0;
         for plan in plans {
             for layer in &plan.layers {
@@ -247,12 +282,10 @@ impl<'a> Loader<'a> {
                     other => break other?,
                 }
             };
-            match top {
-                Some(top) => tops.push(top),
-                None => {
-                    tracing::warn!(image = plan.name, "image has no layers");
-                }
+            if top.is_none() {
+                tracing::warn!(image = plan.name, "image has no layers");
             }
+            tops.push(top);
         }
         bar.finish_and_clear();
         Ok(tops)

@@ -1,0 +1,556 @@
+//! Images: `load` records them in Docker's imagedb and `repositories.json`, `images`, `tag`,
+//! `rmi` and `save` work on them, `rm` refuses their layers, and bad input changes nothing.
+
+mod layerctl_util;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use layerctl_util::*;
+
+fn cmd(root: &Path, driver: &str, args: &[&str]) -> std::process::Command {
+    let mut c = ctl(root, driver);
+    c.args(args);
+    c
+}
+
+/// An image config over `diff_ids`, made distinct by `cmd`.
+fn config(diff_ids: &[String], cmd: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": [cmd]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+/// One image of a hand-made `docker save` archive.
+struct Img {
+    config: Vec<u8>,
+    tags: Vec<&'static str>,
+    layers: Vec<Vec<u8>>,
+}
+
+/// A legacy `docker save` archive of `images` (layer members named by DiffID).
+fn save_archive(images: &[Img]) -> Vec<u8> {
+    let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut manifest = Vec::new();
+    for img in images {
+        let cfg = format!("{}.json", &sha256(&img.config)[7..]);
+        members.insert(cfg.clone(), img.config.clone());
+        let mut names = Vec::new();
+        for l in &img.layers {
+            let name = format!("{}/layer.tar", &sha256(l)[7..]);
+            members.insert(name.clone(), l.clone());
+            names.push(name);
+        }
+        manifest.push(serde_json::json!({"Config": cfg, "RepoTags": img.tags, "Layers": names}));
+    }
+    members.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    );
+    archive(&members.into_iter().collect::<Vec<_>>())
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Every path under the root and the bytes of every image metadata file.
+fn state(
+    root: &Path,
+) -> (
+    std::collections::BTreeSet<PathBuf>,
+    BTreeMap<PathBuf, Vec<u8>>,
+) {
+    let paths = snapshot(root);
+    let files = paths
+        .iter()
+        .filter(|p| p.starts_with("image") && !p.starts_with_layerdb())
+        .filter(|p| root.join(p).is_file())
+        .map(|p| (p.clone(), std::fs::read(root.join(p)).unwrap()))
+        .collect();
+    (paths, files)
+}
+
+trait LayerdbPath {
+    fn starts_with_layerdb(&self) -> bool;
+}
+impl LayerdbPath for PathBuf {
+    fn starts_with_layerdb(&self) -> bool {
+        self.components().any(|c| c.as_os_str() == "layerdb")
+    }
+}
+
+fn images_json(root: &Path, driver: &str) -> Vec<serde_json::Value> {
+    json(run(cmd(root, driver, &["--json", "images"])))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn load_records_images_tags_and_moves_a_retag() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    let c1 = config(&diffs, "one");
+    let c2 = config(&diffs[..2], "two");
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let a = write(
+            dir.path(),
+            "a.tar",
+            &save_archive(&[Img {
+                config: c1.clone(),
+                tags: vec!["app:v1", "docker.io/library/app:stable"],
+                layers: layers.clone(),
+            }]),
+        );
+        let out = ok(run(cmd(&root, driver, &["load", a.to_str().unwrap()])));
+        assert_eq!(out, "Loaded image: app:v1\nLoaded image: app:stable\n");
+        let id1 = sha256(&c1);
+        // Docker's files, Docker's bytes.
+        let image_dir = root.join("image").join(driver);
+        assert_eq!(
+            std::fs::read(image_dir.join("imagedb/content/sha256").join(&id1[7..])).unwrap(),
+            c1
+        );
+        assert_eq!(
+            std::fs::read_to_string(image_dir.join("repositories.json")).unwrap(),
+            format!(r#"{{"Repositories":{{"app":{{"app:stable":"{id1}","app:v1":"{id1}"}}}}}}"#)
+        );
+        let list = images_json(&root, driver);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["id"], id1);
+        assert_eq!(list[0]["top_layer"], chains[2]);
+        assert_eq!(
+            list[0]["repo_tags"],
+            serde_json::json!(["app:stable", "app:v1"])
+        );
+        assert_eq!(list[0]["created"], "2024-01-01T00:00:00Z");
+        let table = ok(run(cmd(&root, driver, &["images"])));
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("app") && l.contains(&id1[7..19])),
+            "{table}"
+        );
+
+        // Re-tagging moves the tag; the first image keeps its other tag. An image without
+        // tags is reported by ID.
+        let b = write(
+            dir.path(),
+            "b.tar",
+            &save_archive(&[
+                Img {
+                    config: c2.clone(),
+                    tags: vec!["app:v1"],
+                    layers: layers[..2].to_vec(),
+                },
+                Img {
+                    config: config(&diffs[..1], "three"),
+                    tags: vec![],
+                    layers: layers[..1].to_vec(),
+                },
+            ]),
+        );
+        let out = ok(run(cmd(&root, driver, &["load", b.to_str().unwrap()])));
+        let id2 = sha256(&c2);
+        let id3 = sha256(&config(&diffs[..1], "three"));
+        assert_eq!(
+            out,
+            format!(
+                "The image app:v1 already exists, renaming the old one with ID {id1} to empty string\nLoaded image: app:v1\nLoaded image ID: {id3}\n"
+            )
+        );
+        let list = images_json(&root, driver);
+        let tags_of = |id: &str| list.iter().find(|i| i["id"] == id).unwrap()["repo_tags"].clone();
+        assert_eq!(tags_of(&id1), serde_json::json!(["app:stable"]));
+        assert_eq!(tags_of(&id2), serde_json::json!(["app:v1"]));
+        assert_eq!(tags_of(&id3), serde_json::json!([]));
+
+        // rm refuses a layer any image holds, anywhere in its chain, and names the images.
+        let e = fails(run(cmd(&root, driver, &["rm", &chains[0]])));
+        assert!(
+            e.contains("app:stable") && e.contains("app:v1") && e.contains(&id3[7..19]),
+            "{e}"
+        );
+
+        // rmi of a tag with others left only untags; of the last tag deletes the image and
+        // the layers no other image holds.
+        let out = ok(run(cmd(&root, driver, &["rmi", "app:stable"])));
+        assert_eq!(
+            out,
+            format!(
+                "Untagged: app:stable\nDeleted: {id1}\nDeleted: {}\n",
+                chains[2]
+            )
+        );
+        let out = ok(run(cmd(&root, driver, &["rmi", &id3[7..20]])));
+        assert_eq!(out, format!("Deleted: {id3}\n"));
+        // tag by ID prefix, then rmi by full ID (two tags in one repository: no force needed).
+        ok(run(cmd(&root, driver, &["tag", &id2[7..14], "app:latest"])));
+        ok(run(cmd(&root, driver, &["tag", "app", "other/app:x"])));
+        let e = fails(run(cmd(&root, driver, &["rmi", &id2])));
+        assert!(e.contains("referenced in multiple repositories"), "{e}");
+        ok(run(cmd(&root, driver, &["rmi", "other/app:x"])));
+        let out = ok(run(cmd(&root, driver, &["rmi", &id2[7..]])));
+        assert_eq!(
+            out,
+            format!(
+                "Untagged: app:latest\nUntagged: app:v1\nDeleted: {id2}\nDeleted: {}\nDeleted: {}\n",
+                chains[1], chains[0]
+            )
+        );
+        assert!(images_json(&root, driver).is_empty());
+        assert!(
+            json(run(cmd(&root, driver, &["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            std::fs::read_to_string(image_dir.join("repositories.json")).unwrap(),
+            r#"{"Repositories":{}}"#
+        );
+        assert_check_clean(&root, driver);
+    }
+}
+
+#[test]
+fn rmi_refuses_an_image_under_an_rw_layer_unless_forced() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let a = write(
+        dir.path(),
+        "a.tar",
+        &save_archive(&[Img {
+            config: config(&diffs, "x"),
+            tags: vec!["app:v1"],
+            layers,
+        }]),
+    );
+    ok(run(cmd(&root, "vfs", &["load", a.to_str().unwrap()])));
+    ok(run(cmd(
+        &root,
+        "vfs",
+        &["rw", "create", "c1", "--parent", &chains[2]],
+    )));
+    let before = state(&root);
+    let e = fails(run(cmd(&root, "vfs", &["rmi", "app:v1"])));
+    assert!(e.contains("RW layer") && e.contains("c1"), "{e}");
+    assert_eq!(state(&root), before);
+    // Forced: the image goes, its layers stay under the RW layer.
+    ok(run(cmd(&root, "vfs", &["rmi", "--force", "app:v1"])));
+    assert!(images_json(&root, "vfs").is_empty());
+    assert_eq!(
+        json(run(cmd(&root, "vfs", &["--json", "ls"])))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn save_round_trips_with_layer_tars_equal_to_exports() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    let c1 = config(&diffs, "one");
+    let c2 = config(&diffs[..2], "two");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let a = write(
+        dir.path(),
+        "a.tar",
+        &save_archive(&[
+            Img {
+                config: c1.clone(),
+                tags: vec!["app:v1", "app:v2"],
+                layers: layers.clone(),
+            },
+            Img {
+                config: c2.clone(),
+                tags: vec!["base:1"],
+                layers: layers[..2].to_vec(),
+            },
+        ]),
+    );
+    ok(run(cmd(&root, "vfs", &["load", a.to_str().unwrap()])));
+    let out = dir.path().join("out.tar");
+    // A repository name means all its tags; a second name for the same image adds nothing.
+    ok(run(cmd(
+        &root,
+        "vfs",
+        &[
+            "save",
+            "app",
+            "base:1",
+            &sha256(&c1),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )));
+    let bytes = std::fs::read(&out).unwrap();
+    let mut ar = tar::Archive::new(&bytes[..]);
+    let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        members.insert(name, data);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&members["manifest.json"]).unwrap();
+    assert_eq!(manifest.as_array().unwrap().len(), 2);
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["app:v1", "app:v2"])
+    );
+    assert_eq!(manifest[1]["RepoTags"], serde_json::json!(["base:1"]));
+    assert_eq!(members[&format!("{}.json", &sha256(&c1)[7..])], c1);
+    for (i, chain) in chains.iter().enumerate() {
+        let path = manifest[0]["Layers"][i].as_str().unwrap();
+        let export = run(cmd(&root, "vfs", &["export", chain])).stdout;
+        assert_eq!(members[path], export, "layer {i}");
+        assert_eq!(export, layers[i]);
+    }
+    // To stdout: the same archive.
+    let piped = run(cmd(
+        &root,
+        "vfs",
+        &["save", "app", "base:1", &sha256(&c1), "-o", "-"],
+    ));
+    assert_eq!(piped.stdout, bytes);
+
+    // Loaded elsewhere: the same IDs, tags and layers.
+    let root2 = dir.path().join("root2");
+    let out2 = ok(run(cmd(&root2, "vfs", &["load", out.to_str().unwrap()])));
+    assert_eq!(
+        out2,
+        "Loaded image: app:v1\nLoaded image: app:v2\nLoaded image: base:1\n"
+    );
+    let strip = |v: Vec<serde_json::Value>| -> Vec<(String, String)> {
+        v.iter()
+            .map(|i| (i["id"].to_string(), i["repo_tags"].to_string()))
+            .collect()
+    };
+    assert_eq!(
+        strip(images_json(&root2, "vfs")),
+        strip(images_json(&root, "vfs"))
+    );
+    // Unknown names are refused before anything is written.
+    let e = fails(run(cmd(
+        &root,
+        "vfs",
+        &[
+            "save",
+            "app",
+            "nope:1",
+            "-o",
+            dir.path().join("x.tar").to_str().unwrap(),
+        ],
+    )));
+    assert!(e.contains("nope:1"), "{e}");
+    assert!(!dir.path().join("x.tar").exists());
+}
+
+#[test]
+fn oci_load_records_blob_digests_for_pull_reuse() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let blobs: Vec<Vec<u8>> = layers.iter().map(|l| gzip(l)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, _) = oci_members(&blobs, &diffs);
+    // Name the image as containerd does.
+    for (name, data) in members.iter_mut() {
+        if name == "index.json" {
+            let mut v: serde_json::Value = serde_json::from_slice(data).unwrap();
+            v["manifests"][0]["annotations"] =
+                serde_json::json!({"io.containerd.image.name": "docker.io/library/oci:1"});
+            *data = serde_json::to_vec(&v).unwrap();
+        }
+    }
+    let p = write(dir.path(), "oci.tar", &archive(&members));
+    let root = dir.path().join("root");
+    let out = ok(run(cmd(&root, "vfs", &["load", p.to_str().unwrap()])));
+    assert_eq!(out, "Loaded image: oci:1\n");
+    let dist = root.join("image/vfs/distribution");
+    for (blob, diff) in blobs.iter().zip(&diffs) {
+        let hex = &sha256(blob)[7..];
+        assert_eq!(
+            std::fs::read_to_string(dist.join("diffid-by-digest/sha256").join(hex)).unwrap(),
+            *diff
+        );
+        assert_eq!(
+            std::fs::read_to_string(dist.join("v2metadata-by-diffid/sha256").join(&diff[7..]))
+                .unwrap(),
+            format!(
+                r#"[{{"Digest":"{}","SourceRepository":"docker.io/library/oci","HMAC":""}}]"#,
+                sha256(blob)
+            )
+        );
+    }
+}
+
+/// Bad input: exit 1, one `error:` line, and the store exactly as it was.
+#[test]
+fn bad_images_and_names_change_nothing() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let good = config(&diffs, "good");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let a = write(
+        dir.path(),
+        "a.tar",
+        &save_archive(&[Img {
+            config: config(&diffs[..1], "base"),
+            tags: vec!["app:v1"],
+            layers: layers[..1].to_vec(),
+        }]),
+    );
+    ok(run(cmd(&root, "vfs", &["load", a.to_str().unwrap()])));
+    let img = |config: Vec<u8>, tags: Vec<&'static str>, layers: Vec<Vec<u8>>| Img {
+        config,
+        tags,
+        layers,
+    };
+    let other = |s: &str| config(&diffs, s);
+    // A layer that is not the one the config promises (same count).
+    let mut swapped = layers.clone();
+    swapped.swap(1, 2);
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "diff_ids disagree",
+            save_archive(&[img(good.clone(), vec!["x:1"], swapped)]),
+            "DiffID mismatch",
+        ),
+        (
+            "layer count",
+            save_archive(&[img(good.clone(), vec!["x:1"], layers[..2].to_vec())]),
+            "diff_ids",
+        ),
+        (
+            "invalid tag",
+            save_archive(&[img(good.clone(), vec!["Bad:Tag"], layers.clone())]),
+            "invalid tag",
+        ),
+        (
+            "tag without tag",
+            save_archive(&[img(good.clone(), vec!["x"], layers.clone())]),
+            "invalid tag",
+        ),
+        (
+            "digest as tag",
+            save_archive(&[img(
+                good.clone(),
+                vec!["x@sha256:0c0c732fecfde8fe022171a4178c157432c24ca0bf5fa99e42c51e6ffcce3bba"],
+                layers.clone(),
+            )]),
+            "invalid tag",
+        ),
+        (
+            "duplicate tag",
+            save_archive(&[img(good.clone(), vec!["x:1", "x:1"], layers.clone())]),
+            "claimed twice",
+        ),
+        (
+            "two images one tag",
+            save_archive(&[
+                img(good.clone(), vec!["x:1"], layers.clone()),
+                img(
+                    other("second"),
+                    vec!["docker.io/library/x:1"],
+                    layers.clone(),
+                ),
+            ]),
+            "claimed twice",
+        ),
+        (
+            "windows image",
+            save_archive(&[img(
+                String::from_utf8(good.clone())
+                    .unwrap()
+                    .replace("\"linux\"", "\"windows\"")
+                    .into_bytes(),
+                vec!["x:1"],
+                layers.clone(),
+            )]),
+            "windows",
+        ),
+        (
+            "no rootfs",
+            save_archive(&[img(br#"{"os":"linux"}"#.to_vec(), vec!["x:1"], vec![])]),
+            "RootFS",
+        ),
+        (
+            "bad created",
+            save_archive(&[img(
+                String::from_utf8(good.clone())
+                    .unwrap()
+                    .replace("2024-01-01T00:00:00Z", "yesterday")
+                    .into_bytes(),
+                vec!["x:1"],
+                layers.clone(),
+            )]),
+            "created",
+        ),
+    ];
+    // A config whose name says one digest and whose bytes hash to another.
+    let mut tampered = save_archive(&[img(good.clone(), vec!["x:1"], layers.clone())]);
+    let pos = tampered.windows(7).position(|w| w == b"\"good\"]").unwrap();
+    tampered[pos + 1] = b'G';
+    // The tar header checksum does not cover the data: the archive still reads.
+    cases.push(("tampered config digest", tampered, "digest mismatch"));
+    // A manifest naming a layer member that is not there.
+    let mut members: Vec<(String, Vec<u8>)> =
+        vec![(format!("{}.json", &sha256(&good)[7..]), good.clone())];
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&serde_json::json!([{"Config": format!("{}.json", &sha256(&good)[7..]), "RepoTags": ["x:1"], "Layers": ["a/layer.tar", "b/layer.tar", "c/layer.tar"]}])).unwrap(),
+    ));
+    cases.push(("missing member", archive(&members), "missing"));
+
+    for (what, data, want) in cases {
+        let p = write(dir.path(), "bad.tar", &data);
+        let before = state(&root);
+        let e = fails(run(cmd(&root, "vfs", &["load", p.to_str().unwrap()])));
+        assert!(e.contains(want), "{what}: {e}");
+        assert_eq!(state(&root), before, "{what}: store changed");
+    }
+    let before = state(&root);
+    for args in [
+        vec!["rmi", "nope:1"],
+        vec!["rmi", "app:v1", "nope:1"],
+        vec!["rmi", "0000000"],
+        vec!["tag", "nope:1", "y:1"],
+        vec!["tag", "app:v1", "Bad"],
+        vec![
+            "tag",
+            "app:v1",
+            "y@sha256:0c0c732fecfde8fe022171a4178c157432c24ca0bf5fa99e42c51e6ffcce3bba",
+        ],
+        vec!["tag", "app:v1", "sha256:abc"],
+        vec!["images", "--no-such-flag"],
+    ] {
+        let out = run(cmd(&root, "vfs", &args));
+        if args[0] == "images" {
+            assert_eq!(out.status.code(), Some(2));
+        } else {
+            fails(out);
+        }
+        assert_eq!(state(&root), before, "{args:?}: store changed");
+    }
+}
