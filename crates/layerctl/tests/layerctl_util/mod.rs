@@ -2,6 +2,8 @@
 //! archives in memory, hash, and snapshot a root to prove nothing was left behind.
 #![allow(dead_code)]
 
+pub mod dockerd;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -433,4 +435,98 @@ pub fn assert_check_clean(root: &Path, driver: &str) {
 /// The workspace's shared fixtures (`../shared/fixtures`).
 pub fn shared_fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+}
+
+/// This machine's architecture in OCI terms.
+pub fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// What the busybox image's command prints.
+pub const BUSYBOX_MARKER: &str = "layerctl-marker-42";
+
+/// A runnable two-layer image from Debian's static busybox, as a `docker save` archive
+/// tagged `tag`: layer 1 has `/bin/busybox` (and `sh`, `cat` links) and `/etc/removed`;
+/// layer 2 whites out `/etc/removed` and adds `/etc/marker`. Its command prints the marker
+/// and whether `/etc/removed` is `present` or `absent`. Returns the archive, the config and
+/// the two layer tars.
+pub fn busybox_image(tag: &str) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
+    let busybox = std::fs::read(dockerd::BUSYBOX).expect("read /bin/busybox");
+    let mut b = tar::Builder::new(Vec::new());
+    let add = |b: &mut tar::Builder<Vec<u8>>,
+               kind: tar::EntryType,
+               path: &str,
+               mode: u32,
+               data: &[u8],
+               link: &str| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        if kind == tar::EntryType::Symlink {
+            b.append_link(&mut h, path, link).unwrap();
+        } else {
+            b.append_data(&mut h, path, data).unwrap();
+        }
+    };
+    use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+    add(&mut b, D, "bin/", 0o755, b"", "");
+    add(&mut b, F, "bin/busybox", 0o755, &busybox, "");
+    for name in ["sh", "cat", "echo", "test", "["] {
+        add(&mut b, L, &format!("bin/{name}"), 0o777, b"", "busybox");
+    }
+    add(&mut b, D, "etc/", 0o755, b"", "");
+    add(&mut b, F, "etc/removed", 0o644, b"must not show\n", "");
+    add(&mut b, D, "tmp/", 0o1777, b"", "");
+    let l1 = b.into_inner().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    add(&mut b, D, "etc/", 0o755, b"", "");
+    add(&mut b, F, "etc/.wh.removed", 0o644, b"", "");
+    add(
+        &mut b,
+        F,
+        "etc/marker",
+        0o644,
+        format!("{BUSYBOX_MARKER}\n").as_bytes(),
+        "",
+    );
+    let l2 = b.into_inner().unwrap();
+    let layers = vec![l1, l2];
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": oci_arch(),
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {
+            "Env": ["PATH=/bin"],
+            "Cmd": ["/bin/sh", "-c", "cat /etc/marker; if [ -e /etc/removed ]; then echo present; else echo absent; fi"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": diffs},
+        "history": [
+            {"created": "2024-01-01T00:00:00Z", "created_by": "busybox"},
+            {"created": "2024-01-01T00:00:00Z", "created_by": "marker"},
+        ],
+    }))
+    .unwrap();
+    let cfg = format!("{}.json", &sha256(&config)[7..]);
+    let mut members = vec![(cfg.clone(), config.clone())];
+    let mut names = Vec::new();
+    for l in &layers {
+        let name = format!("{}/layer.tar", &sha256(l)[7..]);
+        members.push((name.clone(), l.clone()));
+        names.push(name);
+    }
+    members.push((
+        "manifest.json".into(),
+        serde_json::to_vec(
+            &serde_json::json!([{"Config": cfg, "RepoTags": [tag], "Layers": names}]),
+        )
+        .unwrap(),
+    ));
+    (archive(&members), config, layers)
 }

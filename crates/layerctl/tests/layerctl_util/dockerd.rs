@@ -1,0 +1,197 @@
+//! A private Docker 20.10 daemon (Debian's `docker.io`) for the tests: its own data-root,
+//! exec-root, pidfile and socket, no iptables, no bridge, its own containerd namespace, as
+//! `../shared/peers/lib/dockerd.sh` runs it. Never stopped by name: [`Dockerd`]'s `Drop`
+//! stops the daemon (and the containerd it started) by pid even when an assertion failed,
+//! and unmounts whatever is left under its directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DOCKERD: &str = "/usr/sbin/dockerd";
+/// Debian's client (a newer CLI may be first in PATH).
+pub const DOCKER: &str = "/usr/bin/docker";
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Why the dockerd tests cannot run here, if they cannot. Under `CI=true` a missing daemon
+/// is a failure (CI installs `docker.io` and `busybox-static`).
+pub fn unavailable() -> Option<String> {
+    let why = if !super::rustix_is_root() {
+        Some("not root (dockerd needs root)".to_owned())
+    } else if !Path::new(DOCKERD).exists() || !Path::new(DOCKER).exists() {
+        Some(format!(
+            "{DOCKERD} or {DOCKER} missing (apt-get install docker.io)"
+        ))
+    } else if !Path::new(BUSYBOX).exists() {
+        Some(format!(
+            "{BUSYBOX} missing (apt-get install busybox-static)"
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = &why
+        && std::env::var("CI").as_deref() == Ok("true")
+    {
+        panic!("CI must run the dockerd tests, but {why}");
+    }
+    why
+}
+
+/// A running private dockerd.
+#[derive(Debug)]
+pub struct Dockerd {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Dockerd {
+    /// Starts dockerd on data-root `root` with `driver`; state (exec-root, socket, log)
+    /// lives in `dir`. Waits until the API answers.
+    pub fn start(dir: &Path, root: &Path, driver: &str) -> Dockerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new(DOCKERD)
+            .arg("--data-root")
+            .arg(root)
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args(["--storage-driver", driver])
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+            ])
+            .args(["--containerd-namespace", "layerctl-test"])
+            .args(["--containerd-plugins-namespace", "layerctl-test-plugins"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dockerd");
+        let mut d = Dockerd {
+            dir: dir.to_owned(),
+            child: Some(child),
+        };
+        let started = Instant::now();
+        loop {
+            if d.docker(&["version"]).status.success() {
+                return d;
+            }
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("dockerd exited ({status}):\n{}", d.log_tail());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                panic!("dockerd did not come up:\n{}", d.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The client on this daemon.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(DOCKER);
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.dir.join("docker.sock").display()),
+        )
+        .env("DOCKER_CONFIG", self.dir.join("client"))
+        .args(args)
+        .stdin(Stdio::null());
+        c
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run docker")
+    }
+
+    /// Runs the client; its stdout, or a panic with both streams and the daemon's log.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed: {}\n{}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Stops the daemon (SIGTERM, then SIGKILL after 60 s) and everything it left.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // The containerd dockerd supervises: stopped with it, or by pid if dockerd is killed.
+        let containerd = std::fs::read_to_string(self.dir.join("exec/containerd/containerd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        let pid = child.id() as i32;
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let started = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(c) = containerd {
+            let started = Instant::now();
+            // SAFETY: kill(2) with signal 0 only asks whether the pid exists.
+            while unsafe { libc::kill(c, 0) } == 0 && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // SAFETY: kill(2) on the containerd our dockerd started, by its own pidfile, and
+            // only while that pid is still a containerd.
+            unsafe {
+                if libc::kill(c, 0) == 0 && is_containerd(c) {
+                    libc::kill(c, libc::SIGKILL);
+                }
+            }
+        }
+        unmount_under(&self.dir);
+    }
+}
+
+fn is_containerd(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "containerd")
+}
+
+/// Unmounts every mount point under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        let _ = Command::new("umount").arg("-l").arg(m).status();
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
