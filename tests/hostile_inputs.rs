@@ -1,5 +1,6 @@
 //! Hostile input, end to end: every applicable row of `shared/docs/anchors.md` §5 and the
-//! resource bombs, fed to the real `layerctl` binary (`import`, `load`, `rw create --init`).
+//! resource bombs, fed to the real `layerctl` binary (`import`, `load`, `rw create --init`),
+//! and the image metadata `load` writes (tags, config names and sizes).
 //!
 //! Each case runs in its own sandbox `<base>/{root, victim/hello, sentinel, root-evil/secret}`
 //! on every driver available (vfs always, overlay2 as root) and checks:
@@ -1159,5 +1160,152 @@ fn cve_2021_41091_setuid_not_reachable_by_others() {
             "{driver}: the setuid file was not extracted with its bit"
         );
         sb.assert_contained(driver, "CVE-2021-41091");
+    }
+}
+
+// ---- Image metadata (#15): what `load` writes into Docker's imagedb and repositories.json ----
+
+/// A `docker save` archive with one member per (name, bytes) and this manifest.
+fn save_archive(members: &[(&str, &[u8])], manifest: &str) -> Vec<u8> {
+    let mut img = Vec::new();
+    for (name, data) in members {
+        entry(&mut img, name, b'0', "", data, 0o644);
+    }
+    entry(
+        &mut img,
+        "manifest.json",
+        b'0',
+        "",
+        manifest.as_bytes(),
+        0o644,
+    );
+    end(&mut img);
+    img
+}
+
+fn hex_of(data: &[u8]) -> String {
+    layer_digest::Digester::sha256_of(data).hex().to_owned()
+}
+
+/// One layer and its config, for the image cases.
+fn one_layer_image() -> (Vec<u8>, String, Vec<u8>) {
+    let layer = tar(&[("f", b'0', "", b"image content")]);
+    let diff = layer_digest::Digester::sha256_of(&layer).to_string();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}}}}"#
+    )
+    .into_bytes();
+    (layer, diff, config)
+}
+
+/// Tags docker's grammar refuses, names that try to climb out of the image directory, a tag
+/// claimed twice, a config whose name is not its digest, and a config over the 4 MiB cap:
+/// each refused before anything is written.
+#[test]
+fn image_metadata_attacks_are_refused() {
+    let (layer, _, config) = one_layer_image();
+    let cfg = format!("{}.json", hex_of(&config));
+    let with_tags = |tags: &str| {
+        save_archive(
+            &[("l1/layer.tar", &layer), (&cfg, &config)],
+            &format!(r#"[{{"Config":"{cfg}","RepoTags":{tags},"Layers":["l1/layer.tar"]}}]"#),
+        )
+    };
+    let cases: Vec<(&str, Vec<u8>, &'static [&'static str])> = vec![
+        (
+            "tag climbing out",
+            with_tags(r#"["../../etc:passwd"]"#),
+            &["invalid tag"],
+        ),
+        (
+            "tag with NUL",
+            with_tags(r#"["a\u0000b:1"]"#),
+            &["invalid tag"],
+        ),
+        (
+            "uppercase repository",
+            with_tags(r#"["Evil:1"]"#),
+            &["lowercase"],
+        ),
+        (
+            "64-hex repository",
+            with_tags(&format!(r#"["{}"]"#, "a".repeat(64))),
+            &["hexadecimal"],
+        ),
+        (
+            "name too long",
+            with_tags(&format!(r#"["{}:1"]"#, "a/".repeat(130) + "a")),
+            &["255"],
+        ),
+        (
+            "tag too long",
+            with_tags(&format!(r#"["a:{}"]"#, "t".repeat(129))),
+            &["invalid tag"],
+        ),
+        (
+            "duplicate tag",
+            with_tags(r#"["a:1","docker.io/library/a:1"]"#),
+            &["claimed twice"],
+        ),
+        (
+            "digest as tag",
+            with_tags(&format!(r#"["a@sha256:{}"]"#, "0".repeat(64))),
+            &["invalid tag"],
+        ),
+        (
+            "config name is not its digest",
+            save_archive(
+                &[
+                    ("l1/layer.tar", &layer),
+                    (&format!("{}.json", "ab".repeat(32)), &config),
+                ],
+                &format!(
+                    r#"[{{"Config":"{}.json","RepoTags":["a:1"],"Layers":["l1/layer.tar"]}}]"#,
+                    "ab".repeat(32)
+                ),
+            ),
+            &["digest mismatch"],
+        ),
+        (
+            "config path climbing out",
+            save_archive(
+                &[("l1/layer.tar", &layer)],
+                r#"[{"Config":"../../../etc/passwd","RepoTags":["a:1"],"Layers":["l1/layer.tar"]}]"#,
+            ),
+            &["escapes"],
+        ),
+        (
+            "missing layer member",
+            save_archive(
+                &[(&cfg, &config)],
+                &format!(r#"[{{"Config":"{cfg}","RepoTags":["a:1"],"Layers":["l1/layer.tar"]}}]"#),
+            ),
+            &["missing"],
+        ),
+        (
+            "config over the cap",
+            {
+                let mut big = config.clone();
+                big.truncate(big.len() - 1);
+                big.extend(format!(r#","pad":"{}"}}"#, " ".repeat(4 << 20)).bytes());
+                let name = format!("{}.json", hex_of(&big));
+                save_archive(
+                    &[("l1/layer.tar", &layer), (&name, &big)],
+                    &format!(
+                        r#"[{{"Config":"{name}","RepoTags":["a:1"],"Layers":["l1/layer.tar"]}}]"#
+                    ),
+                )
+            },
+            &["limit"],
+        ),
+    ];
+    for (name, data, words) in cases {
+        case(
+            name,
+            "load",
+            |sb| write(&sb.input("img.tar"), &data),
+            Expect::Error(words),
+            SMALL,
+        );
     }
 }
