@@ -7,7 +7,7 @@
 //! ratio ours ÷ theirs (below 1 is faster) and peak RSS.
 //!
 //! Options: `--runs N` (3), `--inputs DIR` (/tmp/peer-inputs), `--scratch DIR`, `--disk`
-//! (use a directory on disk instead of tmpfs), `--only big|small`, `--out FILE` (markdown table),
+//! (use a directory on disk instead of tmpfs), `--only big|small|docker-load`, `--out FILE` (markdown table),
 //! `--many N` (layers for the "store open" row, 10000; 0 skips it: moby's harness has no
 //! such mode, so the row is ours only).
 
@@ -39,6 +39,12 @@ fn measure(cmd: &mut Command, scratch: &Path) -> Result<Measured> {
         .args(cmd.get_args());
     if let Some(d) = cmd.get_current_dir() {
         full.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => full.env(k, v),
+            None => full.env_remove(k),
+        };
     }
     let t0 = Instant::now();
     let out = full
@@ -439,6 +445,9 @@ fn run_all(o: &Opts, scratch: &Path, moby: &Path, ours: &Path, have_cs: bool) ->
     if o.only.is_none() {
         chain_rows(o, scratch, moby, ours, &mut t)?;
     }
+    if o.only.is_none() || o.only.as_deref() == Some("docker-load") {
+        load_vs_docker_rows(o, scratch, ours, &mut t)?;
+    }
     if o.many > 0 {
         // Store open with many layers: ours only (the moby harness cannot register without
         // a tar file per layer, and has no open-only mode).
@@ -570,6 +579,57 @@ fn chain_rows(o: &Opts, scratch: &Path, moby: &Path, ours: &Path, t: &mut Table)
         }
     }
     rm_rf(&image);
+    Ok(())
+}
+
+/// `layerctl load` against `docker load` (Debian's dockerd 20.10) of the same docker-save
+/// archives (`make-inputs.sh`'s `images/peer*-docker.tar`), each into an empty root on the
+/// same tmpfs. Docker's time is the client's `docker load -i` (archive sent over the socket,
+/// unpacked, registered and tagged by the daemon), with the daemon started before and
+/// stopped after the timing. Its RSS column is the client's, not the daemon's.
+fn load_vs_docker_rows(o: &Opts, scratch: &Path, ours: &Path, t: &mut Table) -> Result<()> {
+    if let Some(why) = crate::dockerd::unavailable() {
+        eprintln!("xtask: load vs docker load rows skipped: {why}");
+        return Ok(());
+    }
+    let layerctl = ours.with_file_name("layerctl");
+    for name in ["peerbig", "peersmall", "peerchain"] {
+        let image = o.inputs.join(format!("images/{name}-docker.tar"));
+        if !image.is_file() {
+            eprintln!("xtask: {} missing; row skipped", image.display());
+            continue;
+        }
+        let _ = std::fs::read(&image)?; // warm the page cache
+        let step = "load vs docker load (docker-save)";
+        for r in 0..o.runs {
+            for driver in ["vfs", "overlay2"] {
+                let root = scratch.join(format!("ld-ours-{driver}"));
+                rm_rf(&root);
+                let m = measure(
+                    Command::new(&layerctl)
+                        .arg("--root")
+                        .arg(&root)
+                        .args(["--driver", driver, "-q", "load"])
+                        .arg(&image),
+                    scratch,
+                )
+                .with_context(|| format!("layerctl load {name} {driver} run {r}"))?;
+                t.add(step, name, driver, "ours", m.wall, m.rss_kb);
+                rm_rf(&root);
+
+                let state = scratch.join(format!("ld-docker-{driver}"));
+                rm_rf(&state);
+                let d = crate::dockerd::Dockerd::start(&state, &state.join("root"), driver)?;
+                let mut load = d.cmd(&["load", "-q", "-i"]);
+                load.arg(&image);
+                let m = measure(&mut load, scratch)
+                    .with_context(|| format!("docker load {name} {driver} run {r}"))?;
+                d.stop();
+                t.add(step, name, driver, "moby", m.wall, m.rss_kb);
+                rm_rf(&state);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -9,7 +9,11 @@
 //! 3. creates a container layer (with Docker's init layer), mounts it, adds, modifies and
 //!    deletes files, and shows `rw changes`;
 //! 4. commits it as a new layer, exports every layer and proves each export's sha256 equals
-//!    its DiffID, runs `check`, and prints a short report.
+//!    its DiffID, runs `check`;
+//! 5. where Debian's dockerd 20.10 is installed (and as root), starts a private daemon on the
+//!    same root, which lists the loaded `demo:latest` and runs it (`--pull never`, no
+//!    network; busybox bind-mounted from the host); elsewhere it says how. Then it prints a
+//!    short report.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -163,6 +167,11 @@ pub fn run(args: &[String]) -> Result<()> {
         check.lines().collect::<Vec<_>>().join("; ")
     ));
 
+    // 5. The loaded image under Docker's own daemon (Debian's docker.io 20.10), when it is
+    // here: listed with layerctl's ID and run, with busybox from the host bind-mounted in
+    // (the demo image has files, no programs).
+    let docker = run_under_dockerd(&root, &driver_used)?;
+
     println!();
     println!("demo report");
     println!("  root        {}", root.display());
@@ -172,8 +181,66 @@ pub fn run(args: &[String]) -> Result<()> {
         layers.len()
     );
     println!("  container   3 changes (add, modify, delete) seen by rw changes and committed");
+    println!("  dockerd     {docker}");
     println!("  time        {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Starts a private dockerd on the demo root, lists and runs `demo:latest`; says how to do
+/// it by hand where dockerd (or busybox, or root) is missing. Returns a line for the report.
+fn run_under_dockerd(root: &std::path::Path, driver: &str) -> Result<String> {
+    let how = format!(
+        "with the root's layerctl done: dockerd --data-root {} --storage-driver {driver} --bridge=none --iptables=false, \
+         then docker run --rm --pull never --network none -v /bin/busybox:/busybox:ro --entrypoint /busybox demo:latest cat /srv/www/index.html",
+        root.display()
+    );
+    let missing = crate::dockerd::unavailable().or_else(|| {
+        (!std::path::Path::new("/bin/busybox").exists())
+            .then(|| "/bin/busybox missing (apt-get install busybox-static)".to_owned())
+    });
+    if let Some(why) = missing {
+        say(&format!("dockerd step skipped: {why}"));
+        say(&format!("to run the image under Docker: {how}"));
+        return Ok(format!("skipped ({why})"));
+    }
+    let state = std::env::temp_dir().join(format!("layerctl-demo-dockerd-{}", std::process::id()));
+    let d = crate::dockerd::Dockerd::start(&state, root, driver)?;
+    let result = (|| -> Result<String> {
+        let listed = d.out(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])?;
+        say(&format!("dockerd lists: {}", listed.trim()));
+        ensure!(
+            listed.lines().any(|l| l.starts_with("demo:latest ")),
+            "dockerd does not list demo:latest"
+        );
+        let ran = d.out(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "-v",
+            "/bin/busybox:/busybox:ro",
+            "--entrypoint",
+            "/busybox",
+            "demo:latest",
+            "sh",
+            "-c",
+            "cat /srv/www/index.html; test -e /etc/old.conf && echo 'etc/old.conf is back' || echo 'etc/old.conf: whited out'",
+        ])?;
+        say("docker run --pull never --network none demo:latest (busybox bind-mounted):");
+        for line in ran.lines() {
+            println!("      {line}");
+        }
+        ensure!(
+            ran.contains("whited out"),
+            "the whiteout does not hold under dockerd"
+        );
+        Ok("listed demo:latest and ran it (private daemon, no network, no registry)".into())
+    })();
+    d.stop();
+    let _ = std::fs::remove_dir_all(&state);
+    result
 }
 
 fn say(msg: &str) {

@@ -14,6 +14,7 @@ mod bench_peers;
 mod bench_tarsplit;
 mod crash;
 mod demo;
+mod dockerd;
 mod fuzz;
 
 fn main() -> ExitCode {
