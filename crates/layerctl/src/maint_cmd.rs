@@ -49,12 +49,17 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
         s.finish_and_clear();
     }
     let report = report?;
+    let (image_problems, image_repaired) = check_images(ctx, args.repair)?;
+    let mut problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    problems.extend(image_problems);
+    let mut repaired = report.repaired.clone();
+    repaired.extend(image_repaired);
     let json = CheckJson {
         layers_checked: report.layers_checked,
         rw_layers_checked: report.mounts_checked,
-        clean: report.is_clean(),
-        problems: report.problems.iter().map(ToString::to_string).collect(),
-        repaired: report.repaired.clone(),
+        clean: problems.is_empty(),
+        problems,
+        repaired,
     };
     if ctx.json {
         output::json(&json)?;
@@ -84,21 +89,78 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
+/// The image side of `check`: images that do not read or whose top layer is missing are
+/// reported and kept (never deleted: what cannot be loaded is not known to be unused);
+/// temporary files of interrupted image-metadata writes are reported, and removed by
+/// `--repair`.
+fn check_images(ctx: &Context, repair: bool) -> Result<(Vec<String>, Vec<String>)> {
+    let images = &ctx.images;
+    let mut problems = Vec::new();
+    if let Some(why) = &images.unreadable {
+        problems.push(format!("image metadata does not read: {why}"));
+    }
+    for (id, why) in &images.broken {
+        problems.push(format!("image {id} does not read: {why}"));
+    }
+    for id in &images.missing_top {
+        let top = images.images.get(id).and_then(|i| i.chain_id());
+        problems.push(format!(
+            "image {id}: top layer {} is not in the store",
+            top.map(|t| t.to_string()).unwrap_or_default()
+        ));
+    }
+    if let Err(e) = images.repositories() {
+        problems.push(format!("{e:#}"));
+    }
+    let leftovers = images.store.leftovers()?;
+    for l in &leftovers {
+        problems.push(format!(
+            "leftover of an interrupted image metadata write: {}",
+            l.display()
+        ));
+    }
+    let repaired = if repair {
+        images
+            .store
+            .remove_leftovers()?
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok((problems, repaired))
+}
+
 #[derive(Debug, Serialize)]
 struct GcJson {
     finished_removals: Vec<String>,
     leftovers: Vec<String>,
     driver_dirs: Vec<String>,
+    image_leftovers: Vec<String>,
 }
 
 pub fn gc(ctx: &Context) -> Result<()> {
     let report = ctx.store.collect_garbage()?;
+    // Interrupted image-metadata writes leave only `.tmp-*` files (the targets are renamed
+    // over atomically); they are the image side's garbage.
+    let image_leftovers: Vec<String> = ctx
+        .images
+        .store
+        .remove_leftovers()?
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     if ctx.json {
         return output::json(&GcJson {
             finished_removals: report.finished_removals,
             leftovers: report.leftovers,
             driver_dirs: report.driver_dirs,
+            image_leftovers,
         });
+    }
+    for l in &image_leftovers {
+        outln!("removed image metadata leftover {l}");
     }
     for r in &report.finished_removals {
         outln!("finished removal of layer {r}");
@@ -109,7 +171,7 @@ pub fn gc(ctx: &Context) -> Result<()> {
     for d in &report.driver_dirs {
         outln!("removed driver directory {d}");
     }
-    if report.is_empty() {
+    if report.is_empty() && image_leftovers.is_empty() {
         outln!("nothing to remove");
     }
     Ok(())

@@ -554,3 +554,65 @@ fn bad_images_and_names_change_nothing() {
         assert_eq!(state(&root), before, "{args:?}: store changed");
     }
 }
+
+/// What a kill during an image-metadata write can leave (`.tmp-*` beside the target; the
+/// target itself is old or new, never half) is reported by `check`, removed by `gc`, and
+/// the images read as before. An image whose config no longer matches its ID is reported
+/// and kept, even by `check --repair`.
+#[test]
+fn interrupted_image_writes_are_found_by_check_and_removed_by_gc() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let c1 = config(&diffs, "one");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let a = write(
+        dir.path(),
+        "a.tar",
+        &save_archive(&[Img {
+            config: c1.clone(),
+            tags: vec!["app:v1"],
+            layers,
+        }]),
+    );
+    ok(run(cmd(&root, "vfs", &["load", a.to_str().unwrap()])));
+    let image_dir = root.join("image/vfs");
+    let tmp_repos = image_dir.join(".tmp-repositories.json1234");
+    let tmp_config = image_dir.join("imagedb/content/sha256/.tmp-abcd5678");
+    std::fs::write(&tmp_repos, b"{\"Repositories\":{").unwrap();
+    std::fs::write(&tmp_config, b"{").unwrap();
+    let listed = images_json(&root, "vfs");
+    assert_eq!(listed.len(), 1);
+    let mut c = cmd(&root, "vfs", &["check"]);
+    c.arg("--quick");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(".tmp-repositories.json1234") && text.contains(".tmp-abcd5678"),
+        "{text}"
+    );
+    let out = ok(run(cmd(&root, "vfs", &["gc"])));
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("image metadata leftover"))
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(!tmp_repos.exists() && !tmp_config.exists());
+    assert_check_clean(&root, "vfs");
+    assert_eq!(images_json(&root, "vfs"), listed);
+
+    // A config changed on disk: reported, never deleted.
+    let content = image_dir
+        .join("imagedb/content/sha256")
+        .join(&sha256(&c1)[7..]);
+    let mut bytes = c1.clone();
+    bytes.push(b'\n');
+    std::fs::write(&content, &bytes).unwrap();
+    let out = run(cmd(&root, "vfs", &["check", "--repair"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not read"));
+    assert!(content.exists());
+}
