@@ -5,12 +5,15 @@
 //! * `demo`: the README's main job on an embedded default image.
 //! * `bench tarsplit`: our tar-split against Go's CLI, side by side.
 //! * `bench peers`: our store against moby's, containers-storage and GNU tar, side by side.
+//! * `bench scale`: how cost grows (files, layers, chain and tree depth, concurrency), ours
+//!   beside moby and GNU tar, with SVG charts.
 
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
 mod bench_peers;
+mod bench_scale;
 mod bench_tarsplit;
 mod crash;
 mod demo;
@@ -41,7 +44,8 @@ fn run() -> Result<()> {
         "bench" => match rest.split_first() {
             Some((what, rest)) if what == "tarsplit" => bench_tarsplit::run(rest),
             Some((what, rest)) if what == "peers" => bench_peers::run(rest),
-            _ => bail!("usage: cargo xtask bench tarsplit|peers [ARGS]"),
+            Some((what, rest)) if what == "scale" => bench_scale::run(rest),
+            _ => bail!("usage: cargo xtask bench tarsplit|peers|scale [ARGS]"),
         },
         "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <test|bench tarsplit> [ARGS]");
@@ -74,7 +78,7 @@ fn step(name: &str, mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
-/// Runs every check CI runs. `--quick` skips clippy and docs.
+/// Runs every check CI runs. `--quick` skips clippy, docs and the scale bench's smoke run.
 fn test(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let shared = workspace_root().join("../shared");
@@ -102,6 +106,20 @@ fn test(args: &[String]) -> Result<()> {
     let mut t = cargo();
     t.args(["test", "--workspace", "--no-fail-fast"]);
     step("tests", t)?;
+    if !quick {
+        // The scale bench at the smallest size of every axis (debug binaries, ~1 min): the
+        // harness keeps working and every step of ours succeeds; timings are not judged.
+        eprintln!("xtask: == bench scale --smoke");
+        bench_scale::run(&[
+            "--smoke".to_owned(),
+            "--out-dir".to_owned(),
+            workspace_root()
+                .join("target/bench-scale-smoke")
+                .display()
+                .to_string(),
+        ])
+        .context("bench scale --smoke")?;
+    }
     if !quick {
         let mut doc = cargo();
         doc.args(["doc", "--workspace", "--no-deps"])
