@@ -8,7 +8,7 @@
 //!
 //! * [`tar_disassemble`]: tar-split disassembly passes every byte through unchanged and,
 //!   when it accepts an archive, reassembly from its metadata gives the same bytes back; the
-//!   graphdriver tar reader never panics on the same bytes.
+//!   layer-archive tar reader never panics on the same bytes.
 //! * [`tarsplit_json`]: the tar-split JSON unpacker (plain and gzip'd) and the assembler fed
 //!   by it return errors, never panic, and allocate at most what the input holds.
 //! * [`archive_apply`]: applying the bytes as a layer tar into a scratch root changes nothing
@@ -58,7 +58,7 @@ impl Write for CappedSink {
     }
 }
 
-/// tar-split disassembly and reassembly, plus graphdriver's tar reader, over `data`.
+/// tar-split disassembly and reassembly, plus layer-archive's tar reader, over `data`.
 pub fn tar_disassemble(data: &[u8]) {
     use tarsplit::asm::{Disassembler, assemble};
     use tarsplit::storage::{BufferFileGetPutter, JsonPacker, JsonUnpacker};
@@ -91,8 +91,7 @@ pub fn tar_disassemble(data: &[u8]) {
     }
 
     // The extraction side parses the same bytes with its own reader: errors only.
-    let mut reader =
-        graphdriver::archive::TarReader::new(data, graphdriver::archive::Limits::default());
+    let mut reader = layer_archive::TarReader::new(data, layer_archive::Limits::default());
     for _ in 0..100_000 {
         match reader.next_entry() {
             Ok(Some(_)) => {
@@ -310,7 +309,7 @@ thread_local! {
 /// compared with the snapshot taken when the scratch was made, so a change left by any
 /// earlier input is caught too.
 pub fn archive_apply(data: &[u8]) {
-    use graphdriver::archive::{ApplyOptions, WhiteoutFormat, apply_layer};
+    use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer};
 
     let Some((&selector, tar)) = data.split_first() else {
         return;

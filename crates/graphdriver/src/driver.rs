@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
-use crate::change::Change;
 use crate::error::Result;
+use layer_archive::change::Change;
 
 /// Options for creating a layer, as moby's `CreateOpts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

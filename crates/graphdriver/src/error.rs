@@ -33,24 +33,9 @@ pub enum Error {
     /// A chain is deeper than the driver allows.
     #[error("max depth exceeded: {0}")]
     MaxDepthExceeded(String),
-    /// A tar entry was refused (hostile or malformed input). `entry` is the name from the tar.
-    #[error("layer {layer}: tar entry {entry:?}: {reason}")]
-    BadEntry {
-        /// The layer being applied.
-        layer: String,
-        /// The entry name as in the archive (lossy UTF-8).
-        entry: String,
-        /// Why it was refused.
-        reason: String,
-    },
-    /// The tar stream itself is malformed or truncated.
-    #[error("layer {layer}: malformed tar: {reason}")]
-    BadTar {
-        /// The layer being applied.
-        layer: String,
-        /// What is wrong.
-        reason: String,
-    },
+    /// Applying a layer tar failed: bad input or I/O, as [`layer_archive::Error`] tells.
+    #[error(transparent)]
+    Archive(#[from] layer_archive::Error),
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),

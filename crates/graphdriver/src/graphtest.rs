@@ -21,9 +21,9 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::change::{Change, ChangeKind};
 use crate::driver::{CreateOpts, Driver};
 use crate::error::Error;
+use layer_archive::change::{Change, ChangeKind};
 
 /// How a case ended (failures panic).
 #[derive(Debug, Clone, PartialEq, Eq)]

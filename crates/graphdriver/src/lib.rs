@@ -4,14 +4,14 @@
 //! them as a union view, and turn them back into tar diffs. This crate holds:
 //!
 //! * [`driver`]: the [`ProtoDriver`], [`DiffDriver`] and [`Driver`] traits;
-//! * [`change`]: the [`Change`] list `docker diff` prints;
-//! * [`archive`]: applying a layer tar safely (plain or overlay whiteouts), walking a tree
-//!   into a tar, comparing trees and exporting changes;
 //! * [`vfs`]: layers as full copies ([`copy`] clones with reflink where it can);
 //! * [`naive`]: diff, changes and apply for any [`ProtoDriver`] by comparing trees;
 //! * [`overlay2`]: Docker's overlay2 layout on kernel overlayfs, with native diffs;
 //! * [`options`]: `key=value` options and choosing a driver by name;
 //! * [`graphtest`]: the conformance suite every driver runs.
+//!
+//! Tar apply, walk, changes and export are the [`layer_archive`] crate's (drivers call it;
+//! [`Change`] is re-exported from it); path confinement and the fd helpers are [`safe_root`]'s.
 //!
 //! ```
 //! use graphdriver::{CreateOpts, DiffDriver, ProtoDriver};
@@ -20,8 +20,8 @@
 //! let root = tempfile::tempdir().unwrap();
 //! let driver = Registry::with_builtin().new_driver("vfs", root.path(), &[]).unwrap();
 //! driver.create("base", None, &CreateOpts::default()).unwrap();
-//! let mut tar = graphdriver::archive::writer::TarWriter::new(Vec::new());
-//! tar.append(&graphdriver::archive::writer::TarHeader::file("hello", 3), Some(&mut &b"hi\n"[..]))
+//! let mut tar = layer_archive::TarWriter::new(Vec::new());
+//! tar.append(&layer_archive::TarHeader::file("hello", 3), Some(&mut &b"hi\n"[..]))
 //!     .unwrap();
 //! let tar = tar.finish().unwrap();
 //! driver.apply_diff("base", None, &mut &tar[..]).unwrap();
@@ -29,8 +29,6 @@
 //! assert_eq!(changes[0].to_string(), "A /hello");
 //! ```
 
-pub mod archive;
-pub mod change;
 pub mod copy;
 pub mod driver;
 pub mod error;
@@ -40,6 +38,6 @@ pub mod options;
 pub mod overlay2;
 pub mod vfs;
 
-pub use change::{Change, ChangeKind};
 pub use driver::{CreateOpts, DiffDriver, Driver, ProtoDriver, Status, TarStream};
 pub use error::{Error, Result};
+pub use layer_archive::{Change, ChangeKind};

@@ -4,17 +4,17 @@
 //! `apply_diff` and `diff_size` from here (moby `fsdiff.go`):
 //!
 //! * `diff`: with no parent, the whole layer as a tar; otherwise the changes against the
-//!   parent ([`crate::archive::changes::changes_dirs`]) exported with whiteouts. The tar is
+//!   parent ([`layer_archive::changes::changes_dirs`]) exported with whiteouts. The tar is
 //!   produced by a thread into a pipe, so memory stays bounded; the layer is released when
 //!   the stream is finished or dropped.
 //! * `changes`: the tree comparison itself, sorted by path.
-//! * `apply_diff`: [`crate::archive::apply_layer`] with plain whiteouts; returns the sum of
+//! * `apply_diff`: [`layer_archive::apply_layer`] with plain whiteouts; returns the sum of
 //!   the header sizes.
-//! * `diff_size`: [`crate::archive::changes::changes_size`] of the changes.
+//! * `diff_size`: [`layer_archive::changes::changes_size`] of the changes.
 //!
 //! moby sleeps until the next whole second when a diff stream is closed, to paper over
 //! whole-second mtimes; we compare full-nanosecond mtimes and export them (PAX `mtime`), so
-//! no sleep is needed. See [`crate::archive::changes`] for the reasoning.
+//! no sleep is needed. See [`layer_archive::changes`] for the reasoning.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Read, Write};
@@ -22,11 +22,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crate::archive::walk::{NoConversion, WalkOptions, tar_directory};
-use crate::archive::{ApplyOptions, apply_layer, changes, export};
-use crate::change::Change;
 use crate::driver::{CreateOpts, DiffDriver, ProtoDriver, Status, TarStream};
 use crate::error::{Error, Result};
+use layer_archive::change::Change;
+use layer_archive::walk::{NoConversion, WalkOptions, tar_directory};
+use layer_archive::{ApplyOptions, apply_layer, changes, export};
 
 /// Options of the naive differ.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl<P: ProtoDriver + 'static> DiffDriver for NaiveDiffDriver<P> {
             best_effort_xattrs: self.options.best_effort_xattrs,
             ..ApplyOptions::for_current_user().with_layer(id)
         };
-        self.with_layer(id, |layer| apply_layer(layer, diff, &opts))
+        self.with_layer(id, |layer| Ok(apply_layer(layer, diff, &opts)?))
     }
 
     /// The layer's full tree holds every file of its tar under the tar's name, so where the

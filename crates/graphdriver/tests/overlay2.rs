@@ -605,7 +605,7 @@ fn native_changes_agree_with_naive_comparison() {
     let native = d.changes("rw", Some("mid")).unwrap();
     let rw_view = d.get("rw", "").unwrap();
     let mid_view = d.get("mid", "").unwrap();
-    let mut naive = graphdriver::archive::changes::changes_dirs(&rw_view, Some(&mid_view)).unwrap();
+    let mut naive = layer_archive::changes::changes_dirs(&rw_view, Some(&mid_view)).unwrap();
     d.put("mid").unwrap();
     d.put("rw").unwrap();
     naive.sort();
@@ -855,8 +855,7 @@ fn native_changes_match_naive_on_random_layer_stacks() {
                 let native = d.changes(&id, parent.as_deref()).unwrap();
                 let top = d.get(&id, "").unwrap();
                 let below = d.get(parent.as_deref().unwrap(), "").unwrap();
-                let mut naive =
-                    graphdriver::archive::changes::changes_dirs(&top, Some(&below)).unwrap();
+                let mut naive = layer_archive::changes::changes_dirs(&top, Some(&below)).unwrap();
                 naive.sort();
                 d.put(parent.as_deref().unwrap()).unwrap();
                 d.put(&id).unwrap();
@@ -919,7 +918,7 @@ fn random_edit(root: &Path, next: &mut impl FnMut(usize) -> usize) {
 /// if redundant) reports each deletion once, as the naive comparison does.
 #[test]
 fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
-    use graphdriver::archive::writer::{TarHeader, TarWriter};
+    use layer_archive::{TarHeader, TarWriter};
     if !can_run() {
         return;
     }
@@ -950,7 +949,7 @@ fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
     assert_eq!(shown, ["C /d", "D /d/x", "D /d/y", "A /d/z"]);
     let top = d.get("child", "").unwrap();
     let below = d.get("base", "").unwrap();
-    let mut naive = graphdriver::archive::changes::changes_dirs(&top, Some(&below)).unwrap();
+    let mut naive = layer_archive::changes::changes_dirs(&top, Some(&below)).unwrap();
     naive.sort();
     d.put("base").unwrap();
     d.put("child").unwrap();
@@ -966,7 +965,7 @@ fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
 /// whiteout of nothing in a directory that only one layer has would show up in the kernel's
 /// readdir (while lstat says ENOENT), which no real layer does.
 fn random_layer_tar(below: Option<&Path>, next: &mut impl FnMut(usize) -> usize) -> Vec<u8> {
-    use graphdriver::archive::writer::{TarHeader, TarWriter};
+    use layer_archive::{TarHeader, TarWriter};
     fn level(
         tar: &mut TarWriter<Vec<u8>>,
         below: Option<&Path>,
@@ -1056,8 +1055,7 @@ fn native_changes_match_naive_on_random_tar_and_kernel_layers() {
                 let top_view = d.get(&id, "").unwrap();
                 let below_view = d.get(below, "").unwrap();
                 let mut naive =
-                    graphdriver::archive::changes::changes_dirs(&top_view, Some(&below_view))
-                        .unwrap();
+                    layer_archive::changes::changes_dirs(&top_view, Some(&below_view)).unwrap();
                 naive.sort();
                 d.put(below).unwrap();
                 d.put(&id).unwrap();

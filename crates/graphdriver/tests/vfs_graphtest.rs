@@ -169,7 +169,7 @@ fn vfs_metadata_list_and_remove() {
 #[test]
 fn vfs_xattr_unsupported_by_backing_fs() {
     use graphdriver::DiffDriver;
-    use graphdriver::archive::writer::{TarHeader, TarWriter};
+    use layer_archive::{TarHeader, TarWriter};
     let home = TempHome::new("ramfs").unwrap();
     let mnt = home.path().join("ramfs");
     fs::create_dir(&mnt).unwrap();

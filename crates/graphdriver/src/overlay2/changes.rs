@@ -27,8 +27,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::features::read_xattr;
 use super::lowers::{DirView, LowerStack};
-use crate::change::{Change, ChangeKind};
 use crate::error::{Error, Result};
+use layer_archive::change::{Change, ChangeKind};
 
 /// Changes of the layer whose upper dir is `upper` against the parent made of `parent_layers`
 /// (diff dirs, uppermost first; empty: no parent, everything is added). `None` when the upper

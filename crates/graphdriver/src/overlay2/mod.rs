@@ -45,10 +45,10 @@ pub use features::{Features, overlay_in_proc_filesystems};
 pub use layout::{DEFAULT_MAX_DEPTH, KERNEL_MAX_DEPTH};
 pub use mount::MountApi;
 
-use crate::archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
-use crate::change::Change;
 use crate::driver::{CreateOpts, DiffDriver, ProtoDriver, Status, TarStream};
 use crate::error::{Error, Result};
+use layer_archive::change::Change;
+use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
 use layout::{LINK_DIR, LayerPaths, mkdir_mode, validate_id, write_atomic};
 
 /// Driver options, as `--storage-opt overlay2.<key>=<value>` strings or built directly.

@@ -11,17 +11,17 @@ use std::path::Path;
 use rustix::fs::{Mode, OFlags};
 
 use super::Overlay2;
-use crate::archive::walk::{NoConversion, WalkOptions, tar_directory};
-use crate::archive::{ApplyOptions, WhiteoutFormat, apply_layer, changes, export};
-use crate::change::Change;
 use crate::driver::{ProtoDriver, TarStream};
 use crate::error::{Error, Result};
+use layer_archive::change::Change;
+use layer_archive::walk::{NoConversion, WalkOptions, tar_directory};
+use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer, changes, export};
 
 /// Moby's archiver writes whole seconds and only `security.capability`.
 fn walk_options() -> WalkOptions {
     WalkOptions {
-        mtime: crate::archive::walk::MtimePrecision::Seconds,
-        xattrs: crate::archive::walk::XattrPolicy::CapabilityOnly,
+        mtime: layer_archive::walk::MtimePrecision::Seconds,
+        xattrs: layer_archive::walk::XattrPolicy::CapabilityOnly,
     }
 }
 

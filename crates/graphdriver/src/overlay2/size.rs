@@ -34,8 +34,8 @@ pub(crate) fn directory_size(dir: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::directory_size;
-    use crate::archive::writer::{TarHeader, TarWriter};
-    use crate::archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
+    use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
+    use layer_archive::{TarHeader, TarWriter};
 
     fn tar(entries: &[(TarHeader, &[u8])]) -> Vec<u8> {
         let mut w = TarWriter::new(Vec::new());

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use graphdriver::archive::writer::{TarHeader, TarWriter};
+use layer_archive::{TarHeader, TarWriter};
 
 /// A tar from `(header, data)` pairs.
 pub fn tar_of(entries: &[(TarHeader, &[u8])]) -> Vec<u8> {
@@ -102,4 +102,44 @@ pub fn shape(root: &Path) -> Vec<String> {
             format!("{p} {kind}")
         })
         .collect()
+}
+
+/// Sets a path's atime and mtime (not following a final symlink).
+pub fn set_mtime(path: &std::path::Path, sec: i64, nsec: u32) {
+    let t = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: i64::from(nsec) as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: i64::from(nsec) as _,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &t,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// Copies the tree `src` into the existing directory `dst` with everything `changes_dirs`
+/// compares (modes, owners, nanosecond times, xattrs, hard links), as a vfs layer is made
+/// from its parent. GNU `cp -a`: the archive crate's tests cannot use graphdriver's copy.
+pub fn copy_tree(src: &Path, dst: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--no-target-directory")
+        .arg(src.join("."))
+        .arg(dst)
+        .status()
+        .expect("run cp -a");
+    assert!(
+        status.success(),
+        "cp -a {} {}: {status}",
+        src.display(),
+        dst.display()
+    );
 }

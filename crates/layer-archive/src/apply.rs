@@ -29,12 +29,12 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
-use super::name::CleanName;
-use super::reader::{EntryHeader, EntryKind, TarError, TarReader, Time};
 use super::{
     ApplyOptions, IMPLIED_DIRECTORY_MODE, OVERLAY_OPAQUE_USER_XATTR, OVERLAY_OPAQUE_XATTR,
     WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX, WhiteoutFormat,
 };
+use crate::codec::name::CleanName;
+use crate::codec::reader::{EntryHeader, EntryKind, TarError, TarReader, Time};
 use crate::error::{Error, Result};
 use safe_root::SafeRoot;
 use safe_root::{component, errno_of, lstat_at, proc_fd_path, remove_all_at};
@@ -873,8 +873,8 @@ fn timestamps(header: &EntryHeader) -> Timestamps {
 mod tests {
     use std::os::unix::fs::MetadataExt;
 
-    use super::super::writer::{TarHeader, TarWriter};
     use super::*;
+    use crate::codec::writer::{TarHeader, TarWriter};
 
     /// Skipping `fchown`/`fchmod` when they would change nothing must never leave a mode or
     /// owner different from the header's: umask-stripped bits, special bits, foreign ids and

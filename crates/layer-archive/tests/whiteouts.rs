@@ -7,11 +7,11 @@ mod common_tree;
 
 use std::fs;
 
-use common_tree::{describe, dir, file, hardlink, marker, shape, tar_of};
-use graphdriver::archive::changes::changes_dirs;
-use graphdriver::archive::export::export_changes;
-use graphdriver::archive::walk::WalkOptions;
-use graphdriver::archive::{ApplyOptions, WhiteoutFormat, apply_layer};
+use common_tree::{copy_tree, describe, dir, file, hardlink, marker, shape, tar_of};
+use layer_archive::changes::changes_dirs;
+use layer_archive::export::export_changes;
+use layer_archive::walk::WalkOptions;
+use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer};
 
 fn opts() -> ApplyOptions {
     ApplyOptions::for_current_user().with_layer("test")
@@ -127,12 +127,12 @@ fn whiteouts_across_layers_apply_and_export_back() {
         // previous stage, and get this stage back.
         let stage = tmp.path().join(format!("stage-{}", i + 1));
         fs::create_dir(&stage).unwrap();
-        graphdriver::copy::copy_dir(&merged, &stage).unwrap();
+        copy_tree(&merged, &stage);
         let changes = changes_dirs(&stage, Some(&previous)).unwrap();
         let diff = export_changes(&stage, &changes, Vec::new(), &WalkOptions::default()).unwrap();
         let replay = tmp.path().join(format!("replay-{}", i + 1));
         fs::create_dir(&replay).unwrap();
-        graphdriver::copy::copy_dir(&previous, &replay).unwrap();
+        copy_tree(&previous, &replay);
         apply_layer(&replay, &mut &diff[..], &opts()).unwrap();
         assert_eq!(
             describe(&replay, true),
@@ -153,7 +153,7 @@ fn exported_whiteouts_are_sorted_and_deterministic() {
     fs::write(old.join("d/x"), "x").unwrap();
     fs::write(old.join("a"), "a").unwrap();
     fs::create_dir(&new).unwrap();
-    graphdriver::copy::copy_dir(&old, &new).unwrap();
+    copy_tree(&old, &new);
     fs::remove_dir_all(new.join("d/sub")).unwrap();
     fs::remove_file(new.join("a")).unwrap();
     fs::write(new.join("b"), "b").unwrap();

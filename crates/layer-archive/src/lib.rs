@@ -1,25 +1,27 @@
-//! Layer tars: safe apply with whiteouts, and export of changes as tars.
+//! Layer tars: the tar header codec, safe apply with whiteouts, walks, changes and export.
 //!
 //! A layer tar describes a filesystem diff. Deletions are *whiteouts*: an empty entry
 //! `dir/.wh.<name>` deletes `dir/<name>`, and `dir/.wh..wh..opq` makes `dir` *opaque* (hides
-//! everything the lower layers had in it). This module:
+//! everything the lower layers had in it). This crate:
 //!
+//! * reads and writes tar headers ([`codec`]: [`TarReader`], [`TarWriter`], entry-name
+//!   cleaning), with hard caps on what one header may make us allocate ([`Limits`]);
 //! * applies a layer tar under a root directory ([`apply_layer`]) in one of two flavours
 //!   ([`WhiteoutFormat`]): **plain** (whiteouts delete, as moby's `UnpackLayer`, for vfs and
 //!   naive drivers) or **overlay** (whiteouts become char 0/0 devices and opaque dirs get the
 //!   `trusted.overlay.opaque=y` xattr, as overlayfs expects in an upper dir);
 //! * walks a directory into a tar ([`walk::tar_directory`]) with a hook to convert entries
 //!   (overlay2 uses it to turn its upper dir back into `.wh.` form);
-//! * computes the changes between two trees ([`changes::changes_dirs`]) and exports them as a
-//!   tar with whiteouts ([`export::export_changes`]).
+//! * computes the [`Change`]s between two trees ([`changes::changes_dirs`]) and exports them
+//!   as a tar with whiteouts ([`export::export_changes`]).
 //!
-//! Every path of an entry is resolved inside the root with `openat2(RESOLVE_IN_ROOT)` (see
-//! [`safe_root`]), and every metadata call is made on a file descriptor or on a parent
+//! Every path of an entry is resolved inside the root with `openat2(RESOLVE_IN_ROOT)` (the
+//! [`safe_root`] crate), and every metadata call is made on a file descriptor or on a parent
 //! dirfd with `AT_SYMLINK_NOFOLLOW`, so nothing in the tar can make us touch a file outside
 //! the root, whatever links it plants.
 //!
 //! ```
-//! use graphdriver::archive::{apply_layer, ApplyOptions, writer::{TarWriter, TarHeader}};
+//! use layer_archive::{apply_layer, ApplyOptions, TarHeader, TarWriter};
 //!
 //! // Build a tiny layer: one file, then a whiteout of a file the lower layer had.
 //! let mut tar = TarWriter::new(Vec::new());
@@ -36,17 +38,48 @@
 //! assert_eq!(std::fs::read(root.path().join("etc/motd")).unwrap(), b"hello\n");
 //! assert!(!root.path().join("etc/issue").exists());
 //! ```
+//!
+//! # Features
+//!
+//! * `fs` (default): [`apply`], [`walk`], [`changes`], [`export`] and [`ApplyOptions`], which
+//!   act on a real filesystem through [`safe_root`] and `rustix` (Linux). Without it the
+//!   crate is the portable part only: [`codec`], [`Change`], the whiteout names and
+//!   [`Error`], for users that only parse or write tar headers (`default-features = false`).
+//!
+//! # What it refuses
+//!
+//! Deliberately, beyond what Go's `archive/tar` and moby refuse (details in [`apply`] and
+//! [`codec::reader`]):
+//!
+//! * more than 8 chained extension headers (`L`/`K`/`x`) before one entry, and extension
+//!   headers, names, xattrs or sparse maps over the caps in [`Limits`];
+//! * entry names that climb above the root (`../x`), and the whiteout names `.wh.`, `.wh..`
+//!   and `.wh...`;
+//! * a layer root that is itself a symlink (CVE-2018-15664's shape).
 
+// Without `fs` the crate doc still names the modules it leaves out.
+#![cfg_attr(not(feature = "fs"), allow(rustdoc::broken_intra_doc_links))]
+
+#[cfg(feature = "fs")]
 pub mod apply;
+pub mod change;
+#[cfg(feature = "fs")]
 pub mod changes;
+pub mod codec;
+pub mod error;
+#[cfg(feature = "fs")]
 pub mod export;
-pub mod name;
-pub mod reader;
+#[cfg(feature = "fs")]
 pub mod walk;
-pub mod writer;
 
+#[cfg(feature = "fs")]
 pub use apply::{apply_layer, apply_layer_with_usage};
-pub use reader::{EntryHeader, EntryKind, SparseRegion, TarError, TarReader, Time};
+pub use change::{Change, ChangeKind};
+pub use codec::Limits;
+pub use codec::name::CleanName;
+pub use codec::reader::{EntryHeader, EntryKind, SparseRegion, TarError, TarReader, Time};
+pub use codec::writer::{TarHeader, TarWriter};
+pub use error::{Error, Result};
 
 /// Prefix of a whiteout entry's base name: `.wh.<name>` deletes `<name>`.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -75,38 +108,8 @@ pub enum WhiteoutFormat {
     Overlay,
 }
 
-/// Caps on what a single tar header may make us allocate. The defaults are generous for real
-/// layers and small enough that hostile input cannot exhaust memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Maximum size of one PAX (local or global) extension header (Go uses 1 MiB).
-    pub max_pax_bytes: u64,
-    /// Maximum length of an entry name or link target, in bytes (Linux `PATH_MAX`).
-    pub max_path_bytes: usize,
-    /// Maximum number of xattrs on one entry.
-    pub max_xattrs: usize,
-    /// Maximum size of one xattr value (Linux `XATTR_SIZE_MAX`).
-    pub max_xattr_value_bytes: usize,
-    /// Maximum total size of names and values of one entry's xattrs.
-    pub max_xattr_total_bytes: usize,
-    /// Maximum number of data regions of one sparse file (CVE-2025-58183 shape).
-    pub max_sparse_regions: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_pax_bytes: 1 << 20,
-            max_path_bytes: 4096,
-            max_xattrs: 128,
-            max_xattr_value_bytes: 64 * 1024,
-            max_xattr_total_bytes: 256 * 1024,
-            max_sparse_regions: 1 << 16,
-        }
-    }
-}
-
 /// Options for [`apply_layer`].
+#[cfg(feature = "fs")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyOptions {
     /// How whiteouts are materialised.
@@ -129,6 +132,7 @@ pub struct ApplyOptions {
     pub limits: Limits,
 }
 
+#[cfg(feature = "fs")]
 impl Default for ApplyOptions {
     fn default() -> Self {
         let root = rustix::process::geteuid().is_root();
@@ -145,6 +149,7 @@ impl Default for ApplyOptions {
     }
 }
 
+#[cfg(feature = "fs")]
 impl ApplyOptions {
     /// Options suited to the current user: as root, everything is restored; otherwise chown
     /// is skipped and device nodes are skipped (what moby does in a user namespace).

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use base64::Engine;
-use graphdriver::archive::{Limits, TarError, TarReader};
+use layer_archive::{Limits, TarError, TarReader};
 
 const FIXTURES: &str = "/work/shared/fixtures/tar-split";
 
@@ -147,8 +147,8 @@ fn go_readable_fixtures_apply() {
             raw
         };
         let dir = tempfile::tempdir().unwrap();
-        let opts = graphdriver::archive::ApplyOptions::for_current_user().with_layer(file);
-        match graphdriver::archive::apply_layer(dir.path(), &mut &tar[..], &opts) {
+        let opts = layer_archive::ApplyOptions::for_current_user().with_layer(file);
+        match layer_archive::apply_layer(dir.path(), &mut &tar[..], &opts) {
             Ok(_) => applied += 1,
             Err(e) => report.push(format!("{file}: {e}")),
         }

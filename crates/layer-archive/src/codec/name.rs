@@ -50,6 +50,7 @@ impl CleanName {
     }
 
     /// Builds a name from already-clean bytes (no checks; internal use).
+    #[cfg_attr(not(feature = "fs"), allow(dead_code))] // only the applier builds names
     pub(crate) fn from_clean(bytes: Vec<u8>) -> Self {
         CleanName(bytes)
     }

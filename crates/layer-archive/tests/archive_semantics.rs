@@ -1,17 +1,17 @@
-//! go-archive behaviours the drivers rely on (moby-layer-spec §4.4) and moby's copy tests
-//! (§4.2 items 20–23), against our archive and copy code.
+//! go-archive behaviours the drivers rely on (moby-layer-spec §4.4), against our archive
+//! code. moby's copy tests (§4.2 items 20–23) are graphdriver's `tests/copy.rs`.
 
 mod common_tree;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use common_tree::{describe, dir, file, marker, tar_of};
-use graphdriver::archive::changes::{changes_dirs, changes_size};
-use graphdriver::archive::walk::{NoConversion, WalkOptions, tar_directory};
-use graphdriver::archive::writer::TarHeader;
-use graphdriver::archive::{ApplyOptions, EntryKind, WhiteoutFormat, apply_layer};
-use graphdriver::{Change, ChangeKind};
+use common_tree::{copy_tree, describe, dir, file, marker, set_mtime, tar_of};
+use layer_archive::TarHeader;
+use layer_archive::changes::{changes_dirs, changes_size};
+use layer_archive::walk::{NoConversion, WalkOptions, tar_directory};
+use layer_archive::{ApplyOptions, EntryKind, WhiteoutFormat, apply_layer};
+use layer_archive::{Change, ChangeKind};
 
 fn opts() -> ApplyOptions {
     ApplyOptions::for_current_user().with_layer("test")
@@ -19,26 +19,6 @@ fn opts() -> ApplyOptions {
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-fn set_mtime(path: &std::path::Path, sec: i64, nsec: u32) {
-    let t = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: sec,
-            tv_nsec: i64::from(nsec) as _,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: sec,
-            tv_nsec: i64::from(nsec) as _,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &t,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
 }
 
 /// Spec §4.4 item 48 and 53: implied parents are 0755 whatever the umask; explicit modes
@@ -65,12 +45,12 @@ fn implied_directories_and_explicit_modes() {
 fn directory_times_set_after_children() {
     let tmp = tempfile::tempdir().unwrap();
     let mut d = TarHeader::dir("d/");
-    d.mtime = graphdriver::archive::Time {
+    d.mtime = layer_archive::Time {
         sec: 1_000_000_000,
         nsec: 5,
     };
     let mut f = TarHeader::file("d/f", 1);
-    f.mtime = graphdriver::archive::Time {
+    f.mtime = layer_archive::Time {
         sec: 1_500_000_000,
         nsec: 123_456_789,
     };
@@ -185,7 +165,7 @@ fn changes_dirs_mutated() {
     std::os::unix::fs::symlink("file1", old.join("symlink1")).unwrap();
     std::os::unix::fs::symlink("file1", old.join("symlink2")).unwrap();
     fs::create_dir(&new).unwrap();
-    graphdriver::copy::copy_dir(&old, &new).unwrap();
+    copy_tree(&old, &new);
     assert!(
         changes_dirs(&new, Some(&old)).unwrap().is_empty(),
         "a copy has no changes"
@@ -256,7 +236,7 @@ fn same_tick_rewrite_is_detected() {
     fs::create_dir(&old).unwrap();
     fs::create_dir(&new).unwrap();
     fs::write(old.join("f"), "AAAA").unwrap();
-    graphdriver::copy::copy_dir(&old, &new).unwrap();
+    copy_tree(&old, &new);
     let m = fs::metadata(old.join("f")).unwrap();
     fs::write(new.join("f"), "BBBB").unwrap();
     set_mtime(&new.join("f"), m.mtime(), m.mtime_nsec() as u32);
@@ -394,56 +374,6 @@ fn pax_xattrs_are_applied() {
     }
 }
 
-/// Item 22–23: DirCopy keeps modes, owners, nanosecond mtimes, hardlinks; new inodes.
-#[test]
-fn copy_dir_keeps_metadata_and_hardlinks() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    fs::create_dir(&src).unwrap();
-    fs::create_dir(&dst).unwrap();
-    for i in 0..3 {
-        let d = src.join(format!("d{i}/e{i}"));
-        fs::create_dir_all(&d).unwrap();
-        for j in 0..3 {
-            let f = d.join(format!("f{j}"));
-            fs::write(
-                &f,
-                graphdriver::graphtest::random_content(1024, (i * 3 + j) as u64),
-            )
-            .unwrap();
-            fs::set_permissions(&f, fs::Permissions::from_mode(0o400 | (j as u32 * 0o111)))
-                .unwrap();
-            set_mtime(&f, 1_500_000_000 + j as i64, 100 * j as u32 + 7);
-        }
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o700 | (i as u32 * 0o21))).unwrap();
-        set_mtime(&d, 1_400_000_000 + i as i64, 999);
-    }
-    fs::hard_link(src.join("d0/e0/f0"), src.join("hl")).unwrap();
-    std::os::unix::fs::symlink("/absolute/elsewhere", src.join("sym")).unwrap();
-    graphdriver::copy::copy_dir(&src, &dst).unwrap();
-    assert_eq!(describe(&dst, true), describe(&src, true));
-    for i in 0..3 {
-        let (a, b) = (
-            src.join(format!("d{i}/e{i}")),
-            dst.join(format!("d{i}/e{i}")),
-        );
-        let (ma, mb) = (fs::metadata(&a).unwrap(), fs::metadata(&b).unwrap());
-        assert_eq!(
-            (ma.mtime(), ma.mtime_nsec()),
-            (mb.mtime(), mb.mtime_nsec()),
-            "dir times"
-        );
-        assert_ne!(ma.ino(), mb.ino());
-        assert_eq!(ma.dev(), mb.dev());
-    }
-    let (a, b) = (
-        fs::metadata(dst.join("hl")).unwrap(),
-        fs::metadata(dst.join("d0/e0/f0")).unwrap(),
-    );
-    assert_eq!(a.ino(), b.ino(), "hardlinks stay hardlinked");
-    assert_ne!(a.ino(), fs::metadata(src.join("hl")).unwrap().ino());
-}
-
 /// A tar of one entry of every kind survives our writer, the `tar` crate and our reader.
 #[test]
 fn header_only_kinds_carry_no_payload() {
@@ -454,91 +384,6 @@ fn header_only_kinds_carry_no_payload() {
     let size = apply_layer(tmp.path(), &mut &tar[..], &opts()).unwrap();
     assert_eq!(size, 4);
     assert_eq!(fs::read(tmp.path().join("l")).unwrap(), b"data");
-}
-
-/// A tree deeper than PATH_MAX (1000 levels, 11 KB paths), as a container can create:
-/// copy, changes, tar and removal all work, with bounded stack and descriptors.
-#[test]
-fn trees_deeper_than_path_max() {
-    use rustix::fs::{Mode, OFlags};
-    const DEPTH: usize = 1000;
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    fs::create_dir(&src).unwrap();
-    fs::create_dir(&dst).unwrap();
-    let mut cur =
-        rustix::fs::open(&src, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-    for _ in 0..DEPTH {
-        rustix::fs::mkdirat(&cur, "dddddddddd", Mode::from_raw_mode(0o755)).unwrap();
-        cur = rustix::fs::openat(
-            &cur,
-            "dddddddddd",
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-    }
-    let bottom = |root: &std::path::Path| {
-        let mut fd =
-            rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        for _ in 0..DEPTH {
-            fd = rustix::fs::openat(
-                &fd,
-                "dddddddddd",
-                OFlags::RDONLY | OFlags::DIRECTORY,
-                Mode::empty(),
-            )
-            .unwrap();
-        }
-        fd
-    };
-    let write = |dir: &std::os::fd::OwnedFd, data: &[u8]| {
-        let f = rustix::fs::openat(
-            dir,
-            "leaf",
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-            Mode::from_raw_mode(0o644),
-        )
-        .unwrap();
-        rustix::io::write(&f, data).unwrap();
-    };
-    write(&cur, b"deep");
-    drop(cur);
-
-    graphdriver::copy::copy_dir(&src, &dst).unwrap();
-    assert!(changes_dirs(&dst, Some(&src)).unwrap().is_empty());
-    write(&bottom(&dst), b"DEEP");
-    let changes = changes_dirs(&dst, Some(&src)).unwrap();
-    assert_eq!(
-        changes.len(),
-        DEPTH + 1,
-        "every directory on the way is modified, plus the leaf"
-    );
-    assert!(changes.last().unwrap().path.ends_with("dddddddddd/leaf"));
-    assert_eq!(
-        changes_size(&dst, &changes).unwrap(),
-        0,
-        "paths past PATH_MAX cannot be sized by path"
-    );
-
-    let tar = tar_directory(&src, Vec::new(), &WalkOptions::default(), &mut NoConversion).unwrap();
-    let entries = graphdriver::archive::TarReader::new(&tar[..], Default::default());
-    let mut reader = entries;
-    let mut count = 0;
-    while let Ok(Some(_)) = reader.next_entry() {
-        count += 1;
-    }
-    assert!(count > 0);
-
-    let dirfd = rustix::fs::open(
-        tmp.path(),
-        OFlags::RDONLY | OFlags::DIRECTORY,
-        Mode::empty(),
-    )
-    .unwrap();
-    safe_root::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"src").unwrap();
-    safe_root::remove_all_at(std::os::fd::AsFd::as_fd(&dirfd), c"dst").unwrap();
-    assert!(!src.exists() && !dst.exists());
 }
 
 /// Item 70 (CVE-2018-15664): a layer root that is itself a symlink to a host directory is

@@ -2,12 +2,12 @@
 //! applied size and the time taken. Used to compare with GNU tar:
 //!
 //! ```text
-//! cargo run --release -p graphdriver --example apply_layer -- layer.tar /tmp/dest [overlay]
+//! cargo run --release -p layer-archive --example apply_layer -- layer.tar /tmp/dest [overlay]
 //! ```
 
 use std::time::Instant;
 
-use graphdriver::archive::{ApplyOptions, WhiteoutFormat, apply_layer};
+use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

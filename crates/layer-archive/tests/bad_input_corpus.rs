@@ -22,9 +22,9 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use graphdriver::Error;
-use graphdriver::archive::writer::{TarHeader, TarWriter};
-use graphdriver::archive::{ApplyOptions, EntryKind, Time, WhiteoutFormat, apply_layer};
+use layer_archive::Error;
+use layer_archive::{ApplyOptions, EntryKind, Time, WhiteoutFormat, apply_layer};
+use layer_archive::{TarHeader, TarWriter};
 
 /// Paths of one sandbox.
 struct Ctx {

@@ -2,16 +2,31 @@
 //! changes of a modified copy (the commit path of naive drivers).
 //!
 //! Compare with GNU tar: `examples/apply_layer.rs` applies a tar file from disk.
-//! `cargo bench -p graphdriver --bench apply_layer`
+//! `cargo bench -p layer-archive --bench apply_layer`
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use graphdriver::archive::changes::changes_dirs;
-use graphdriver::archive::export::export_changes;
-use graphdriver::archive::walk::WalkOptions;
-use graphdriver::archive::writer::{TarHeader, TarWriter};
-use graphdriver::archive::{ApplyOptions, WhiteoutFormat, apply_layer};
+use layer_archive::changes::changes_dirs;
+use layer_archive::export::export_changes;
+use layer_archive::walk::WalkOptions;
+use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer};
+use layer_archive::{TarHeader, TarWriter};
+
+/// `len` bytes from a splitmix64 stream: incompressible, the same every run.
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
 
 /// 2,000 files of 0–8 KiB in 40 directories, a few 1 MiB files, symlinks and whiteouts.
 fn synthetic_layer() -> Vec<u8> {
@@ -25,7 +40,7 @@ fn synthetic_layer() -> Vec<u8> {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let len = (seed >> 51) as usize; // 0..8 KiB
-            let data = graphdriver::graphtest::random_content(len, seed);
+            let data = content(len, seed);
             w.append(
                 &TarHeader::file(format!("usr/share/d{d}/f{f}"), len as u64),
                 Some(&mut &data[..]),
@@ -44,7 +59,7 @@ fn synthetic_layer() -> Vec<u8> {
         .unwrap();
     }
     for b in 0..4 {
-        let data = graphdriver::graphtest::random_content(1 << 20, b);
+        let data = content(1 << 20, b);
         w.append(
             &TarHeader::file(format!("opt/blob{b}"), data.len() as u64),
             Some(&mut &data[..]),
@@ -92,8 +107,9 @@ fn export(c: &mut Criterion) {
     std::fs::create_dir(&old).unwrap();
     std::fs::create_dir(&new).unwrap();
     let opts = ApplyOptions::for_current_user();
+    // `new` starts equal to `old` (same entries, same times), as a vfs copy of it would.
     apply_layer(&old, &mut &layer[..], &opts).unwrap();
-    graphdriver::copy::copy_dir(&old, &new).unwrap();
+    apply_layer(&new, &mut &layer[..], &opts).unwrap();
     for d in 0..40 {
         std::fs::write(new.join(format!("usr/share/d{d}/f1")), "changed").unwrap();
         std::fs::remove_file(new.join(format!("usr/share/d{d}/f2"))).unwrap();

@@ -7,7 +7,7 @@
 //! `getdents`), so a symlink inside the tree is archived as a symlink and never followed.
 //!
 //! ```
-//! use graphdriver::archive::walk::{tar_directory, NoConversion, WalkOptions};
+//! use layer_archive::walk::{tar_directory, NoConversion, WalkOptions};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::create_dir(dir.path().join("etc")).unwrap();
@@ -27,8 +27,8 @@ use std::path::Path;
 
 use rustix::fs::{FileType, Mode, OFlags};
 
-use super::reader::{EntryKind, Time};
-use super::writer::{TarHeader, TarWriter};
+use crate::codec::reader::{EntryKind, Time};
+use crate::codec::writer::{TarHeader, TarWriter};
 use safe_root::{Meta, component, lstat_at};
 
 /// How precisely mtimes are written.

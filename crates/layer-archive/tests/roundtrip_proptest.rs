@@ -8,11 +8,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common_tree::describe;
-use graphdriver::archive::changes::changes_dirs;
-use graphdriver::archive::export::export_changes;
-use graphdriver::archive::walk::WalkOptions;
-use graphdriver::archive::{ApplyOptions, apply_layer};
+use common_tree::{copy_tree, describe};
+use layer_archive::changes::changes_dirs;
+use layer_archive::export::export_changes;
+use layer_archive::walk::WalkOptions;
+use layer_archive::{ApplyOptions, apply_layer};
 use proptest::prelude::*;
 
 /// One edit of a tree. Paths are indexes into a tiny name space, so edits collide often.
@@ -162,7 +162,7 @@ fn check_round_trip(base_ops: &[Op], edit_ops: &[Op]) {
     for op in base_ops {
         apply_op(&parent, op);
     }
-    graphdriver::copy::copy_dir(&parent, &child).unwrap();
+    copy_tree(&parent, &child);
     assert!(
         changes_dirs(&child, Some(&parent)).unwrap().is_empty(),
         "a fresh copy has no changes"
@@ -172,7 +172,7 @@ fn check_round_trip(base_ops: &[Op], edit_ops: &[Op]) {
     }
     let changes = changes_dirs(&child, Some(&parent)).unwrap();
     let tar = export_changes(&child, &changes, Vec::new(), &WalkOptions::default()).unwrap();
-    graphdriver::copy::copy_dir(&parent, &replay).unwrap();
+    copy_tree(&parent, &replay);
     let opts = ApplyOptions::for_current_user().with_layer("proptest");
     apply_layer(&replay, &mut &tar[..], &opts).unwrap();
     assert_eq!(describe(&replay, true), describe(&child, true));
@@ -207,11 +207,11 @@ fn whole_tree_round_trip() {
     ] {
         apply_op(&src, &op);
     }
-    let tar = graphdriver::archive::walk::tar_directory(
+    let tar = layer_archive::walk::tar_directory(
         &src,
         Vec::new(),
         &WalkOptions::default(),
-        &mut graphdriver::archive::walk::NoConversion,
+        &mut layer_archive::walk::NoConversion,
     )
     .unwrap();
     apply_layer(&dst, &mut &tar[..], &ApplyOptions::for_current_user()).unwrap();
