@@ -114,8 +114,9 @@ fn check_images(ctx: &Context, repair: bool) -> Result<(Vec<String>, Vec<String>
     }
     let leftovers = images.store.leftovers()?;
     for l in &leftovers {
+        // "leftover:" as the layer store words its own (the crash campaign counts them).
         problems.push(format!(
-            "leftover of an interrupted image metadata write: {}",
+            "leftover: temporary file of an interrupted image metadata write {}",
             l.display()
         ));
     }
