@@ -7,7 +7,8 @@
 //! * [`vfs`]: layers as full copies ([`copy`] clones with reflink where it can);
 //! * [`naive`]: diff, changes and apply for any [`ProtoDriver`] by comparing trees;
 //! * [`overlay2`]: Docker's overlay2 layout on kernel overlayfs, with native diffs;
-//! * [`options`]: `key=value` options and choosing a driver by name;
+//! * [`options`]: parsing `key=value` driver options;
+//! * [`registry`]: choosing a driver by name ([`Registry`]);
 //! * [`graphtest`]: the conformance suite every driver runs.
 //!
 //! Tar apply, walk, changes and export are the [`layer_archive`] crate's (drivers call it;
@@ -15,7 +16,7 @@
 //!
 //! ```
 //! use graphdriver::{CreateOpts, DiffDriver, ProtoDriver};
-//! use graphdriver::options::Registry;
+//! use graphdriver::Registry;
 //!
 //! let root = tempfile::tempdir().unwrap();
 //! let driver = Registry::with_builtin().new_driver("vfs", root.path(), &[]).unwrap();
@@ -36,8 +37,10 @@ pub mod graphtest;
 pub mod naive;
 pub mod options;
 pub mod overlay2;
+pub mod registry;
 pub mod vfs;
 
 pub use driver::{CreateOpts, DiffDriver, Driver, ProtoDriver, Status, TarStream};
 pub use error::{Error, Result};
 pub use layer_archive::{Change, ChangeKind};
+pub use registry::Registry;

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use graphdriver::Driver;
-use graphdriver::options::Registry;
+use graphdriver::Registry;
 
 use crate::error::{Error, Result};
 

@@ -253,7 +253,7 @@ impl DiffDriver for FaultDriver {
 }
 
 fn real_driver(name: &str, root: &Path) -> Arc<dyn Driver> {
-    let mut registry = graphdriver::options::Registry::with_builtin();
+    let mut registry = graphdriver::Registry::with_builtin();
     if !registry.is_registered("overlay2") {
         registry
             .register("overlay2", |root, options| {

@@ -20,11 +20,11 @@
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
+use super::entries::{is_whiteout, sorted_names};
 use super::features::read_xattr;
 use super::lowers::{DirView, LowerStack};
 use crate::error::{Error, Result};
@@ -105,32 +105,12 @@ fn open_dir(at: Option<(&OwnedFd, &OsStr)>, path: &Path) -> Result<OwnedFd> {
     opened.map_err(|e| Error::io("open", path, e.into()))
 }
 
-/// Entry names of a directory, sorted, without `.` and `..`.
-pub(crate) fn sorted_names(fd: &OwnedFd, path: &Path) -> Result<Vec<OsString>> {
-    let mut dir =
-        rustix::fs::Dir::read_from(fd).map_err(|e| Error::io("readdir", path, e.into()))?;
-    let mut names = Vec::new();
-    while let Some(entry) = dir.read() {
-        let entry = entry.map_err(|e| Error::io("readdir", path, e.into()))?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
 fn lstat_at(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<Option<Stat>> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => Ok(None),
         Err(e) => Err(Error::io("lstat", path, e.into())),
     }
-}
-
-pub(crate) fn is_whiteout(st: &Stat) -> bool {
-    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }
 
 fn is_dir(st: &Stat) -> bool {

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::changes::{is_whiteout, sorted_names};
+use super::entries::{is_whiteout, sorted_names};
 use super::features::read_xattr;
 use crate::error::{Error, Result};
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::changes::{is_whiteout, sorted_names};
+use super::entries::{is_whiteout, sorted_names};
 use crate::error::{Error, Result};
 
 /// One directory of the merged view: the layer directories that make it, uppermost first,

@@ -28,6 +28,7 @@
 //! ```
 
 mod changes;
+mod entries;
 mod export;
 mod features;
 mod layout;
