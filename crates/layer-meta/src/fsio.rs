@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -239,22 +239,7 @@ impl Fs {
     /// Reads a small file whole, refusing more than `limit` bytes (so a corrupt file cannot make
     /// us allocate without bound).
     pub(crate) fn read_small(&self, rel: &str, limit: u64) -> io::Result<ReadSmall> {
-        let fd = match rustix::fs::openat(
-            self.root_fd(),
-            rel,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(ReadSmall::Missing),
-            Err(e) => return Err(e.into()),
-        };
-        let mut buf = Vec::new();
-        File::from(fd).take(limit + 1).read_to_end(&mut buf)?;
-        if buf.len() as u64 > limit {
-            return Ok(ReadSmall::TooLarge);
-        }
-        Ok(ReadSmall::Data(buf))
+        read_small_at(self.root_fd(), rel, limit)
     }
 
     /// Opens a file for streaming reads.
@@ -351,6 +336,36 @@ impl Fs {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(self.io_error(op, rel, e.into())),
         }
+    }
+}
+
+/// Reads `rel` under `dir` whole (not following a final symlink), refusing more than `limit`
+/// bytes. A small file costs one read for its bytes and one for the end: layer metadata files
+/// are tens of bytes, and a store opens five per layer.
+fn read_small_at(dir: BorrowedFd<'_>, rel: &str, limit: u64) -> io::Result<ReadSmall> {
+    let fd = match rustix::fs::openat(
+        dir,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(ReadSmall::Missing),
+        Err(e) => return Err(e.into()),
+    };
+    let mut chunk = [0u8; 4096];
+    let mut buf = Vec::new();
+    loop {
+        let n = match rustix::io::read(&fd, &mut chunk) {
+            Ok(0) => return Ok(ReadSmall::Data(buf)),
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if (buf.len() + n) as u64 > limit {
+            return Ok(ReadSmall::TooLarge);
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

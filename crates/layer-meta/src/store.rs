@@ -256,14 +256,7 @@ impl MetaStore {
 
     /// Every field of a layer.
     pub fn layer(&self, chain_id: &ChainId) -> Result<LayerRecord> {
-        Ok(LayerRecord {
-            chain_id: chain_id.clone(),
-            diff_id: self.diff_id(chain_id)?,
-            size: self.size(chain_id)?,
-            cache_id: self.cache_id(chain_id)?,
-            parent: self.parent(chain_id)?,
-            descriptor: self.descriptor(chain_id)?,
-        })
+        self.inner.read_layer(chain_id)
     }
 
     /// Loads every layer in `sha256/`. Unloadable layer directories are returned in
@@ -275,24 +268,51 @@ impl MetaStore {
         let entries = fs
             .read_dir(LAYERS_DIR)
             .map_err(|e| fs.io_error("read directory", LAYERS_DIR, e))?;
+        let candidates: Vec<(ChainId, bool)> = entries
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|entry| {
+                let chain_id = entry.utf8_name().and_then(layout::parse_layer_dir_name)?;
+                Some((chain_id, entry.file_type == FileType::Directory))
+            })
+            .collect();
+        // Each layer is a handful of tiny files: opening a store of thousands of layers is
+        // syscall-bound, so the layers are read on several threads (in order: the listing
+        // stays sorted by chain ID).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(LIST_THREADS)
+            .min(candidates.len().div_ceil(LAYERS_PER_THREAD))
+            .max(1);
+        let loaded: Vec<Result<LayerRecord>> = if threads == 1 {
+            candidates.iter().map(|c| self.load_listed(c)).collect()
+        } else {
+            let per = candidates.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = candidates
+                    .chunks(per)
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter()
+                                .map(|c| self.load_listed(c))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
         let mut listing = LayerListing::default();
-        for entry in entries.unwrap_or_default() {
-            let Some(chain_id) = entry.utf8_name().and_then(layout::parse_layer_dir_name) else {
-                continue;
-            };
-            let dir = format!("{LAYERS_DIR}/{}", chain_id.hex());
-            let loaded = if entry.file_type == FileType::Directory {
-                self.layer(&chain_id)
-            } else {
-                Err(Error::Corrupt {
-                    path: fs.path(&dir),
-                    problem: Corruption::NotADirectory,
-                })
-            };
+        for ((chain_id, _), loaded) in candidates.into_iter().zip(loaded) {
             match loaded {
                 Ok(record) => listing.layers.push(record),
                 Err(error) => {
                     tracing::warn!(layer = %chain_id, %error, "layer metadata cannot be loaded");
+                    let dir = format!("{LAYERS_DIR}/{}", chain_id.hex());
                     listing.broken.push(BrokenLayer {
                         chain_id,
                         path: fs.path(&dir),
@@ -303,7 +323,24 @@ impl MetaStore {
         }
         Ok(listing)
     }
+
+    fn load_listed(&self, (chain_id, is_dir): &(ChainId, bool)) -> Result<LayerRecord> {
+        if *is_dir {
+            self.layer(chain_id)
+        } else {
+            let dir = format!("{LAYERS_DIR}/{}", chain_id.hex());
+            Err(Error::Corrupt {
+                path: self.inner.fs.path(&dir),
+                problem: Corruption::NotADirectory,
+            })
+        }
+    }
 }
+
+/// At most this many threads read layer metadata in [`MetaStore::list_layers`].
+const LIST_THREADS: usize = 8;
+/// A thread is worth starting for this many layers or more.
+const LAYERS_PER_THREAD: usize = 256;
 
 fn parse_at<T>(
     path: PathBuf,
@@ -426,6 +463,56 @@ impl Inner {
             }
         }
         Err(self.fs.io_error("rename", rel, Errno::EXIST.into()))
+    }
+
+    /// Every field of a layer. A store opens thousands of these, so the common case costs
+    /// only an `openat`, two `read`s and a `close` per file present and one `openat` per
+    /// optional file absent: whether the whole layer is missing is asked only when a required
+    /// file is.
+    pub(crate) fn read_layer(&self, chain_id: &ChainId) -> Result<LayerRecord> {
+        let dir = layout::layer_dir(chain_id)?;
+        let read = |name: &str, limit: u64| -> Result<(String, Option<Vec<u8>>)> {
+            let rel = format!("{dir}/{name}");
+            match self.fs.read_small(&rel, limit) {
+                Ok(ReadSmall::Data(bytes)) => Ok((rel, Some(bytes))),
+                Ok(ReadSmall::TooLarge) => Err(Error::Corrupt {
+                    path: self.fs.path(&rel),
+                    problem: Corruption::TooLarge { limit },
+                }),
+                Ok(ReadSmall::Missing) => Ok((rel, None)),
+                Err(e) => Err(self.read_error(&dir, &rel, e)),
+            }
+        };
+        let required = |name: &str| -> Result<(PathBuf, Vec<u8>)> {
+            match read(name, SMALL_FILE_LIMIT)? {
+                (rel, Some(bytes)) => Ok((self.fs.path(&rel), bytes)),
+                (rel, None) => Err(self.missing(chain_id, &dir, self.fs.path(&rel))?),
+            }
+        };
+        // `diff` first: a layer that is gone is reported as not found by its first file.
+        let (path, bytes) = required(layer_file::DIFF)?;
+        let diff_id = parse_at(path, &bytes, format::parse_diff_id)?;
+        let (path, bytes) = required(layer_file::SIZE)?;
+        let size = parse_at(path, &bytes, format::parse_size)?;
+        let (path, bytes) = required(layer_file::CACHE_ID)?;
+        let cache_id = parse_at(path, &bytes, format::parse_cache_id)?;
+        // The required files were just there: an optional one missing is absent.
+        let (rel, bytes) = read(layer_file::PARENT, SMALL_FILE_LIMIT)?;
+        let parent = bytes
+            .map(|b| parse_at(self.fs.path(&rel), &b, format::parse_chain_id))
+            .transpose()?;
+        let (rel, bytes) = read(layer_file::DESCRIPTOR, DESCRIPTOR_LIMIT)?;
+        let descriptor = bytes
+            .map(|b| parse_at(self.fs.path(&rel), &b, format::parse_descriptor))
+            .transpose()?;
+        Ok(LayerRecord {
+            chain_id: chain_id.clone(),
+            diff_id,
+            size,
+            cache_id,
+            parent,
+            descriptor,
+        })
     }
 
     /// Reads `<layer dir>/<name>`. A missing required file is `Corrupt(Missing)` if the layer

@@ -670,3 +670,45 @@ fn concurrent_commits_to_one_id_have_one_winner() {
     assert_layer_intact(&store, &ids, 0);
     assert!(names(&store.root().join("tmp")).is_empty());
 }
+
+/// Stores of hundreds of layers are read on several threads: the listing is still complete,
+/// sorted by chain ID, and a broken layer anywhere is reported as broken, not dropped.
+#[test]
+fn large_listing_is_complete_sorted_and_reports_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MetaStore::open(
+        &dir.path().join("layerdb"),
+        MetaOptions {
+            durability: Durability::None,
+            ..MetaOptions::default()
+        },
+    )
+    .unwrap();
+    let n = 700;
+    let ids = chain(n);
+    for i in 0..n {
+        commit_layer(&store, &ids, i).unwrap();
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let broken = [&sorted[3], &sorted[350], &sorted[699]];
+    for id in broken {
+        fs::write(store.layer_path(id).unwrap().join("size"), b"x").unwrap();
+    }
+    let listing = store.list_layers().unwrap();
+    let want: Vec<ChainId> = sorted
+        .iter()
+        .filter(|id| !broken.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(listing.ids(), want);
+    let got: Vec<&ChainId> = listing.broken.iter().map(|b| &b.chain_id).collect();
+    assert_eq!(got, broken);
+    for b in &listing.broken {
+        assert!(b.error.to_string().contains("size"), "{}", b.error);
+    }
+    // Every record read through the threaded path equals a one-by-one read.
+    for record in listing.layers.iter().step_by(97) {
+        assert_eq!(record, &store.layer(&record.chain_id).unwrap());
+    }
+}
