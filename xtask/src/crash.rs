@@ -4,7 +4,7 @@
 //!
 //! Builds `layerctl` (release) and drives it on one data-root per driver with the commands a
 //! user runs: `import` of small generated layers with parents, `load` of a small `docker save`
-//! image, `rm`, and the RW cycle `rw create` → `rw mount` → (a file written into the mount) →
+//! image (its layers, config and tag) and `rmi` of it, `rm`, and the RW cycle `rw create` → `rw mount` → (a file written into the mount) →
 //! `commit` → `rw unmount` → `rw rm`. Each command is SIGKILLed after a random delay drawn
 //! from 0..1.5× the command's running average duration, so kills land anywhere from process
 //! start-up to the final rename (and sometimes after the command finished: no kill).
@@ -458,6 +458,22 @@ impl Campaign<'_> {
                         bail!("import printed {printed}, expected {}", layer.chain);
                     }
                     self.ledger.layers.insert(printed.to_owned());
+                }
+            }
+            // Remove the loaded image (untag, delete, release its layers) half the time it
+            // is there; a killed rmi may have removed the image's layers.
+            4 if present(self.image_chain.last().unwrap()) && self.rng.below(2) == 0 => {
+                let out = self.cmd("rmi", &["rmi", "crash:latest"])?;
+                if out.success {
+                    for line in out.stdout.lines() {
+                        if let Some(id) = line.strip_prefix("Deleted: ") {
+                            self.ledger.layers.remove(id.trim());
+                        }
+                    }
+                } else if out.killed {
+                    self.ledger
+                        .maybe_removed
+                        .extend(self.image_chain.iter().cloned());
                 }
             }
             4 => {
