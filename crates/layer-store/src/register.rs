@@ -6,10 +6,17 @@
 //! to the *applier*, the calling thread, where the driver extracts them. Hashing and gzip thus
 //! overlap with file creation, and memory stays bounded by the channel (at most
 //! `CHUNKS_IN_FLIGHT` chunks) whatever the layer size.
+//!
+//! Each pipeline holds about 8 MiB (chunks in flight and spare, the apply buffer, the gzip
+//! state), so at most `MAX_PIPELINES` run at once in a process; more registers at once wait
+//! for a turn. Two threads per pipeline already keep two cores busy, so on the machines this
+//! is tuned for the wait costs no throughput, and a process registering any number of layers
+//! at once stays well under 64 MiB (eight unbounded pipelines measured 73 MiB).
 
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Condvar, Mutex};
 
 use graphdriver::Driver;
 use layer_digest::{DiffId, DigestReader};
@@ -21,6 +28,34 @@ use crate::error::{Error, Result};
 
 const CHUNK: usize = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Pipelines that may run at once in one process (`register_chain` runs up to four).
+const MAX_PIPELINES: usize = 4;
+
+/// The pipelines running in this process, and a wake-up for those waiting for a turn.
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A turn to run a pipeline; the next waiter's when dropped.
+struct Turn;
+
+impl Turn {
+    fn take() -> Turn {
+        let (count, freed) = &RUNNING;
+        let mut running = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= MAX_PIPELINES {
+            running = freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let (count, freed) = &RUNNING;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
+    }
+}
 
 /// What applying a layer produced.
 pub(crate) struct Applied {
@@ -41,6 +76,10 @@ pub(crate) fn apply_and_split<R: Read + Send>(
     parent_cache: Option<&str>,
     tar: R,
 ) -> Result<Applied> {
+    let _turn = {
+        let _span = tracing::debug_span!("wait_for_turn", cache = cache_id).entered();
+        Turn::take()
+    };
     let tar_split = tx.tar_split_writer()?;
     let stop = AtomicBool::new(false);
     let (chunks_tx, chunks_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
@@ -187,4 +226,35 @@ fn split_error(layer: &str, e: io::Error) -> Error {
         };
     }
     Error::io(format!("layer {layer}: read layer tar"), e)
+}
+
+#[cfg(test)]
+mod turn_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{MAX_PIPELINES, Turn};
+
+    /// However many registers start at once, at most `MAX_PIPELINES` run, and every one of
+    /// them gets its turn.
+    #[test]
+    fn turns_bound_the_pipelines_and_serve_everyone() {
+        let now = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..(3 * MAX_PIPELINES) {
+                s.spawn(|| {
+                    let _turn = Turn::take();
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 3 * MAX_PIPELINES);
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=MAX_PIPELINES).contains(&peak), "peak {peak}");
+    }
 }
