@@ -713,6 +713,8 @@ fn chain(env: &Env<'_>, sizes: &[u64], res: &mut Results) -> Result<()> {
             let want = len(&top)?;
             let top_s = top.to_string_lossy().into_owned();
             tar_floor(env, res, ax, d, &top, [Some("register top"), None, None])?;
+            // Each run's RW layer stays until the end: releasing it in moby's one-shot process
+            // would release its parent, whose count is then zero, and delete the whole chain.
             let name = format!("c{r}");
             // Ours.
             let mut args = vec!["import", top_s.as_str()];
@@ -786,7 +788,6 @@ fn chain(env: &Env<'_>, sizes: &[u64], res: &mut Results) -> Result<()> {
                             format!("{n} lines"),
                         );
                     }
-                    let _ = measure::run(&mut env.ours(&ours, &["rw", "rm", &name]))?;
                 }
             }
             // moby.
@@ -861,7 +862,6 @@ fn chain(env: &Env<'_>, sizes: &[u64], res: &mut Results) -> Result<()> {
                                 String::new(),
                             );
                         }
-                        let _ = measure::run(&mut mo(&["-rw-rm", &name]))?;
                     }
                 }
             }

@@ -149,24 +149,27 @@ pub fn one_big_file(path: &Path, size: u64, seed: u64) -> Result<()> {
     t.finish()
 }
 
-/// A tree `depth` directories deep (`d/d/d/…`), one small file `f` in each: 2 × depth
-/// entries. Paths pass PATH_MAX near 2,048 levels.
+/// A tree `depth` directories deep (`d/d/d/…`), one small file `f` in each but the deepest:
+/// 2 × depth - 1 entries. At 2,048 levels the deepest name is 4,096 bytes, PATH_MAX: the
+/// longest name our tar reader accepts (a file in it would be one byte more).
 pub fn deep_tree(path: &Path, depth: u64, seed: u64) -> Result<()> {
     let mut t = TarWriter::create(path)?;
     let mut rng = Rng::new(seed);
     let mut body = [0u8; 16];
     let mut dir = String::new();
-    for _ in 0..depth {
+    for level in 1..=depth {
         dir.push_str("d/");
         t.dir(&dir)?;
-        rng.fill(&mut body);
-        t.file(&format!("{dir}f"), &body)?;
+        if level < depth {
+            rng.fill(&mut body);
+            t.file(&format!("{dir}f"), &body)?;
+        }
     }
     t.finish()
 }
 
-/// The flat tree with the same entry count as [`deep_tree`]: `depth` directories side by side
-/// (`d0000/` …), one small file in each.
+/// The flat tree with the same entry count as [`deep_tree`]: `count` directories side by side
+/// (`d0000/` …), one small file in each but the last.
 pub fn flat_tree(path: &Path, count: u64, seed: u64) -> Result<()> {
     let mut t = TarWriter::create(path)?;
     let mut rng = Rng::new(seed);
@@ -174,8 +177,10 @@ pub fn flat_tree(path: &Path, count: u64, seed: u64) -> Result<()> {
     for i in 0..count {
         let dir = format!("d{i:04}/");
         t.dir(&dir)?;
-        rng.fill(&mut body);
-        t.file(&format!("{dir}f"), &body)?;
+        if i + 1 < count {
+            rng.fill(&mut body);
+            t.file(&format!("{dir}f"), &body)?;
+        }
     }
     t.finish()
 }

@@ -3,7 +3,8 @@
 //!
 //! Linux folds the *parent's* high-water RSS into a child's `ru_maxrss` when the child execs
 //! (the child starts on the parent's memory map, vfork or fork). So the harness must stay
-//! small: stdout is drained through a 1 MiB buffer, only its first 64 KiB kept, and JSON keys are
+//! small: stdout is drained 64 KiB at a time (one buffer per running child), only its first
+//! 64 KiB kept, and JSON keys are
 //! counted as the bytes go by. [`harness_hwm_kib`] reports the floor this leaves.
 
 use std::io::Read;
@@ -84,7 +85,7 @@ fn spawn(cmd: &mut Command, count: bool) -> Result<Spawned> {
         let mut counted = 0;
         // The last bytes of the previous read, so a key split across two reads is seen.
         let tail = COUNTED.len() - 1;
-        let mut buf = vec![0u8; tail + (1 << 20)];
+        let mut buf = vec![0u8; tail + (64 << 10)];
         let mut carry = 0;
         loop {
             match stdout.read(&mut buf[carry..]) {

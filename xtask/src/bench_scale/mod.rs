@@ -11,8 +11,9 @@
 //!   more, gc, check (metadata only).
 //! * `chain`: a chain N layers deep (1, 32, 125). Register the top, `rw create --init` +
 //!   mount, export the top, changes.
-//! * `tree`: one layer N directories deep (16, 256, 2,048; a file in each), and the flat tree
-//!   with the same entry count. Register and export.
+//! * `tree`: one layer N directories deep (16, 256, 2,048; a file in each but the deepest,
+//!   whose path is then PATH_MAX long), and the flat tree with the same entry count. Register
+//!   and export.
 //! * `concurrency`: N registers of different layers at once (1, 2, 4, 8), as threads of one
 //!   process and as N separate processes on one root.
 //!
@@ -27,7 +28,8 @@
 //! of each axis, one run, debug binaries: what `cargo xtask test` runs), `--out-dir DIR`
 //! (`target/bench-scale`), `--scratch DIR`, `--tmpfs-size SIZE` (`14g`), `--no-tmpfs`,
 //! `--driver overlay2|vfs`, `--no-moby`, `--seed N`, `--per-layer-files N` (concurrency axis,
-//! 10⁴).
+//! 10⁴), `--from FILE` (repeatable: no run, the report and charts redrawn from saved
+//! `scale.json` files, merged).
 
 mod axes;
 mod inputs;
@@ -123,7 +125,7 @@ impl Axis {
         }
     }
 
-    fn parse(s: &str) -> Result<Axis> {
+    pub fn parse(s: &str) -> Result<Axis> {
         Axis::ALL
             .into_iter()
             .find(|a| a.name() == s)
@@ -150,6 +152,8 @@ pub struct Opts {
     pub moby: bool,
     pub seed: u64,
     pub per_layer_files: u64,
+    /// `--from FILE`: no run; the report is redrawn from saved `scale.json` files (merged).
+    pub from: Vec<PathBuf>,
 }
 
 /// `1e5`, `100000`, `4g`, `256m`, `16k` (binary suffixes).
@@ -184,6 +188,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         moby: true,
         seed: 17,
         per_layer_files: 10_000,
+        from: Vec::new(),
     };
     let mut runs_given = false;
     let mut it = args.iter();
@@ -222,6 +227,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--no-moby" => o.moby = false,
             "--seed" => o.seed = val()?.parse()?,
             "--per-layer-files" => o.per_layer_files = parse_size(&val()?)?,
+            "--from" => o.from.push(val()?.into()),
             "-h" | "--help" => {
                 println!(
                     "usage: cargo xtask bench scale [--axis A] [--max N] [--runs N] [--smoke] [...]\n(see xtask/src/bench_scale/mod.rs)"
@@ -524,6 +530,9 @@ pub struct Env<'a> {
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut o = parse(args)?;
+    if !o.from.is_empty() {
+        return redraw(&o);
+    }
     if which("tar").is_none() {
         bail!("GNU tar is needed (apt-get install tar)");
     }
@@ -563,15 +572,15 @@ pub fn run(args: &[String]) -> Result<()> {
     drop(scratch);
 
     std::fs::create_dir_all(&o.out_dir)?;
-    let md = format!(
-        "{}{}",
-        machine(&o, &fs, &o.driver, &load_start),
-        results.markdown(&o.axes)
-    );
+    let header = machine(&o, &fs, &o.driver, &load_start);
+    let md = format!("{header}{}", results.markdown(&o.axes));
     std::fs::write(o.out_dir.join("scale.md"), &md)?;
     std::fs::write(
         o.out_dir.join("scale.json"),
-        serde_json::to_string_pretty(&results.to_json())?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine": header,
+            "samples": results.to_json(),
+        }))?,
     )?;
     let charts = results.charts(&o.axes, &o.out_dir)?;
     println!("{md}");
@@ -589,6 +598,39 @@ pub fn run(args: &[String]) -> Result<()> {
             failures.join("\n")
         );
     }
+    Ok(())
+}
+
+/// `--from`: merges saved runs into one report (tables and charts), each run's machine
+/// section kept.
+fn redraw(o: &Opts) -> Result<()> {
+    let mut results = Results::default();
+    let mut headers = String::new();
+    for f in &o.from {
+        let text = std::fs::read_to_string(f).with_context(|| f.display().to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| f.display().to_string())?;
+        // The first runs wrote the bare sample array.
+        results.add_json(if v.is_array() { &v } else { &v["samples"] })?;
+        headers.push_str(v["machine"].as_str().unwrap_or(""));
+    }
+    let axes = results.axes();
+    std::fs::create_dir_all(&o.out_dir)?;
+    let md = format!("{headers}{}", results.markdown(&axes));
+    std::fs::write(o.out_dir.join("scale.md"), &md)?;
+    std::fs::write(
+        o.out_dir.join("scale.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine": headers,
+            "samples": results.to_json(),
+        }))?,
+    )?;
+    let charts = results.charts(&axes, &o.out_dir)?;
+    eprintln!(
+        "xtask: redrew {} charts into {}",
+        charts.len(),
+        o.out_dir.display()
+    );
     Ok(())
 }
 

@@ -116,6 +116,40 @@ impl Results {
         (cells, steps)
     }
 
+    /// Samples saved by [`Results::to_json`] (for `--from`, which redraws merged runs).
+    pub fn add_json(&mut self, samples: &serde_json::Value) -> Result<()> {
+        for v in samples
+            .as_array()
+            .ok_or_else(|| anyhow!("samples: not an array"))?
+        {
+            let text = |k: &str| v[k].as_str().ok_or_else(|| anyhow!("sample without {k}"));
+            let name = text("impl")?;
+            let imp = IMPS
+                .into_iter()
+                .find(|i| *i == name)
+                .ok_or_else(|| anyhow!("unknown implementation in {v}"))?;
+            self.samples.push(Sample {
+                axis: Axis::parse(text("axis")?)?,
+                size: v["size"].as_u64().unwrap_or(0),
+                step: text("step")?.to_owned(),
+                imp,
+                secs: v["secs"].as_f64().unwrap_or(0.0),
+                rss_kb: v["rss_kib"].as_u64().unwrap_or(0),
+                ok: v["ok"].as_bool().unwrap_or(false),
+                note: text("note").unwrap_or("").to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The axes that have samples, in order.
+    pub fn axes(&self) -> Vec<Axis> {
+        let mut axes: Vec<Axis> = self.samples.iter().map(|s| s.axis).collect();
+        axes.sort();
+        axes.dedup();
+        axes
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Array(
             self.samples
