@@ -8,7 +8,8 @@
 //!   directory fds and [`SafeRoot::ensure_dir`] (create what is missing, inside the root);
 //! * [`open_beneath`]: one confined lookup, `openat2(RESOLVE_IN_ROOT |
 //!   RESOLVE_NO_MAGICLINKS)`, or [`walk_beneath`], a component-by-component `openat` walk
-//!   with the same rules where `openat2` is unavailable;
+//!   with the same rules where `openat2` is unavailable. Which errno means "unavailable"
+//!   (and what `EAGAIN` means) is decided here once, for every user: see [`resolve`];
 //! * fd helpers that take a directory fd plus *one* name component ([`lstat_at`],
 //!   [`open_dir_at`], [`list_dir`], [`read_link_at`], xattrs…), never a path the kernel would
 //!   resolve on its own;
@@ -51,7 +52,7 @@
 mod dir_ref;
 mod fd;
 mod remove;
-mod resolve;
+pub mod resolve;
 mod root;
 
 pub use dir_ref::DirRef;
@@ -60,5 +61,5 @@ pub use fd::{
     open_dir_at, open_path_at, proc_fd_path, read_link_at,
 };
 pub use remove::{clear_dir, remove_all_at};
-pub use resolve::{open_beneath, walk_beneath};
+pub use resolve::{EAGAIN_RETRIES, open_beneath, openat2_in_use, walk_beneath};
 pub use root::SafeRoot;

@@ -1,6 +1,27 @@
 //! Resolving a path inside a root: `openat2(RESOLVE_IN_ROOT)`, or a component-wise fd walk
 //! with the same rules where `openat2` is unavailable.
+//!
+//! **The `openat2` policy**, the one every confined lookup in the workspace follows
+//! ([`open_beneath`]; the applier's [`crate::SafeRoot`] and tarsplit's `PathFileGetter` both
+//! go through it):
+//!
+//! * `ENOSYS` (a kernel before 5.6, or a seccomp filter that answers unknown syscalls so, as
+//!   Docker's default profile does) and `E2BIG` (a kernel that does not know our `open_how`):
+//!   `openat2` is unusable in this process. Remembered process-wide; every later lookup
+//!   walks.
+//! * `EPERM`: older seccomp profiles deny unknown syscalls with `EPERM`, but a real open can
+//!   fail with `EPERM` too (a sealed file, `O_NOATIME` on another's file, fanotify). The root
+//!   itself is then probed with `openat2(".", O_PATH)`: if that fails the same way, `openat2`
+//!   is filtered (remembered, walk); otherwise the `EPERM` is the file's and is returned.
+//! * `EAGAIN`: with `RESOLVE_IN_ROOT` the kernel refuses a lookup that a concurrent rename or
+//!   mount raced. Transient: retried up to [`EAGAIN_RETRIES`] times, then the walk answers
+//!   (it keeps its own stack of directory fds and cannot be raced above the root).
+//! * Anything else (`ENOENT`, `ELOOP`, `EXDEV` for a magic link, …) is the lookup's answer.
+//!
+//! The walk follows symlinks inside the root exactly as `RESOLVE_IN_ROOT` does, so a lookup
+//! gives the same file whichever path answered it.
 
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +34,56 @@ use crate::fd::{component, read_link_at};
 /// Symlink hops allowed in one resolution (Linux allows 40).
 pub(crate) const MAX_SYMLINK_HOPS: u32 = 40;
 
-/// Set once `openat2` has returned ENOSYS; from then on the fd walk is used.
+/// How many times an `openat2` that failed with `EAGAIN` is retried before the walk answers.
+pub const EAGAIN_RETRIES: u32 = 8;
+
+/// Set once `openat2` is known to be unusable here (see the module doc); from then on the fd
+/// walk is used.
 static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// Whether lookups in this process still try `openat2` (false once it proved unusable).
+pub fn openat2_in_use() -> bool {
+    !OPENAT2_MISSING.load(Ordering::Relaxed)
+}
+
+/// What a lookup does after `openat2` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterError {
+    /// Try `openat2` again.
+    Retry,
+    /// Answer this lookup with the walk.
+    Walk,
+    /// `openat2` is unusable in this process: remember it, and walk.
+    Unusable,
+    /// The error is the lookup's answer.
+    Fail,
+}
+
+/// The policy of the module doc. `tries` counts the failures of this lookup so far (0 on
+/// the first); `openat2_works` probes the root (only asked on `EPERM`).
+fn after_openat2_error(e: Errno, tries: u32, openat2_works: impl FnOnce() -> bool) -> AfterError {
+    match e {
+        Errno::NOSYS | Errno::TOOBIG => AfterError::Unusable,
+        Errno::PERM if !openat2_works() => AfterError::Unusable,
+        Errno::AGAIN if tries < EAGAIN_RETRIES => AfterError::Retry,
+        Errno::AGAIN => AfterError::Walk,
+        _ => AfterError::Fail,
+    }
+}
+
+fn openat2_in_root(
+    root: BorrowedFd<'_>,
+    path: &CStr,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat2(
+        root,
+        path,
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}
 
 /// `base/target` cleaned lexically; `..` never climbs above the root (as `RESOLVE_IN_ROOT`).
 pub(crate) fn join_lexically(base: &[u8], target: &[u8]) -> Vec<u8> {
@@ -34,23 +103,29 @@ pub(crate) fn join_lexically(base: &[u8], target: &[u8]) -> Vec<u8> {
     parts.join(&b'/')
 }
 
-/// Opens `rel` under `root` with every step confined to `root`.
+/// Opens `rel` under `root` with every step confined to `root`: `openat2(RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS)`, or [`walk_beneath`] as the module doc's policy says.
 pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
-    let rel_or_dot: &[u8] = if rel.is_empty() { b"." } else { rel };
-    if !OPENAT2_MISSING.load(Ordering::Relaxed) {
-        let c = std::ffi::CString::new(rel_or_dot)
+    if openat2_in_use() {
+        let rel_or_dot: &[u8] = if rel.is_empty() { b"." } else { rel };
+        let c = CString::new(rel_or_dot)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in path"))?;
-        match rustix::fs::openat2(
-            root,
-            &*c,
-            flags | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) {
-            Err(Errno::NOSYS) => OPENAT2_MISSING.store(true, Ordering::Relaxed),
-            // EAGAIN: a concurrent rename raced the lookup; the walk below is race-free too.
-            Err(Errno::AGAIN) => {}
-            other => return other.map_err(Into::into),
+        let mut tries = 0;
+        loop {
+            let e = match openat2_in_root(root, &c, flags) {
+                Ok(fd) => return Ok(fd),
+                Err(e) => e,
+            };
+            let probe = || openat2_in_root(root, c".", OFlags::PATH).is_ok();
+            match after_openat2_error(e, tries, probe) {
+                AfterError::Retry => tries += 1,
+                AfterError::Walk => break,
+                AfterError::Unusable => {
+                    OPENAT2_MISSING.store(true, Ordering::Relaxed);
+                    break;
+                }
+                AfterError::Fail => return Err(e.into()),
+            }
         }
     }
     walk_beneath(root, rel, flags)
@@ -133,6 +208,35 @@ mod tests {
     use super::*;
     use crate::SafeRoot;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn openat2_errors_follow_one_policy() {
+        use AfterError::*;
+        let never = || -> bool { panic!("probe asked for an errno other than EPERM") };
+        assert_eq!(after_openat2_error(Errno::NOSYS, 0, never), Unusable);
+        assert_eq!(after_openat2_error(Errno::TOOBIG, 0, never), Unusable);
+        // EPERM: filtered when the root itself cannot be opened either, else the file's own.
+        assert_eq!(after_openat2_error(Errno::PERM, 0, || false), Unusable);
+        assert_eq!(after_openat2_error(Errno::PERM, 0, || true), Fail);
+        assert_eq!(after_openat2_error(Errno::AGAIN, 0, never), Retry);
+        assert_eq!(
+            after_openat2_error(Errno::AGAIN, EAGAIN_RETRIES - 1, never),
+            Retry
+        );
+        assert_eq!(
+            after_openat2_error(Errno::AGAIN, EAGAIN_RETRIES, never),
+            Walk
+        );
+        for answer in [
+            Errno::NOENT,
+            Errno::LOOP,
+            Errno::XDEV,
+            Errno::NOTDIR,
+            Errno::ACCESS,
+        ] {
+            assert_eq!(after_openat2_error(answer, 0, never), Fail, "{answer:?}");
+        }
+    }
 
     #[test]
     fn lexical_join_stays_in_root() {

@@ -4,8 +4,9 @@
 //! treats the root as `/` for the whole walk, so `..` stops at it and an absolute symlink
 //! such as `var/run -> /run` lands on `<root>/run`. This is what makes absolute links in
 //! valid layers keep working while a hostile `a -> /etc` then `a/passwd` writes
-//! `<root>/etc/passwd`, never the host's. Where `openat2` is missing (kernels before 5.6, or
-//! seccomp returning ENOSYS) the same rules are emulated by a component-by-component fd walk.
+//! `<root>/etc/passwd`, never the host's. Where `openat2` is unusable (an old kernel, a
+//! seccomp filter; [`crate::resolve`] has the policy) the same rules are emulated by a
+//! component-by-component fd walk.
 //!
 //! Resolved directories are cached by name so that applying a layer does not re-walk the
 //! path of every entry; the applier calls [`SafeRoot::forget`] whenever it removes or

@@ -59,7 +59,7 @@
 //! header groups (chains of PAX/GNU extension headers) are capped instead of buffered
 //! without bound; an archive truncated anywhere, padding included, is an error; GNU sparse
 //! files are recorded so that they reassemble byte for byte; hard-link headers that carry a
-//! size reassemble from an extracted tree; [`storage::PathFileGetter`] cannot leave its root.
+//! size reassemble from an extracted tree; [`storage::PathFileGetter`] (Linux) cannot leave its root.
 
 pub mod asm;
 mod clean;

@@ -2,13 +2,18 @@
 //! reassembly ([`FileGetter`]).
 
 use std::collections::HashMap;
+#[cfg(target_os = "linux")]
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+#[cfg(target_os = "linux")]
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(target_os = "linux")]
 use std::path::Path;
 use std::sync::Arc;
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+#[cfg(target_os = "linux")]
+use rustix::fs::{Mode, OFlags};
+#[cfg(target_os = "linux")]
 use rustix::io::Errno;
 
 use crate::crc::{Crc64, Crc64Bytes};
@@ -95,12 +100,14 @@ impl AsRef<[u8]> for SharedBody {
 }
 
 /// A regular file opened by [`PathFileGetter`], with its length at open time.
+#[cfg(target_os = "linux")]
 #[derive(Debug)]
 pub struct FileBody {
     file: File,
     len: u64,
 }
 
+#[cfg(target_os = "linux")]
 impl Read for FileBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.file.read(buf)
@@ -193,20 +200,27 @@ impl FileGetter for BufferFileGetPutter {
 /// `NewPathFileGetter`), without ever leaving it.
 ///
 /// Go joins `root` and the name, so `../../etc/hostname` or a symlink in the tree reads
-/// host files. Here every lookup is `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
-/// relative to the root's descriptor: `..` and absolute symlinks resolve inside the root.
-/// Where `openat2` is unavailable (ENOSYS, or EPERM from a seccomp filter) a component-wise
-/// walk with `O_NOFOLLOW` is used instead, which clamps `..` at the root and refuses
-/// symlinks. Only regular files are returned (a FIFO would block the reader forever).
+/// host files. Here every lookup is confined to the root by [`safe_root::open_beneath`]
+/// (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative to the root's descriptor,
+/// or safe-root's fd walk with the same rules where `openat2` is unusable; safe-root's
+/// policy decides which, the same one the layer applier follows): `..` and absolute
+/// symlinks resolve inside the root. Only regular files are returned (a FIFO would block
+/// the reader forever).
+///
+/// Linux only (`openat2`, `O_PATH`); elsewhere tarsplit has no path getter, and a caller
+/// supplies its own [`FileGetter`].
+#[cfg(target_os = "linux")]
 #[derive(Debug)]
 pub struct PathFileGetter {
     root: OwnedFd,
-    use_openat2: bool,
+    /// [`safe_root::open_beneath`], or [`safe_root::walk_beneath`] alone in tests.
+    resolve: fn(BorrowedFd<'_>, &[u8], OFlags) -> io::Result<OwnedFd>,
     /// The directory of the previous lookup: archives list files directory by directory,
     /// so most lookups then open one component relative to it.
     last_dir: Option<(Vec<u8>, OwnedFd)>,
 }
 
+#[cfg(target_os = "linux")]
 impl PathFileGetter {
     /// A getter rooted at `root`.
     pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
@@ -217,14 +231,14 @@ impl PathFileGetter {
         )?;
         Ok(PathFileGetter {
             root,
-            use_openat2: true,
+            resolve: safe_root::open_beneath,
             last_dir: None,
         })
     }
 
     /// Forces the fallback walk (for tests of kernels without `openat2`).
     pub fn without_openat2(mut self) -> Self {
-        self.use_openat2 = false;
+        self.resolve = safe_root::walk_beneath;
         self
     }
 
@@ -235,40 +249,17 @@ impl PathFileGetter {
                 "file name contains a NUL byte",
             ));
         }
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-        if self.use_openat2 {
-            let relative = trim_leading_slashes(name);
-            if let Some(fd) = self.open_in_cached_dir(relative, flags)? {
-                return Ok(fd);
-            }
-            let path = if relative.is_empty() {
-                &b"."[..]
-            } else {
-                relative
-            };
-            for _ in 0..8 {
-                match rustix::fs::openat2(
-                    &self.root,
-                    path,
-                    flags,
-                    Mode::empty(),
-                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-                ) {
-                    Err(Errno::AGAIN) => continue, // a concurrent rename raced the lookup
-                    Err(Errno::NOSYS) | Err(Errno::PERM) => {
-                        self.use_openat2 = false;
-                        break;
-                    }
-                    other => return other.map_err(io::Error::from),
-                }
-            }
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let relative = trim_leading_slashes(name);
+        if let Some(fd) = self.open_in_cached_dir(relative, flags)? {
+            return Ok(fd);
         }
-        self.open_by_walk(name, flags)
+        (self.resolve)(self.root.as_fd(), relative, flags)
     }
 
     /// Opens `dir/base` as `base` relative to a cached descriptor of `dir` (itself resolved
-    /// with `openat2` inside the root). `None` means "use the full lookup": unusual names,
-    /// or a final symlink, which `openat2` then resolves inside the root.
+    /// inside the root). `None` means "use the full lookup": unusual names, or a final
+    /// symlink, which the full lookup then resolves inside the root.
     fn open_in_cached_dir(
         &mut self,
         relative: &[u8],
@@ -283,65 +274,28 @@ impl PathFileGetter {
             return Ok(None);
         }
         if self.last_dir.as_ref().is_none_or(|(path, _)| path != dir) {
-            let fd = match rustix::fs::openat2(
-                &self.root,
-                dir,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            ) {
+            let fd = match (self.resolve)(self.root.as_fd(), dir, OFlags::PATH | OFlags::DIRECTORY)
+            {
                 Ok(fd) => fd,
                 Err(_) => return Ok(None),
             };
             self.last_dir = Some((dir.to_vec(), fd));
         }
         let (_, dir_fd) = self.last_dir.as_ref().expect("set above");
-        match rustix::fs::openat(dir_fd, base, flags | OFlags::NOFOLLOW, Mode::empty()) {
+        match rustix::fs::openat(
+            dir_fd,
+            base,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::LOOP) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
-
-    fn open_by_walk(&self, name: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
-        // Lexically resolve the path inside the root: `..` at the root stays at the root.
-        let mut parts: Vec<&[u8]> = Vec::new();
-        for part in name.split(|&b| b == b'/') {
-            match part {
-                b"" | b"." => {}
-                b".." => {
-                    parts.pop();
-                }
-                p => parts.push(p),
-            }
-        }
-        let Some((last, dirs)) = parts.split_last() else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "name resolves to the root directory",
-            ));
-        };
-        let mut dir: Option<OwnedFd> = None;
-        for part in dirs {
-            let parent = dir.as_ref().unwrap_or(&self.root);
-            let next = rustix::fs::openat(
-                parent,
-                *part,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            dir = Some(next);
-        }
-        let parent = dir.as_ref().unwrap_or(&self.root);
-        Ok(rustix::fs::openat(
-            parent,
-            *last,
-            flags | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )?)
-    }
 }
 
+#[cfg(target_os = "linux")]
 fn trim_leading_slashes(mut name: &[u8]) -> &[u8] {
     while let [b'/', rest @ ..] = name {
         name = rest;
@@ -349,6 +303,7 @@ fn trim_leading_slashes(mut name: &[u8]) -> &[u8] {
     name
 }
 
+#[cfg(target_os = "linux")]
 impl FileGetter for PathFileGetter {
     type Body = FileBody;
     fn get(&mut self, name: &[u8]) -> io::Result<FileBody> {
@@ -395,6 +350,7 @@ mod tests {
         assert_eq!((n, crc), (4, crc64(b"bazz")));
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn path_getter_stays_inside_root() {
         let outer = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 //! * [`Packer`] / [`Unpacker`]: write / read a stream of entries; [`JsonPacker`] and
 //!   [`JsonUnpacker`] speak Go tar-split's NDJSON.
 //! * [`FilePutter`] / [`FileGetter`]: store file bodies during disassembly / fetch them for
-//!   reassembly: [`PathFileGetter`] (a directory tree, confined to it),
+//!   reassembly: [`PathFileGetter`] (a directory tree, confined to it; Linux only),
 //!   [`BufferFileGetPutter`] (memory), [`DiscardFilePutter`] (nothing).
 //! * [`gzip_writer`] / [`gzip_reader`]: the metadata is stored gzip-compressed in practice.
 
@@ -18,10 +18,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 pub use background::BackgroundUnpacker;
 pub use entry::{Entry, EntryKind};
-pub use files::{
-    BufferFileGetPutter, DiscardFilePutter, FileBody, FileGetter, FilePutter, PathFileGetter,
-    SharedBody,
-};
+pub use files::{BufferFileGetPutter, DiscardFilePutter, FileGetter, FilePutter, SharedBody};
+#[cfg(target_os = "linux")]
+pub use files::{FileBody, PathFileGetter};
 pub use json::{JsonPacker, JsonUnpacker, MAX_JSON_OBJECT, decode_go_base64, encode_entry};
 
 use crate::error::Result;
