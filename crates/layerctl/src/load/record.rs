@@ -123,7 +123,9 @@ fn record_blobs(ctx: &Context, plan: &ImagePlan) -> Result<()> {
 }
 
 /// Prints what docker load prints: a line per tag, or the ID of an untagged image; a moved
-/// tag says which image lost it. `--json`: the list of [`Loaded`].
+/// tag says which image lost it. (Docker 20.10 prints the IDs of all images only when the
+/// last image of the archive has no tag; an untagged image is always reported here.)
+/// `--json`: the list of [`Loaded`].
 pub fn print(ctx: &Context, loaded: &[Loaded]) -> Result<()> {
     if ctx.json {
         return crate::output::json(&loaded);
