@@ -109,9 +109,21 @@ fn spawn(cmd: &mut Command, count: bool) -> Result<Spawned> {
         }
         (keep, total, counted)
     });
+    // Only the end of stderr is kept (the error is its last line): a peer can print
+    // megabytes there (moby lists a deep tree's every path), which would raise the harness's
+    // high-water mark.
     let err = std::thread::spawn(move || {
         let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            v.extend_from_slice(&buf[..n]);
+            if v.len() > KEEP {
+                v.drain(..v.len() - KEEP / 2);
+            }
+        }
         v
     });
     Ok(Spawned { child, out, err })

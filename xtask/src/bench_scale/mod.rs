@@ -118,10 +118,17 @@ impl Axis {
                 n => n.to_string(),
             };
         }
-        match n {
-            n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}e6", n / 1_000_000),
-            n if n >= 10_000 && n % 1_000 == 0 && n.is_power_of_two() => n.to_string(),
-            n => n.to_string(),
+        // Powers of ten as 1e3 … 1e6; anything else as it is.
+        let mut k = 0;
+        let mut m = n;
+        while m >= 10 && m.is_multiple_of(10) {
+            m /= 10;
+            k += 1;
+        }
+        if m == 1 && k >= 3 {
+            format!("1e{k}")
+        } else {
+            n.to_string()
         }
     }
 
@@ -191,6 +198,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         from: Vec::new(),
     };
     let mut runs_given = false;
+    let mut scratch_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || {
@@ -220,7 +228,10 @@ fn parse(args: &[String]) -> Result<Opts> {
             }
             "--smoke" => o.smoke = true,
             "--out-dir" => o.out_dir = val()?.into(),
-            "--scratch" => o.scratch = val()?.into(),
+            "--scratch" => {
+                o.scratch = val()?.into();
+                scratch_given = true;
+            }
             "--tmpfs-size" => o.tmpfs_size = val()?,
             "--no-tmpfs" => o.tmpfs = false,
             "--driver" => o.driver = val()?,
@@ -248,6 +259,10 @@ fn parse(args: &[String]) -> Result<Opts> {
         }
         o.per_layer_files = o.per_layer_files.min(1_000);
         o.tmpfs_size = "2g".into();
+        if !scratch_given {
+            // Not the full run's directory: a smoke run (CI) never mounts over a bench.
+            o.scratch = PathBuf::from("/tmp/xtask-scale-smoke");
+        }
     }
     if o.runs == 0 {
         bail!("--runs must be at least 1");
@@ -372,11 +387,19 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
-/// Removes `dir` after unmounting whatever is mounted below it.
+/// Removes `dir` after unmounting whatever is mounted below it. By `rm -rf` in a process of
+/// its own: removing a 2,048-level tree in the harness (a `DIR` buffer per level) raised its
+/// high-water mark, which every later child's peak RSS then includes.
 pub fn clean(dir: &Path) {
     if dir.exists() {
         unmount_under(dir);
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = Command::new("rm")
+            .args(["-rf", "--one-file-system", "--"])
+            .arg(dir)
+            .status();
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -454,7 +477,7 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn machine(o: &Opts, fs: &str, driver: &str, load_start: &str) -> String {
+fn machine(o: &Opts, args: &[String], fs: &str, driver: &str, load_start: &str) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -492,7 +515,7 @@ fn machine(o: &Opts, fs: &str, driver: &str, load_start: &str) -> String {
     let date = first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let tar = first_line("tar", &["--version"]);
     format!(
-        "`cargo xtask bench scale{}` at {date}, commit `{commit}`.\n\n\
+        "`cargo xtask bench scale {}` at {date}, commit `{commit}`.\n\n\
          | machine | |\n|---|---|\n\
          | CPU | {cpu}, {cores} cores |\n| memory | {mem_gib:.1} GiB |\n| kernel | {kernel} |\n\
          | scratch | {fs} |\n| driver | {driver} |\n| GNU tar | {tar} |\n\
@@ -500,7 +523,7 @@ fn machine(o: &Opts, fs: &str, driver: &str, load_start: &str) -> String {
          | runs | {} per size (medians; peak RSS is the largest of the runs) |\n\
          | harness peak RSS | {:.1} MiB (a floor under every RSS figure: Linux counts the parent's \
          high-water mark in a child's peak) |\n\n",
-        if o.smoke { " --smoke" } else { "" },
+        args.join(" "),
         if o.moby {
             "20.10.24 `layer` package + graph drivers (`../shared/peers/moby-open`)"
         } else {
@@ -572,7 +595,7 @@ pub fn run(args: &[String]) -> Result<()> {
     drop(scratch);
 
     std::fs::create_dir_all(&o.out_dir)?;
-    let header = machine(&o, &fs, &o.driver, &load_start);
+    let header = machine(&o, args, &fs, &o.driver, &load_start);
     let md = format!("{header}{}", results.markdown(&o.axes));
     std::fs::write(o.out_dir.join("scale.md"), &md)?;
     std::fs::write(
