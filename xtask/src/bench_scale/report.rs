@@ -87,7 +87,12 @@ impl Results {
             .map(|(k, v)| {
                 let mut ok: Vec<f64> = v.iter().filter(|s| s.ok).map(|s| s.secs).collect();
                 ok.sort_by(f64::total_cmp);
-                let secs = (!ok.is_empty()).then(|| ok[ok.len() / 2]);
+                // The median; of an even count, the mean of the middle two.
+                let secs = match ok.len() {
+                    0 => None,
+                    n if n % 2 == 1 => Some(ok[n / 2]),
+                    n => Some((ok[n / 2 - 1] + ok[n / 2]) / 2.0),
+                };
                 let rss = v
                     .iter()
                     .filter(|s| s.ok)
