@@ -36,6 +36,7 @@ use super::{
 use crate::codec::name::CleanName;
 use crate::codec::reader::{EntryHeader, EntryKind, TarError, TarReader, Time};
 use crate::error::{Error, Result};
+use crate::override_stat::{OVERRIDE_STAT_XATTR, OverrideStat};
 use safe_root::SafeRoot;
 use safe_root::{component, errno_of, lstat_at, proc_fd_path, remove_all_at};
 
@@ -208,6 +209,11 @@ impl Applier<'_> {
             // the tree.
             return Ok(());
         }
+        if !self.opts.id_map.is_empty() && !base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            // An owner the mapping cannot hold fails the entry before anything of it exists
+            // (moby maps the header first too).
+            self.owner(header)?;
+        }
         let parent = self.ensure_parent(header, parent_rel)?;
         if base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
             self.parent_facts = None;
@@ -288,10 +294,11 @@ impl Applier<'_> {
         header: &EntryHeader,
         parent_rel: &[u8],
     ) -> Result<std::sync::Arc<OwnedFd>> {
-        let owner = if self.opts.no_lchown {
+        // Implied directories belong to container root: the remapped root's host IDs.
+        let owner = if self.opts.no_lchown || self.opts.record_owners {
             None
         } else {
-            Some(self.opts.chown.unwrap_or((0, 0)))
+            Some(self.opts.chown.unwrap_or(self.opts.id_map.root_pair()))
         };
         let mut on_create = |dir: BorrowedFd<'_>, name: &CStr| -> std::io::Result<()> {
             let fd = safe_root::open_dir_at(dir, name)?;
@@ -417,7 +424,7 @@ impl Applier<'_> {
                 .map_err(|e| {
                     self.bad(header, format!("creating overlay whiteout (char 0/0): {e}"))
                 })?;
-                if !self.opts.no_lchown {
+                if !self.opts.no_lchown && !self.opts.record_owners {
                     let (uid, gid) = self.owner(header)?;
                     if (uid, gid) != (0, 0) {
                         rustix::fs::chownat(
@@ -727,12 +734,18 @@ impl Applier<'_> {
         Ok(true)
     }
 
+    /// The owner an entry gets on disk: the `chown` option, else the tar's mapped to the
+    /// host (moby `remapIDs`).
     fn owner(&self, header: &EntryHeader) -> Result<(u32, u32)> {
         if let Some(pair) = self.opts.chown {
             return Ok(pair);
         }
         match (u32::try_from(header.uid), u32::try_from(header.gid)) {
-            (Ok(u), Ok(g)) => Ok((u, g)),
+            (Ok(u), Ok(g)) => self
+                .opts
+                .id_map
+                .to_host(u, g)
+                .map_err(|e| self.bad(header, e.to_string())),
             _ => Err(self.bad(
                 header,
                 format!("uid/gid {}:{} out of range", header.uid, header.gid),
@@ -745,6 +758,9 @@ impl Applier<'_> {
             return Ok(());
         }
         let (uid, gid) = self.owner(header)?;
+        if self.opts.record_owners {
+            return self.record_owner(header, target, (uid, gid));
+        }
         let result = match target {
             Target::Fd(fd) => rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid))),
             Target::At(dir, name) => rustix::fs::chownat(
@@ -765,8 +781,51 @@ impl Applier<'_> {
         })
     }
 
+    /// [`ApplyOptions::record_owners`]: the owner goes into `user.containers.override_stat`
+    /// on files and directories (removed again when the owner is root); other kinds cannot
+    /// carry a `user.` xattr and keep theirs in the tar-split metadata only.
+    fn record_owner(
+        &self,
+        header: &EntryHeader,
+        target: Target<'_>,
+        (uid, gid): (u32, u32),
+    ) -> Result<()> {
+        let Target::Fd(fd) = target else {
+            return Ok(());
+        };
+        let result = if (uid, gid) == (0, 0) {
+            match rustix::fs::fremovexattr(fd, OVERRIDE_STAT_XATTR) {
+                Err(Errno::NODATA) => Ok(()),
+                other => other,
+            }
+        } else {
+            let kind = if header.kind == EntryKind::Directory {
+                "dir"
+            } else {
+                "file"
+            };
+            let value = OverrideStat {
+                uid,
+                gid,
+                mode: header.mode & 0o7777,
+                kind: kind.into(),
+            };
+            rustix::fs::fsetxattr(
+                fd,
+                OVERRIDE_STAT_XATTR,
+                value.to_string().as_bytes(),
+                XattrFlags::empty(),
+            )
+        };
+        result.map_err(|e| self.bad(header, format!("recording owner {uid}:{gid}: {e}")))
+    }
+
     fn set_xattrs(&self, header: &EntryHeader, target: Target<'_>) -> Result<()> {
         for (key, value) in &header.xattrs {
+            if self.opts.record_owners && key.as_slice() == OVERRIDE_STAT_XATTR.as_bytes() {
+                // The tar cannot claim owners: in this mode the xattr is ours.
+                continue;
+            }
             let ckey = std::ffi::CString::new(key.clone())
                 .map_err(|_| self.bad(header, "xattr name contains NUL"))?;
             let result = match target {

@@ -13,7 +13,11 @@
 //! * walks a directory into a tar ([`walk::tar_directory`]) with a hook to convert entries
 //!   (overlay2 uses it to turn its upper dir back into `.wh.` form);
 //! * computes the [`Change`]s between two trees ([`changes::changes_dirs`]) and exports them
-//!   as a tar with whiteouts ([`export::export_changes`]).
+//!   as a tar with whiteouts ([`export::export_changes`]);
+//! * maps owners between a container and the host ([`IdMapping`], Docker's `--userns-remap`):
+//!   [`ApplyOptions::id_map`] on the way in, [`owners::ContainerOwners`] on the way out; or,
+//!   where no owner can be set (a single-ID user namespace), records them in
+//!   `user.containers.override_stat` ([`override_stat`]).
 //!
 //! Every path of an entry is resolved inside the root with `openat2(RESOLVE_IN_ROOT)` (the
 //! [`safe_root`] crate), and every metadata call is made on a file descriptor or on a parent
@@ -69,6 +73,10 @@ pub mod codec;
 pub mod error;
 #[cfg(feature = "fs")]
 pub mod export;
+pub mod idmap;
+pub mod override_stat;
+#[cfg(feature = "fs")]
+pub mod owners;
 #[cfg(feature = "fs")]
 pub mod walk;
 
@@ -80,6 +88,7 @@ pub use codec::name::CleanName;
 pub use codec::reader::{EntryHeader, EntryKind, SparseRegion, TarError, TarReader, Time};
 pub use codec::writer::{TarHeader, TarWriter};
 pub use error::{Error, Result};
+pub use idmap::{IdMapping, IdRange};
 
 /// Prefix of a whiteout entry's base name: `.wh.<name>` deletes `<name>`.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -118,6 +127,15 @@ pub struct ApplyOptions {
     pub no_lchown: bool,
     /// Force every entry (and implied directory) to this `(uid, gid)` instead of the tar's.
     pub chown: Option<(u32, u32)>,
+    /// Container → host ID mapping of the owners (moby's `IDMap`, Docker's
+    /// `--userns-remap`): an owner outside its ranges is an error; implied directories are
+    /// owned by its root pair. The identity by default.
+    pub id_map: IdMapping,
+    /// Do not chown: record each file's and directory's owner in
+    /// `user.containers.override_stat` instead (see [`override_stat`]). For a user namespace
+    /// that maps a single ID, where no other owner can be set;
+    /// [`ApplyOptions::for_current_user`] turns it on there.
+    pub record_owners: bool,
     /// Ignore `EOPNOTSUPP` when setting xattrs (moby `BestEffortXattrs`,
     /// `vfs.xattrs=i_want_broken_containers`).
     pub best_effort_xattrs: bool,
@@ -140,6 +158,8 @@ impl Default for ApplyOptions {
             whiteouts: WhiteoutFormat::Plain,
             no_lchown: false,
             chown: None,
+            id_map: IdMapping::identity(),
+            record_owners: false,
             best_effort_xattrs: false,
             user_overlay_xattrs: false,
             skip_devices_without_privilege: !root,
@@ -152,11 +172,16 @@ impl Default for ApplyOptions {
 #[cfg(feature = "fs")]
 impl ApplyOptions {
     /// Options suited to the current user: as root, everything is restored; otherwise chown
-    /// is skipped and device nodes are skipped (what moby does in a user namespace).
+    /// is skipped and device nodes are skipped (what moby does in a user namespace). As root
+    /// of a user namespace that maps a single ID, owners are recorded instead of set
+    /// ([`ApplyOptions::record_owners`]).
     pub fn for_current_user() -> Self {
         let root = rustix::process::geteuid().is_root();
         ApplyOptions {
             no_lchown: !root,
+            record_owners: root && owners::single_id_user_namespace(),
+            // moby skips devices whenever it runs in a user namespace (mknod is refused there).
+            skip_devices_without_privilege: !root || owners::in_user_namespace(),
             ..ApplyOptions::default()
         }
     }
