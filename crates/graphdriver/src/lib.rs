@@ -8,6 +8,7 @@
 //! * [`naive`]: diff, changes and apply for any [`ProtoDriver`] by comparing trees;
 //! * [`overlay2`]: Docker's overlay2 layout on kernel overlayfs, with native diffs;
 //! * [`options`]: parsing `key=value` driver options;
+//! * [`ownership`]: who owns what a driver writes under an ID mapping (`--userns-remap`);
 //! * [`registry`]: choosing a driver by name ([`Registry`]);
 //! * [`graphtest`]: the conformance suite every driver runs.
 //!
@@ -37,10 +38,11 @@ pub mod graphtest;
 pub mod naive;
 pub mod options;
 pub mod overlay2;
+pub mod ownership;
 pub mod registry;
 pub mod vfs;
 
 pub use driver::{CreateOpts, DiffDriver, Driver, ProtoDriver, Status, TarStream};
 pub use error::{Error, Result};
-pub use layer_archive::{Change, ChangeKind};
+pub use layer_archive::{Change, ChangeKind, IdMapping, IdRange};
 pub use registry::Registry;

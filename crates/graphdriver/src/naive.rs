@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 
 use crate::driver::{CreateOpts, DiffDriver, ProtoDriver, Status, TarStream};
 use crate::error::{Error, Result};
+use crate::ownership::Ownership;
 use layer_archive::change::Change;
 use layer_archive::walk::{NoConversion, WalkOptions, tar_directory};
 use layer_archive::{ApplyOptions, apply_layer, changes, export};
@@ -35,6 +36,8 @@ pub struct NaiveOptions {
     pub best_effort_xattrs: bool,
     /// How exported tars record mtimes and xattrs.
     pub walk: WalkOptions,
+    /// The owners' ID mapping: applied tars map container → host, produced ones back.
+    pub ownership: Ownership,
 }
 
 /// A [`ProtoDriver`] plus tree-walking diff operations. See the module doc.
@@ -149,14 +152,16 @@ impl<P: ProtoDriver + 'static> DiffDriver for NaiveDiffDriver<P> {
         };
         let driver = Arc::clone(&self.inner);
         let walk = self.options.walk;
+        let ownership = self.options.ownership.clone();
         let id = id.to_string();
         let spawned = std::thread::Builder::new()
             .name(format!("diff-{}", &id[..id.len().min(12)]))
             .spawn(move || {
                 let out = BufWriter::with_capacity(256 * 1024, writer);
+                let mut owners = ownership.converter(NoConversion);
                 let result = match &changes {
-                    None => tar_directory(&layer, out, &walk, &mut NoConversion),
-                    Some(c) => export::export_changes(&layer, c, out, &walk),
+                    None => tar_directory(&layer, out, &walk, &mut owners),
+                    Some(c) => export::export_changes_with(&layer, c, out, &walk, &mut owners),
                 }
                 .and_then(|mut w| w.flush());
                 let put = driver.put(&id).map_err(io::Error::other);
@@ -182,10 +187,10 @@ impl<P: ProtoDriver + 'static> DiffDriver for NaiveDiffDriver<P> {
             parent = parent.unwrap_or("")
         );
         let _enter = span.enter();
-        let opts = ApplyOptions {
+        let opts = self.options.ownership.apply_options(ApplyOptions {
             best_effort_xattrs: self.options.best_effort_xattrs,
             ..ApplyOptions::for_current_user().with_layer(id)
-        };
+        });
         self.with_layer(id, |layer| Ok(apply_layer(layer, diff, &opts)?))
     }
 

@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 
 use crate::driver::Driver;
 use crate::error::{Error, Result};
+use layer_archive::IdMapping;
 
-/// Builds a driver whose home is `<root>/<name>` from its options.
-pub type InitFn = fn(root: &Path, options: &[String]) -> Result<Box<dyn Driver>>;
+/// Builds a driver whose home is `<root>/<name>` from its options and the owners' ID mapping
+/// (moby's `InitFunc(root, options, uidMaps, gidMaps)`).
+pub type InitFn =
+    fn(root: &Path, options: &[String], id_map: &IdMapping) -> Result<Box<dyn Driver>>;
 
 /// Drivers moby removed; asking for them explains that instead of "not supported".
 const REMOVED_DRIVERS: [&str; 3] = ["aufs", "devicemapper", "overlay"];
@@ -34,16 +37,22 @@ impl Registry {
     /// (home `<root>/vfs`).
     pub fn with_builtin() -> Self {
         let mut r = Registry::new();
-        r.drivers.insert("vfs".into(), |root, options| {
-            Ok(Box::new(crate::vfs::init(root, options)?))
-        });
-        r.drivers.insert("overlay2".into(), |root, options| {
-            let opts = crate::overlay2::Overlay2Options::parse(options)?;
-            Ok(Box::new(crate::overlay2::Overlay2::new(
-                root.join("overlay2"),
-                opts,
+        r.drivers.insert("vfs".into(), |root, options, id_map| {
+            Ok(Box::new(crate::vfs::init_with_id_map(
+                root, options, id_map,
             )?))
         });
+        r.drivers
+            .insert("overlay2".into(), |root, options, id_map| {
+                let opts = crate::overlay2::Overlay2Options {
+                    id_map: id_map.clone(),
+                    ..crate::overlay2::Overlay2Options::parse(options)?
+                };
+                Ok(Box::new(crate::overlay2::Overlay2::new(
+                    root.join("overlay2"),
+                    opts,
+                )?))
+            });
         r
     }
 
@@ -72,6 +81,17 @@ impl Registry {
         root: &Path,
         options: &[String],
     ) -> Result<Box<dyn Driver>> {
+        self.new_driver_with_id_map(name, root, options, &IdMapping::identity())
+    }
+
+    /// [`Registry::new_driver`] for a store whose owners are mapped through `id_map`.
+    pub fn new_driver_with_id_map(
+        &self,
+        name: &str,
+        root: &Path,
+        options: &[String],
+        id_map: &IdMapping,
+    ) -> Result<Box<dyn Driver>> {
         if !name.is_empty() {
             if REMOVED_DRIVERS.contains(&name) {
                 return Err(Error::NotSupported(format!(
@@ -83,7 +103,7 @@ impl Registry {
                 .drivers
                 .get(name)
                 .ok_or_else(|| Error::NotSupported(format!("driver {name} not supported")))?;
-            return init(root, options);
+            return init(root, options, id_map);
         }
         let prior: Vec<&String> = self
             .drivers
@@ -92,7 +112,7 @@ impl Registry {
             .collect();
         match prior.len() {
             0 => {}
-            1 => return self.drivers[prior[0]](root, options),
+            1 => return self.drivers[prior[0]](root, options, id_map),
             _ => {
                 let names: Vec<&str> = prior.iter().map(|s| s.as_str()).collect();
                 return Err(Error::Other(format!(
@@ -112,7 +132,7 @@ impl Registry {
             let Some(init) = self.drivers.get(&candidate) else {
                 continue;
             };
-            match init(root, options) {
+            match init(root, options, id_map) {
                 Ok(d) => return Ok(d),
                 Err(Error::NotSupported(reason)) => {
                     tracing::debug!(driver = %candidate, %reason, "driver not supported here");
@@ -167,7 +187,7 @@ mod tests {
         assert_eq!(picked.name(), if overlay { "overlay2" } else { "vfs" });
         let mut reg2 = Registry::with_builtin();
         assert!(
-            reg2.register("vfs", |_, _| Err(Error::Other("x".into())))
+            reg2.register("vfs", |_, _, _| Err(Error::Other("x".into())))
                 .is_err()
         );
     }

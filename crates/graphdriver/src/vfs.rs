@@ -2,7 +2,9 @@
 //!
 //! Layout (moby's, spec §2.9): `<root>/vfs/` (0710), `<root>/vfs/dir/` (0710), and one
 //! directory per layer, `<root>/vfs/dir/<id>` (0755, owned by root), holding the complete
-//! flattened tree. Creating a layer copies the parent with [`crate::copy::copy_dir`]
+//! flattened tree. With an ID mapping ([`init_with_id_map`]) the first two are
+//! `(our uid, remapped root gid)` and each layer dir belongs to the remapped root, as moby
+//! does; tars applied and produced map owners (see [`crate::ownership`]). Creating a layer copies the parent with [`crate::copy::copy_dir`]
 //! (reflink, then `copy_file_range`, then read/write). Mounting is a no-op: `get` returns the
 //! directory. Diffs come from [`NaiveDiffDriver`].
 //!
@@ -35,6 +37,8 @@ use crate::driver::{CreateOpts, ProtoDriver, Status};
 use crate::error::{Error, Result};
 use crate::naive::{NaiveDiffDriver, NaiveOptions};
 use crate::options::parse_storage_opt;
+use crate::ownership::{Ownership, chown_fd_if_needed};
+use layer_archive::IdMapping;
 
 /// The only accepted value of `vfs.xattrs`, as in moby.
 const BROKEN_XATTRS_OPT_IN: &str = "i_want_broken_containers";
@@ -44,6 +48,7 @@ const BROKEN_XATTRS_OPT_IN: &str = "i_want_broken_containers";
 pub struct VfsDriver {
     home: PathBuf,
     best_effort_xattrs: bool,
+    ownership: Ownership,
     /// `get` references per id (vfs has nothing to mount; kept so misuse is visible).
     references: Mutex<HashMap<String, usize>>,
 }
@@ -51,9 +56,20 @@ pub struct VfsDriver {
 /// Starts vfs with home `<root>/vfs` and the given `key=value` options, wrapped in a
 /// [`NaiveDiffDriver`].
 pub fn init(root: &Path, options: &[String]) -> Result<NaiveDiffDriver<VfsDriver>> {
-    let driver = VfsDriver::new(&root.join("vfs"), options)?;
+    init_with_id_map(root, options, &IdMapping::identity())
+}
+
+/// [`init`] for a store whose owners are mapped through `id_map` (moby's `Init` with
+/// `uidMaps`/`gidMaps`).
+pub fn init_with_id_map(
+    root: &Path,
+    options: &[String],
+    id_map: &IdMapping,
+) -> Result<NaiveDiffDriver<VfsDriver>> {
+    let driver = VfsDriver::with_id_map(&root.join("vfs"), options, id_map)?;
     let naive = NaiveOptions {
         best_effort_xattrs: driver.best_effort_xattrs,
+        ownership: driver.ownership.clone(),
         ..NaiveOptions::default()
     };
     Ok(NaiveDiffDriver::with_options(driver, naive))
@@ -62,6 +78,12 @@ pub fn init(root: &Path, options: &[String]) -> Result<NaiveDiffDriver<VfsDriver
 impl VfsDriver {
     /// Opens (creating if needed) a vfs home. Its parent must exist.
     pub fn new(home: &Path, options: &[String]) -> Result<Self> {
+        Self::with_id_map(home, options, &IdMapping::identity())
+    }
+
+    /// [`VfsDriver::new`] with owners mapped through `id_map`.
+    pub fn with_id_map(home: &Path, options: &[String], id_map: &IdMapping) -> Result<Self> {
+        let ownership = Ownership::new(id_map.clone());
         let mut best_effort_xattrs = false;
         for opt in options {
             let (key, value) = parse_storage_opt(opt)?;
@@ -95,10 +117,12 @@ impl VfsDriver {
                 Err(Errno::EXIST) => {}
                 Err(e) => return Err(Error::io("mkdir", &dir, e.into())),
             }
+            ownership.chown_dir(&dir, ownership.dir_id())?;
         }
         Ok(VfsDriver {
             home: home.to_path_buf(),
             best_effort_xattrs,
+            ownership,
             references: Mutex::new(HashMap::new()),
         })
     }
@@ -137,12 +161,9 @@ impl VfsDriver {
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )?;
-            if safe_root::is_root() {
-                rustix::fs::fchown(
-                    &fd,
-                    Some(rustix::fs::Uid::ROOT),
-                    Some(rustix::fs::Gid::ROOT),
-                )?;
+            // The layer's root belongs to (remapped) root.
+            if safe_root::is_root() || !self.ownership.is_identity() {
+                chown_fd_if_needed(fd.as_fd(), self.ownership.root_pair())?;
             }
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))?;
             if let Some(pd) = &parent_dir {

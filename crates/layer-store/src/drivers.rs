@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use graphdriver::Driver;
 use graphdriver::Registry;
+use graphdriver::{Driver, IdMapping};
 
 use crate::error::{Error, Result};
 
@@ -40,44 +40,35 @@ fn in_use(root: &Path) -> Result<Option<String>> {
 pub(crate) fn choose_and_open(
     root: &Path,
     options: &[String],
+    id_map: &IdMapping,
 ) -> Result<(String, Arc<dyn Driver>)> {
     if let Some(name) = in_use(root)? {
-        let d = open(&name, root, options)?;
+        let d = open(&name, root, options, id_map)?;
         return Ok((name, d));
     }
-    match open("overlay2", root, options) {
+    match open("overlay2", root, options, id_map) {
         Ok(d) => return Ok(("overlay2".into(), d)),
         Err(e) => tracing::info!(error = %e, "overlay2 unavailable, using vfs"),
     }
     // overlay2's probe may have left its empty home behind; it must not count as "in use".
     let _ = std::fs::remove_dir(root.join("overlay2"));
-    Ok(("vfs".into(), open("vfs", root, options)?))
+    Ok(("vfs".into(), open("vfs", root, options, id_map)?))
 }
 
 /// The name of the driver `open` would pick for `root`: the one in use there, else overlay2
 /// when it starts, else vfs.
 pub fn choose(root: &Path, options: &[String]) -> Result<String> {
-    Ok(choose_and_open(root, options)?.0)
+    Ok(choose_and_open(root, options, &IdMapping::identity())?.0)
 }
 
 /// Starts driver `name` with its home at `<root>/<name>`.
-pub(crate) fn open(name: &str, root: &Path, options: &[String]) -> Result<Arc<dyn Driver>> {
-    Ok(Arc::from(registry().new_driver(name, root, options)?))
-}
-
-/// Every driver this store can run: the crate's built-ins plus overlay2.
-fn registry() -> Registry {
-    let mut registry = Registry::with_builtin();
-    if !registry.is_registered("overlay2") {
-        registry
-            .register("overlay2", |root, options| {
-                let opts = graphdriver::overlay2::Overlay2Options::parse(options)?;
-                Ok(Box::new(graphdriver::overlay2::Overlay2::new(
-                    root.join("overlay2"),
-                    opts,
-                )?))
-            })
-            .expect("overlay2 is not registered yet");
-    }
-    registry
+pub(crate) fn open(
+    name: &str,
+    root: &Path,
+    options: &[String],
+    id_map: &IdMapping,
+) -> Result<Arc<dyn Driver>> {
+    Ok(Arc::from(
+        Registry::with_builtin().new_driver_with_id_map(name, root, options, id_map)?,
+    ))
 }

@@ -28,8 +28,14 @@ pub const DEFAULT_MAX_DEPTH: usize = 125;
 /// How to open a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// The data-root (Docker's `--data-root`, e.g. `/var/lib/docker`).
+    /// The data-root (Docker's `--data-root`, e.g. `/var/lib/docker`). With an
+    /// [`StoreOptions::id_mapping`] the store lives in `<root>/<uid>.<gid>/` of the remapped
+    /// root, as dockerd `--userns-remap` puts it ([`crate::store_root`]).
     pub root: PathBuf,
+    /// Container → host ID ranges for the owners of layer files (moby's
+    /// `StoreOptions.IDMapping`, Docker's `--userns-remap`), handed to the driver. The
+    /// identity by default.
+    pub id_mapping: graphdriver::IdMapping,
     /// The driver name; `None` chooses as Docker does: the one already in use under the root,
     /// else overlay2 where it works, else vfs.
     pub driver: Option<String>,
@@ -61,6 +67,7 @@ impl StoreOptions {
             root: root.into(),
             driver: None,
             driver_options: Vec::new(),
+            id_mapping: graphdriver::IdMapping::identity(),
             durability: Durability::Full,
             max_depth: DEFAULT_MAX_DEPTH,
             cleanup_on_open: false,
@@ -171,14 +178,10 @@ impl Store {
 
     fn open_inner(opts: StoreOptions, given: Option<Arc<dyn Driver>>) -> Result<Store> {
         let _span = tracing::info_span!("store_open", root = %opts.root.display()).entered();
-        std::fs::create_dir_all(&opts.root)
-            .map_err(|e| Error::io(format!("create data-root {}", opts.root.display()), e))?;
+        let root = crate::remap::prepare(&opts.root, &opts.id_mapping)?;
         // One process per root, taken before the driver touches anything.
-        let lock = RootLock::acquire(
-            &opts.root,
-            opts.root.join("layerstore.lock"),
-            opts.wait_for_lock,
-        )?;
+        let lock = RootLock::acquire(&root, root.join("layerstore.lock"), opts.wait_for_lock)?;
+        let ids = &opts.id_mapping;
         let (name, driver) = match (given, &opts.driver) {
             (Some(driver), name) => (
                 name.clone().unwrap_or_else(|| driver.name().to_owned()),
@@ -186,14 +189,14 @@ impl Store {
             ),
             (None, Some(name)) => (
                 name.clone(),
-                drivers::open(name, &opts.root, &opts.driver_options)?,
+                drivers::open(name, &root, &opts.driver_options, ids)?,
             ),
-            (None, None) => drivers::choose_and_open(&opts.root, &opts.driver_options)?,
+            (None, None) => drivers::choose_and_open(&root, &opts.driver_options, ids)?,
         };
-        let image_dir = opts.root.join("image").join(&name);
+        let image_dir = root.join("image").join(&name);
         std::fs::create_dir_all(&image_dir)
             .map_err(|e| Error::io(format!("create {}", image_dir.display()), e))?;
-        let driver_home = opts.root.join(&name);
+        let driver_home = root.join(&name);
         let meta = MetaStore::open(
             &image_dir.join("layerdb"),
             MetaOptions {
@@ -204,7 +207,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 backend: Arc::new(Backend { driver, meta }),
-                root: opts.root.clone(),
+                root,
                 driver_home,
                 state: Mutex::new(State::default()),
                 mounts: Mutex::new(HashMap::new()),
@@ -416,7 +419,7 @@ impl Store {
         &self.inner.backend.meta
     }
 
-    /// The data-root.
+    /// The store's root: the data-root, or `<data-root>/<uid>.<gid>` with an ID mapping.
     pub fn root(&self) -> &Path {
         &self.inner.root
     }

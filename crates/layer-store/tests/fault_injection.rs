@@ -256,7 +256,7 @@ fn real_driver(name: &str, root: &Path) -> Arc<dyn Driver> {
     let mut registry = graphdriver::Registry::with_builtin();
     if !registry.is_registered("overlay2") {
         registry
-            .register("overlay2", |root, options| {
+            .register("overlay2", |root, options, _| {
                 let opts = graphdriver::overlay2::Overlay2Options::parse(options)?;
                 Ok(Box::new(graphdriver::overlay2::Overlay2::new(
                     root.join("overlay2"),

@@ -11,6 +11,10 @@
 //! * an opaque directory (`trusted.overlay.opaque=y`) is followed by an empty regular file
 //!   `dir/.wh..wh..opq` with the directory's permission bits and owner and a zero mtime.
 //!
+//! Under an ID mapping owners are mapped back host → container (whiteouts and `.wh.` names
+//! excepted, as moby's tar appender does; owner *names* stay the host's, as Go looks them up
+//! before the remap); with recorded owners they come from `user.containers.override_stat`.
+//!
 //! The tar is produced as the reader pulls: memory holds one header and one directory listing
 //! at a time. Files are opened `O_NOFOLLOW` relative to their directory's descriptor, so a
 //! container that swaps a directory for a symlink cannot make us read outside the layer.
@@ -29,6 +33,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use super::entries::{is_whiteout, sorted_names};
 use super::features::read_xattr;
 use crate::error::{Error, Result};
+use crate::ownership::Ownership;
+use layer_archive::override_stat::{OVERRIDE_STAT_XATTR, OverrideStat};
 
 const BLOCK: usize = 512;
 
@@ -49,6 +55,7 @@ pub(crate) struct UpperTar {
     pending_pos: usize,
     file: Option<(File, PathBuf, u64, u64)>,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    ownership: Ownership,
     done: bool,
 }
 
@@ -62,7 +69,12 @@ impl std::fmt::Debug for UpperTar {
 }
 
 impl UpperTar {
-    pub(crate) fn new(id: &str, upper: &Path, xattr_prefix: &str) -> Result<Self> {
+    pub(crate) fn new(
+        id: &str,
+        upper: &Path,
+        xattr_prefix: &str,
+        ownership: &Ownership,
+    ) -> Result<Self> {
         let fd = rustix::fs::open(
             upper,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -84,6 +96,7 @@ impl UpperTar {
             pending_pos: 0,
             file: None,
             hardlinks: HashMap::new(),
+            ownership: ownership.clone(),
             done: false,
         })
     }
@@ -117,6 +130,10 @@ impl UpperTar {
             };
             let parent_fd = &frame.fd;
             let mut header = EntryHeader::from_stat(&st);
+            if let Some((uid, gid)) = container_owner(&self.ownership, &full, &name, &st)? {
+                header.uid = u64::from(uid);
+                header.gid = u64::from(gid);
+            }
             if !is_whiteout(&st)
                 && let Some(cap) = read_xattr(&full, "security.capability")
             {
@@ -238,6 +255,43 @@ impl UpperTar {
             return Ok(true);
         }
     }
+}
+
+/// The owner to write for an entry when it is not its on-disk owner: mapped back to the
+/// container's IDs, or recorded in the override xattr. `None`: the on-disk owner.
+fn container_owner(
+    ownership: &Ownership,
+    full: &Path,
+    name: &OsString,
+    st: &Stat,
+) -> Result<Option<(u32, u32)>> {
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if ownership.records_owners()
+        && matches!(kind, FileType::RegularFile | FileType::Directory)
+        && let Some(value) = read_xattr(full, OVERRIDE_STAT_XATTR)
+    {
+        let st: OverrideStat = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "{}: malformed {OVERRIDE_STAT_XATTR} {:?}",
+                    full.display(),
+                    String::from_utf8_lossy(&value)
+                ))
+            })?;
+        return Ok(Some((st.uid, st.gid)));
+    }
+    if ownership.is_identity() || is_whiteout(st) || name.as_bytes().starts_with(b".wh.") {
+        return Ok(None);
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let (uid, gid) = (st.st_uid as u32, st.st_gid as u32);
+    ownership
+        .id_map()
+        .to_container(uid, gid)
+        .map(Some)
+        .map_err(|e| Error::Other(format!("{}: {e}", full.display())))
 }
 
 fn frame_dir_prefix(rel: &Path) -> Vec<u8> {

@@ -48,8 +48,9 @@ pub use mount::MountApi;
 
 use crate::driver::{CreateOpts, DiffDriver, ProtoDriver, Status, TarStream};
 use crate::error::{Error, Result};
+use crate::ownership::Ownership;
 use layer_archive::change::Change;
-use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
+use layer_archive::{ApplyOptions, IdMapping, WhiteoutFormat, apply_layer_with_usage};
 use layout::{LINK_DIR, LayerPaths, mkdir_mode, validate_id, write_atomic};
 
 /// Driver options, as `--storage-opt overlay2.<key>=<value>` strings or built directly.
@@ -61,6 +62,9 @@ pub struct Overlay2Options {
     pub mount_api: MountApi,
     /// Use the naive tree comparison for diff and changes even when native would work.
     pub force_naive_diff: bool,
+    /// Owners' ID mapping (`--userns-remap`; not a `--storage-opt`): the home and layer dirs
+    /// are owned as moby owns them (see [`crate::ownership`]), tars map owners.
+    pub id_map: IdMapping,
 }
 
 impl Default for Overlay2Options {
@@ -69,6 +73,7 @@ impl Default for Overlay2Options {
             max_depth: DEFAULT_MAX_DEPTH,
             mount_api: MountApi::Auto,
             force_naive_diff: false,
+            id_map: IdMapping::identity(),
         }
     }
 }
@@ -181,6 +186,7 @@ pub struct Overlay2 {
     features: Arc<Features>,
     refs: MountRefs,
     id_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    ownership: Ownership,
 }
 
 impl Overlay2 {
@@ -208,7 +214,9 @@ impl Overlay2 {
             home.parent().unwrap_or(Path::new("/"))
         };
         features::check_backing_fs(probe_at)?;
+        let ownership = Ownership::new(options.id_map.clone());
         mkdir_mode(&home, 0o710)?;
+        ownership.chown_dir(&home, ownership.dir_id())?;
         let features = features::probe(&home)?;
         if !existed {
             tracing::debug!("created overlay2 home {}", home.display());
@@ -220,6 +228,7 @@ impl Overlay2 {
             features,
             refs: MountRefs::default(),
             id_locks: Mutex::default(),
+            ownership,
         })
     }
 
@@ -328,8 +337,11 @@ impl Overlay2 {
         };
         let mut link_made: Option<PathBuf> = None;
         let result = (|| {
+            let own = &self.ownership;
             mkdir_mode(&paths.dir, 0o710)?;
+            own.chown_dir(&paths.dir, own.dir_id())?;
             mkdir_mode(&paths.diff(), 0o755)?;
+            own.chown_dir(&paths.diff(), own.root_pair())?;
             let link = loop {
                 let link = layout::generate_link_id();
                 let at = self.home.join(LINK_DIR).join(&link);
@@ -346,6 +358,7 @@ impl Overlay2 {
             write_atomic(&paths.link(), link.as_bytes(), 0o644)?;
             if let (Some(parent), Some(lower)) = (parent, &lower) {
                 mkdir_mode(&paths.work(), 0o700)?;
+                own.chown_dir(&paths.work(), own.root_pair())?;
                 write_atomic(&self.paths(parent).committed(), b"", 0o600)?;
                 write_atomic(&paths.lower(), lower.as_bytes(), 0o644)?;
             }
@@ -471,12 +484,24 @@ impl ProtoDriver for Overlay2 {
         if self.refs.add(&merged, 1) > 1 {
             return Ok(merged);
         }
-        let mounted = mkdir_mode(&merged, 0o700).and_then(|()| {
-            mount::mount_overlay(
-                &self.mount_spec(id, &lowers, mount_label),
-                self.use_fsconfig(),
-            )
-        });
+        let own = &self.ownership;
+        let mounted = mkdir_mode(&merged, 0o700)
+            .and_then(|()| own.chown_dir(&merged, own.root_pair()))
+            .and_then(|()| {
+                mount::mount_overlay(
+                    &self.mount_spec(id, &lowers, mount_label),
+                    self.use_fsconfig(),
+                )
+            })
+            .and_then(|()| {
+                // overlayfs makes work/work as the mounter; container root moves directories
+                // from lower to upper through it (moby chowns it too).
+                let work = paths.work().join("work");
+                if paths.committed().exists() || !work.is_dir() {
+                    return Ok(());
+                }
+                own.chown_dir(&work, own.root_pair())
+            });
         if let Err(e) = mounted {
             if self.refs.add(&merged, -1) <= 0 {
                 let _ = mount::unmount(&merged);
@@ -604,7 +629,12 @@ impl DiffDriver for Overlay2 {
             let prefix = self.features.xattr_prefix();
             // A layer written elsewhere with redirect_dir/metacopy is not its own diff.
             if changes::upper_is_self_contained(&upper, prefix)? {
-                return Ok(Box::new(export::UpperTar::new(id, &upper, prefix)?));
+                return Ok(Box::new(export::UpperTar::new(
+                    id,
+                    &upper,
+                    prefix,
+                    &self.ownership,
+                )?));
             }
             tracing::info!("overlay2: layer {id} has redirect/metacopy entries; using naive diff");
         }
@@ -638,12 +668,14 @@ impl DiffDriver for Overlay2 {
         let paths = self.require(id)?;
         if self.uses_native_diff() && self.is_parent(id, parent)? {
             // Straight into the upper dir, whiteouts in overlay form; nothing is deleted.
-            let opts = ApplyOptions {
-                whiteouts: WhiteoutFormat::Overlay,
-                user_overlay_xattrs: self.features.userxattr,
-                ..ApplyOptions::for_current_user()
-            }
-            .with_layer(id);
+            let opts = self
+                .ownership
+                .apply_options(ApplyOptions {
+                    whiteouts: WhiteoutFormat::Overlay,
+                    user_overlay_xattrs: self.features.userxattr,
+                    ..ApplyOptions::for_current_user()
+                })
+                .with_layer(id);
             // The usage counted while applying saves walking the new tree again.
             return match apply_layer_with_usage(&paths.diff(), diff, &opts)? {
                 (_, Some(usage)) => Ok(usage),

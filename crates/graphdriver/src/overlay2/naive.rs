@@ -68,10 +68,12 @@ impl Overlay2 {
         .map_err(|e| Error::io("open O_TMPFILE", self.home(), e.into()))?;
         let spool = File::from(spool);
         let mut spool = self.with_views(id, parent, |layer, view| {
+            let mut owners = self.ownership.converter(NoConversion);
             let written = match view {
-                None => tar_directory(layer, spool, &walk_options(), &mut NoConversion),
-                Some(view) => changes::changes_dirs(layer, Some(view))
-                    .and_then(|list| export::export_changes(layer, &list, spool, &walk_options())),
+                None => tar_directory(layer, spool, &walk_options(), &mut owners),
+                Some(view) => changes::changes_dirs(layer, Some(view)).and_then(|list| {
+                    export::export_changes_with(layer, &list, spool, &walk_options(), &mut owners)
+                }),
             };
             written.map_err(|e| Error::Other(format!("overlay2: diff of layer {id}: {e}")))
         })?;
@@ -83,11 +85,13 @@ impl Overlay2 {
 
     pub(super) fn naive_apply(&self, id: &str, diff: &mut dyn Read) -> Result<u64> {
         let layer = self.get(id, "")?;
-        let opts = ApplyOptions {
-            whiteouts: WhiteoutFormat::Plain,
-            ..ApplyOptions::for_current_user()
-        }
-        .with_layer(id);
+        let opts = self
+            .ownership
+            .apply_options(ApplyOptions {
+                whiteouts: WhiteoutFormat::Plain,
+                ..ApplyOptions::for_current_user()
+            })
+            .with_layer(id);
         let result = apply_layer(&layer, diff, &opts);
         let put = self.put(id);
         let size = result?;
