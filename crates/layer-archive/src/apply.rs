@@ -773,7 +773,7 @@ impl Applier<'_> {
         };
         result.map_err(|e| {
             let hint = if e == Errno::INVAL {
-                " (the id may not be mapped in this user namespace)"
+                " (the ID is not mapped in this user namespace: too few subordinate IDs in /etc/subuid and /etc/subgid?)"
             } else {
                 ""
             };

@@ -13,7 +13,7 @@ pub const DRIVERS: &[&str] = &["overlay2", "vfs"];
 
 /// The driver already in use under `root`: its home `<root>/<name>` is a non-empty directory
 /// or `image/<name>/layerdb` exists. Several in use is an error, as in Docker.
-fn in_use(root: &Path) -> Result<Option<String>> {
+pub fn in_use(root: &Path) -> Result<Option<String>> {
     let used: Vec<&str> = DRIVERS
         .iter()
         .copied()

@@ -53,7 +53,7 @@ mod store;
 mod tarstream;
 
 pub use check::{CheckOptions, CheckReport, Problem};
-pub use drivers::{DRIVERS, choose as choose_driver};
+pub use drivers::{DRIVERS, choose as choose_driver, in_use as driver_in_use};
 pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use layer::{EmptyLayer, Layer, LayerRef, Metadata};

@@ -33,6 +33,11 @@ pub struct GlobalArgs {
     /// files, at the cost of a syncfs per layer) [env: LAYERCTL_SYNC_DATA=1].
     #[arg(long, global = true)]
     pub sync_data: bool,
+    /// Map owners as dockerd --userns-remap does: USER's ranges from /etc/subuid and
+    /// /etc/subgid (`default`: the dockremap user, created if missing); the store then lives in
+    /// <root>/<uid>.<gid>/. Needs root.
+    #[arg(long, global = true, value_name = "USER[:GROUP]")]
+    pub userns_remap: Option<String>,
 }
 
 /// The drivers the CLI offers.
@@ -90,6 +95,26 @@ pub fn default_root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/layerctl"))
 }
 
+/// Opens the store. Rootless, on a root no driver uses yet, overlay2 is tried first and why it
+/// cannot work is said once, on stderr, before falling back to vfs (as root, the fallback is
+/// silent, as dockerd's).
+fn open_store(opts: StoreOptions) -> Result<Store> {
+    let rootless = crate::rootless::in_our_namespace();
+    let store_root = layer_store::store_root(&opts.root, &opts.id_mapping);
+    if rootless && opts.driver.is_none() && layer_store::driver_in_use(&store_root)?.is_none() {
+        match Store::open(opts.clone().driver("overlay2")) {
+            Ok(store) => return Ok(store),
+            Err(e @ layer_store::Error::Driver(_)) => {
+                eprintln!("warning: rootless: overlay2 is not usable here ({e}); using vfs");
+                let _ = std::fs::remove_dir(store_root.join("overlay2"));
+                return Ok(Store::open(opts.driver("vfs"))?);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Store::open(opts)?)
+}
+
 /// What a command runs with: the open store, its images and the output settings.
 #[derive(Debug)]
 pub struct Context {
@@ -99,6 +124,8 @@ pub struct Context {
     pub json: bool,
     /// Progress bars are drawn (stderr is a terminal and not `-q`).
     pub progress: bool,
+    /// The owners' ID mapping (`--userns-remap`), the identity without it.
+    pub id_mapping: graphdriver::IdMapping,
 }
 
 impl Context {
@@ -109,17 +136,30 @@ impl Context {
             None => default_root()?,
         };
         let mut opts = StoreOptions::new(&root);
+        if let Some(spec) = &args.userns_remap {
+            if !rustix::process::geteuid().is_root() || layer_archive::owners::in_user_namespace() {
+                anyhow::bail!(
+                    "--userns-remap needs root (as dockerd's); unprivileged, layerctl maps IDs through its own user namespace instead"
+                );
+            }
+            if let Some(remap) = crate::remap::resolve(spec)? {
+                tracing::info!(remap = %remap.spec, "user namespaces: ID ranges of {}", remap.spec);
+                opts.id_mapping = remap.ids;
+            }
+        }
+        let id_mapping = opts.id_mapping.clone();
         opts.driver = args.driver.map(|d| d.as_str().to_owned());
         opts.sync_layer_data =
             args.sync_data || std::env::var_os("LAYERCTL_SYNC_DATA").is_some_and(|v| v == "1");
         let store =
-            Store::open(opts).with_context(|| format!("open layer store at {}", root.display()))?;
+            open_store(opts).with_context(|| format!("open layer store at {}", root.display()))?;
         let images = Images::open(&store);
         Ok(Context {
             store,
             images,
             json: args.json,
             progress: !args.quiet && std::io::stderr().is_terminal(),
+            id_mapping,
         })
     }
 

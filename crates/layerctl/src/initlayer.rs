@@ -5,6 +5,10 @@
 //! Every path component is unlinked first (as moby does): a symlink in the image at `/etc` or
 //! `/etc/hosts` is replaced, never followed, so nothing is created outside the layer. The
 //! walk itself goes through directory fds opened with `O_NOFOLLOW`.
+//!
+//! What it creates belongs to the (remapped) root pair, as moby's `Setup(fs, rootIdentity)`
+//! makes it; unlike moby, the `/etc/mtab` symlink too (moby leaves it to host root, which a
+//! remapped store cannot map back).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,8 +41,12 @@ const ENTRIES: &[(&str, Kind)] = &[
 /// Everything is made with mode 0755 (files too, as moby does).
 const MODE: u32 = 0o755;
 
-/// Fills a mounted init layer. Usable as a [`layer_store::InitFn`].
-pub fn setup(root: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Fills a mounted init layer, what it creates owned by `owner` (the store's root pair).
+/// Wrapped in a closure, a [`layer_store::InitFn`].
+pub fn setup(
+    root: &Path,
+    owner: (u32, u32),
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let root_fd = rustix::fs::open(
         root,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -46,7 +54,7 @@ pub fn setup(root: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>
     )
     .map_err(|e| with_path(e, root))?;
     for (path, kind) in ENTRIES {
-        make(&root_fd, path, *kind)
+        make(&root_fd, path, *kind, owner)
             .map_err(|e| io::Error::new(e.kind(), format!("init layer: {path}: {e}")))?;
     }
     Ok(())
@@ -57,7 +65,26 @@ fn with_path(e: rustix::io::Errno, p: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", p.display()))
 }
 
-fn make(root: &OwnedFd, path: &str, kind: Kind) -> io::Result<()> {
+/// Gives what was just made to `owner` unless it is the creator's already.
+fn chown_new(dir: &OwnedFd, name: &str, (uid, gid): (u32, u32)) -> io::Result<()> {
+    let creator = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    if (uid, gid) == creator {
+        return Ok(());
+    }
+    rustix::fs::chownat(
+        dir,
+        name,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+fn make(root: &OwnedFd, path: &str, kind: Kind, owner: (u32, u32)) -> io::Result<()> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let Some((last, dirs)) = parts.split_last() else {
         return Ok(());
@@ -67,7 +94,8 @@ fn make(root: &OwnedFd, path: &str, kind: Kind) -> io::Result<()> {
         // A file or symlink in the way goes; a directory stays (unlink fails on it).
         let _ = rustix::fs::unlinkat(&dir, *name, AtFlags::empty());
         match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(MODE)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) => chown_new(&dir, name, owner)?,
+            Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
         dir = rustix::fs::openat(
@@ -105,7 +133,7 @@ fn make(root: &OwnedFd, path: &str, kind: Kind) -> io::Result<()> {
         }
         Kind::Symlink(target) => rustix::fs::symlinkat(target, &dir, *last)?,
     }
-    Ok(())
+    chown_new(&dir, last, owner)
 }
 
 #[cfg(test)]
@@ -119,7 +147,11 @@ mod tests {
         // An image whose /etc is a symlink out of the layer: it must be replaced, not followed.
         std::os::unix::fs::symlink(outside.path(), dir.path().join("etc")).unwrap();
         std::fs::create_dir(dir.path().join("proc")).unwrap();
-        setup(dir.path()).unwrap();
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        setup(dir.path(), me).unwrap();
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         for f in [
             ".dockerenv",

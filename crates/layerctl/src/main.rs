@@ -33,6 +33,10 @@
 //! * `maint_cmd`: `check`, `gc`, `info`.
 //! * `tarsplit_cmd`: `tar-split disasm|asm|checksize`, a drop-in for Go's `tar-split` CLI.
 //!
+//! * `remap`, `users`: `--userns-remap USER[:GROUP]`, resolved as dockerd resolves it.
+//! * `rootless`: unprivileged runs, each command in a user and mount namespace of its own
+//!   (re-executed there), and `unshare`.
+//!
 //! Exit status: 0 on success, 1 on failure (one `error: …` line on stderr), 2 on usage errors.
 //! `-v` logs at info level on stderr, `-vv` at debug; progress bars are drawn only when stderr
 //! is a terminal and `-q` is not given.
@@ -65,9 +69,12 @@ mod load;
 mod maint_cmd;
 mod output;
 mod progress;
+mod remap;
+mod rootless;
 mod rw_cmd;
 mod save;
 mod tarsplit_cmd;
+mod users;
 
 use context::GlobalArgs;
 
@@ -117,6 +124,20 @@ enum Command {
     /// Disassemble and reassemble tar archives (compatible with Go's tar-split).
     #[command(name = "tar-split")]
     TarSplit(tarsplit_cmd::TarSplitArgs),
+    /// Run a command in the store's user and mount namespace (unprivileged; as `podman
+    /// unshare`), with LAYERCTL_ROOT set to the store's root; as root, just run it.
+    Unshare(UnshareArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UnshareArgs {
+    /// The command and its arguments [default: $SHELL].
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<std::ffi::OsString>,
 }
 
 /// Pins glibc's mmap threshold at 256 KiB. By default glibc raises it after each freed large
@@ -133,10 +154,31 @@ fn pin_malloc_mmap_threshold() {
 
 fn main() -> ExitCode {
     pin_malloc_mmap_threshold();
+    // A re-executed rootless child makes its namespaces while it has one thread.
+    rootless::enter_if_child();
     let cli = Cli::parse();
     context::init_logging(&cli.global);
     let result = match cli.command {
         Command::TarSplit(args) => tarsplit_cmd::run(args),
+        command if rootless::needed() && !rootless::in_our_namespace() => {
+            if let Command::Rw(rw_cmd::RwCommand::Mount(_)) = &command {
+                // Checked before the namespace is made: the mount would not outlive it.
+                if let Err(e) = rootless::refuse_outside("rw mount") {
+                    eprintln!("error: {}", one_line(&e));
+                    return ExitCode::FAILURE;
+                }
+            }
+            match rootless::run_in_namespace() {
+                Ok(Ok(code)) => return code,
+                Ok(Err(rootless::Unavailable(why))) => {
+                    eprintln!(
+                        "warning: rootless: no user namespace ({why}); running as you are: vfs, owners not set (they stay in each layer's tar-split metadata)"
+                    );
+                    run(&cli.global, command)
+                }
+                Err(e) => Err(e),
+            }
+        }
         command => run(&cli.global, command),
     };
     match result {
@@ -175,6 +217,13 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
+    if let Command::Unshare(a) = &command {
+        let root = match &global.root {
+            Some(r) => r.clone(),
+            None => context::default_root()?,
+        };
+        return Err(rootless::exec(&root, &a.command));
+    }
     let ctx = context::Context::new(global)?;
     match command {
         Command::Import(a) => layer_cmd::import(&ctx, a),
@@ -192,6 +241,8 @@ fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         Command::Tag(a) => image_cmd::tag(&ctx, a),
         Command::Rmi(a) => image_cmd::rmi(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
-        Command::TarSplit(_) => unreachable!("handled before the store is opened"),
+        Command::TarSplit(_) | Command::Unshare(_) => {
+            unreachable!("handled before the store is opened")
+        }
     }
 }

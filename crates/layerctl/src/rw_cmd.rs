@@ -115,10 +115,10 @@ fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         .as_deref()
         .map(|p| ctx.resolve_layer(p))
         .transpose()?;
+    let owner = ctx.id_mapping.root_pair();
+    let init = move |root: &std::path::Path| initlayer::setup(root, owner);
     let opts = CreateRwOptions {
-        init: args
-            .init
-            .then_some(&initlayer::setup as &layer_store::InitFn),
+        init: args.init.then_some(&init as &layer_store::InitFn),
         ..CreateRwOptions::default()
     };
     let rw = ctx

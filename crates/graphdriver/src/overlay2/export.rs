@@ -130,9 +130,16 @@ impl UpperTar {
             };
             let parent_fd = &frame.fd;
             let mut header = EntryHeader::from_stat(&st);
-            if let Some((uid, gid)) = container_owner(&self.ownership, &full, &name, &st)? {
-                header.uid = u64::from(uid);
-                header.gid = u64::from(gid);
+            match container_owner(&self.ownership, &full, &name, &st)? {
+                Owner::OnDisk => {}
+                // moby's names stay those of the host IDs (Go looks them up before the remap).
+                Owner::Mapped(uid, gid) => (header.uid, header.gid) = (uid.into(), gid.into()),
+                // The names go with the recorded owner, not with the one on disk.
+                Owner::Recorded(uid, gid) => {
+                    (header.uid, header.gid) = (uid.into(), gid.into());
+                    header.uname = user_name(uid);
+                    header.gname = group_name(gid);
+                }
             }
             if !is_whiteout(&st)
                 && let Some(cap) = read_xattr(&full, "security.capability")
@@ -257,14 +264,23 @@ impl UpperTar {
     }
 }
 
-/// The owner to write for an entry when it is not its on-disk owner: mapped back to the
-/// container's IDs, or recorded in the override xattr. `None`: the on-disk owner.
+/// Which owner an entry is archived with.
+enum Owner {
+    /// The one on disk.
+    OnDisk,
+    /// The on-disk owner mapped back to the container's IDs.
+    Mapped(u32, u32),
+    /// The owner recorded in `user.containers.override_stat`.
+    Recorded(u32, u32),
+}
+
+/// The owner to write for an entry (see [`Owner`]).
 fn container_owner(
     ownership: &Ownership,
     full: &Path,
     name: &OsString,
     st: &Stat,
-) -> Result<Option<(u32, u32)>> {
+) -> Result<Owner> {
     let kind = FileType::from_raw_mode(st.st_mode);
     if ownership.records_owners()
         && matches!(kind, FileType::RegularFile | FileType::Directory)
@@ -280,17 +296,17 @@ fn container_owner(
                     String::from_utf8_lossy(&value)
                 ))
             })?;
-        return Ok(Some((st.uid, st.gid)));
+        return Ok(Owner::Recorded(st.uid, st.gid));
     }
     if ownership.is_identity() || is_whiteout(st) || name.as_bytes().starts_with(b".wh.") {
-        return Ok(None);
+        return Ok(Owner::OnDisk);
     }
     #[allow(clippy::unnecessary_cast)]
     let (uid, gid) = (st.st_uid as u32, st.st_gid as u32);
     ownership
         .id_map()
         .to_container(uid, gid)
-        .map(Some)
+        .map(|(uid, gid)| Owner::Mapped(uid, gid))
         .map_err(|e| Error::Other(format!("{}: {e}", full.display())))
 }
 

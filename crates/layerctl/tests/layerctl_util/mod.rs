@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dockerd;
+pub mod testuser;
 
 use std::collections::BTreeSet;
 use std::io::Write;

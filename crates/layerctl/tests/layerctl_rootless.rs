@@ -1,0 +1,313 @@
+//! Rootless `layerctl`: run as unprivileged users the tests create (root creates them and
+//! deletes them). With subordinate IDs the default driver is overlay2 in layerctl's own user
+//! namespace; without, a single-ID namespace keeps owners in xattrs and tar-split; with too
+//! few, a layer that needs more is refused as rootless Docker refuses it.
+
+mod layerctl_util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use layerctl_util::testuser::{TestUser, can_create_users};
+use layerctl_util::*;
+
+/// The Docker fixture's chain (l1, l2, l3) and the commit layer on top, as `docker save`.
+const FIXTURE_IMAGE: &str = "docker-root/saved-committed.tar.gz";
+const CHAIN: [&str; 3] = [
+    "sha256:0c0c732fecfde8fe022171a4178c157432c24ca0bf5fa99e42c51e6ffcce3bba",
+    "sha256:5543758fe7a4c752a0e73eb3082271bcddb3d99a8a4f90e46c46635d2a888c34",
+    "sha256:e8926eb50b2368bbff0760f545fec1c0ff58fa5484644ce6c1309f2ed6e474b4",
+];
+const L3_DIFF_ID: &str = "sha256:7f514e461dadbea3c700cab36992a8e1a837ac6d0b584e6debf67894d99238e1";
+
+struct Rootless {
+    user: TestUser,
+    bin: PathBuf,
+    root: PathBuf,
+}
+
+impl Rootless {
+    fn new(prefix: &str, subids: Option<u32>) -> Rootless {
+        let user = TestUser::create(prefix, subids);
+        let bin = user.copy_in(Path::new(env!("CARGO_BIN_EXE_layerctl")));
+        let root = user.home.join("store");
+        Rootless { user, bin, root }
+    }
+
+    /// `layerctl --root <store> ARGS` as the user.
+    fn ctl(&self, args: &[&str]) -> Command {
+        let mut c = self.user.command(&self.bin);
+        c.arg("--root").arg(&self.root).args(args);
+        c
+    }
+
+    /// A shell script as the user inside `layerctl unshare`, `$L` being layerctl.
+    fn unshare_sh(&self, script: &str) -> Command {
+        let mut c = self.ctl(&["unshare", "--", "sh", "-ec", script]);
+        c.env("L", &self.bin);
+        c
+    }
+}
+
+fn owned_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, id: u64, body: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_uid(id);
+        h.set_gid(id);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(1_700_000_000);
+        h.set_size(body.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, name, body).unwrap();
+    };
+    add("etc/", tar::EntryType::Directory, 0, b"");
+    add(
+        "etc/passwd",
+        tar::EntryType::Regular,
+        0,
+        b"root:x:0:0::/:/bin/sh\n",
+    );
+    add("home/u/", tar::EntryType::Directory, 1000, b"");
+    add("home/u/f", tar::EntryType::Regular, 1000, b"user's\n");
+    add("nobody", tar::EntryType::Regular, 65534, b"n\n");
+    b.into_inner().unwrap()
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.uid(), m.gid())
+}
+
+/// `(path, uid, gid, body)` of a tar's entries.
+fn entries(tar: &[u8]) -> Vec<(String, u64, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in tar::Archive::new(tar).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+        let h = e.header();
+        out.push((
+            String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+            h.uid().unwrap(),
+            h.gid().unwrap(),
+            body,
+        ));
+    }
+    out
+}
+
+fn warnings(out: &std::process::Output) -> usize {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("warning: rootless"))
+        .count()
+}
+
+#[test]
+fn rootless_overlay2_loads_dockers_chain_and_runs_the_rw_cycle() {
+    if !can_create_users("rootless_overlay2_loads_dockers_chain") {
+        return;
+    }
+    let r = Rootless::new("lsrl", Some(65536));
+    let image = r.user.copy_in(&shared_fixtures().join(FIXTURE_IMAGE));
+    let out = ok(run(r.ctl(&["load", image.to_str().unwrap()])));
+    assert!(out.contains("Loaded image"), "{out}");
+
+    // Docker's chain IDs, overlay2 as the default driver, no warning.
+    let ls = json(run(r.ctl(&["--json", "ls"])));
+    for chain in CHAIN {
+        assert!(
+            ls.as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["chain_id"] == chain),
+            "{chain} missing: {ls}"
+        );
+    }
+    let info = run(r.ctl(&["info"]));
+    assert_eq!(
+        warnings(&info),
+        0,
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let info = ok(info);
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Driver", "overlay2"]),
+        "{info}"
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["userxattr", "true"]),
+        "{info}"
+    );
+    // The store's files belong to the user (container root) on the host.
+    assert_eq!(owner(&r.root.join("overlay2")), (r.user.uid, r.user.gid));
+
+    // The layer exports to its DiffID.
+    let out = run(r.ctl(&["export", CHAIN[2]]));
+    assert!(out.status.success());
+    assert_eq!(sha256(&out.stdout), L3_DIFF_ID);
+
+    // An RW layer: `rw mount` outside `unshare` says where to run it.
+    ok(run(r.ctl(&[
+        "rw", "create", "c1", "--parent", CHAIN[2], "--init",
+    ])));
+    let line = fails(run(r.ctl(&["rw", "mount", "c1"])));
+    assert!(line.contains("layerctl unshare"), "{line}");
+    // Inside: the printed path is usable; a new file, a changed one, a deleted one.
+    ok(run(r.unshare_sh(
+        r#"p=$("$L" rw mount c1)
+           test "$(stat -c %u:%g "$p")" = 0:0
+           echo hello > "$p/new"
+           chown 1000:1000 "$p/new"
+           echo more >> "$p/etc/a.conf"
+           rm "$p/etc/d.conf"
+           "$L" rw unmount c1"#,
+    )));
+    let changes = ok(run(r.ctl(&["rw", "changes", "c1"])));
+    for want in ["A /new", "C /etc/a.conf", "D /etc/d.conf"] {
+        assert!(changes.lines().any(|l| l == want), "{want}: {changes}");
+    }
+    let committed = ok(run(r.ctl(&["commit", "c1"])));
+    let out = run(r.ctl(&["export", committed.trim()]));
+    assert!(out.status.success());
+    let tar = entries(&out.stdout);
+    let new = tar
+        .iter()
+        .find(|e| e.0 == "new")
+        .expect("the commit holds /new");
+    assert_eq!(
+        (new.1, new.2, new.3.as_slice()),
+        (1000, 1000, &b"hello\n"[..])
+    );
+    assert!(tar.iter().any(|e| e.0 == "etc/.wh.d.conf"), "{tar:?}");
+    // On the host, the container's 1000 is the user's subordinate ID 999 after its start.
+    let sub = r.user.subid_start.unwrap();
+    let cache = json(run(r.ctl(&["--json", "ls"])))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["chain_id"] == committed.trim())
+        .unwrap()["cache_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        owner(&r.root.join("overlay2").join(&cache).join("diff/new")),
+        (sub + 999, sub + 999)
+    );
+    let check = ok(run(r.ctl(&["check"])));
+    assert!(check.lines().any(|l| l == "ok"), "{check}");
+
+    // Owners 0, 1000 and 65534 through the namespace, export byte-identical.
+    let input = owned_layer();
+    let chain = ok(run_with_stdin(r.ctl(&["import", "-"]), &input));
+    let out = run(r.ctl(&["export", chain.trim()]));
+    assert_eq!(out.stdout, input);
+    let cache = json(run(r.ctl(&["--json", "ls"])))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["chain_id"] == chain.trim())
+        .unwrap()["cache_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let diff = r.root.join("overlay2").join(cache).join("diff");
+    assert_eq!(owner(&diff.join("etc/passwd")), (r.user.uid, r.user.gid));
+    assert_eq!(owner(&diff.join("home/u/f")), (sub + 999, sub + 999));
+    assert_eq!(owner(&diff.join("nobody")), (sub + 65533, sub + 65533));
+
+    // Everything else works without unshare.
+    ok(run(r.ctl(&["rw", "rm", "c1"])));
+    ok(run(r.ctl(&["gc"])));
+    let check = ok(run(r.ctl(&["check"])));
+    assert!(check.lines().any(|l| l == "ok"), "{check}");
+    // --userns-remap is root's.
+    let line = fails(run(r.ctl(&["--userns-remap", "default", "ls"])));
+    assert!(line.contains("--userns-remap needs root"), "{line}");
+}
+
+#[test]
+fn rootless_without_subordinate_ids_keeps_owners_and_warns_once() {
+    if !can_create_users("rootless_without_subordinate_ids") {
+        return;
+    }
+    let r = Rootless::new("lsrs", None);
+    let input = owned_layer();
+    let out = run_with_stdin(r.ctl(&["import", "-"]), &input);
+    assert_eq!(
+        warnings(&out),
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no subordinate IDs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chain = ok(out);
+    let chain = chain.trim();
+    let out = run(r.ctl(&["export", chain]));
+    assert_eq!(out.stdout, input, "byte-identical export");
+    let info = ok(run(r.ctl(&["info"])));
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Driver", "overlay2"]),
+        "{info}"
+    );
+
+    // A container changes the user's file (a copy-up) and adds one as root: the commit keeps
+    // 1000 for the first (recorded), 0 for the second.
+    ok(run(r.ctl(&["rw", "create", "c1", "--parent", chain])));
+    ok(run(r.unshare_sh(
+        r#"p=$("$L" rw mount c1)
+           echo more >> "$p/home/u/f"
+           echo r > "$p/rootfile"
+           "$L" rw unmount c1"#,
+    )));
+    let committed = ok(run(r.ctl(&["commit", "c1"])));
+    let out = run(r.ctl(&["export", committed.trim()]));
+    let tar = entries(&out.stdout);
+    let get = |n: &str| {
+        tar.iter()
+            .find(|e| e.0 == n)
+            .unwrap_or_else(|| panic!("{n}: {tar:?}"))
+    };
+    assert_eq!((get("home/u/f").1, get("home/u/f").2), (1000, 1000));
+    assert_eq!((get("home/u/").1, get("home/u/").2), (1000, 1000));
+    assert_eq!((get("rootfile").1, get("rootfile").2), (0, 0));
+    let check = ok(run(r.ctl(&["check"])));
+    assert!(check.lines().any(|l| l == "ok"), "{check}");
+}
+
+#[test]
+fn rootless_ranges_too_small_for_a_layer_refuse_it_and_keep_nothing() {
+    if !can_create_users("rootless_ranges_too_small") {
+        return;
+    }
+    let r = Rootless::new("lsrt", Some(1000));
+    ok(run(r.ctl(&["ls"])));
+    let before = snapshot(&r.root);
+    let line = fails(run_with_stdin(r.ctl(&["import", "-"]), &owned_layer()));
+    // Rootless Docker's behaviour: the chown fails (EINVAL), the layer is refused.
+    assert!(
+        line.contains("\"nobody\"")
+            && line.contains("chown 65534:65534")
+            && line.contains("not mapped in this user namespace"),
+        "{line}"
+    );
+    assert_eq!(snapshot(&r.root), before, "nothing half-written");
+    let check = ok(run(r.ctl(&["check"])));
+    assert!(check.lines().any(|l| l == "ok"), "{check}");
+}
