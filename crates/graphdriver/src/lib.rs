@@ -23,7 +23,7 @@
 //! let driver = Registry::with_builtin().new_driver("vfs", root.path(), &[]).unwrap();
 //! driver.create("base", None, &CreateOpts::default()).unwrap();
 //! let mut tar = layer_archive::TarWriter::new(Vec::new());
-//! tar.append(&layer_archive::TarHeader::file("hello", 3), Some(&mut &b"hi\n"[..]))
+//! tar.append(&layer_archive::Header::file("hello", 3), Some(&mut &b"hi\n"[..]))
 //!     .unwrap();
 //! let tar = tar.finish().unwrap();
 //! driver.apply_diff("base", None, &mut &tar[..]).unwrap();

@@ -918,7 +918,7 @@ fn random_edit(root: &Path, next: &mut impl FnMut(usize) -> usize) {
 /// if redundant) reports each deletion once, as the naive comparison does.
 #[test]
 fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
-    use layer_archive::{TarHeader, TarWriter};
+    use layer_archive::{Header, TarWriter};
     if !can_run() {
         return;
     }
@@ -931,11 +931,11 @@ fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
     std::fs::write(b.join("d/y"), "y").unwrap();
     d.put("base").unwrap();
     let mut tar = TarWriter::new(Vec::new());
-    tar.append(&TarHeader::dir("d/"), None).unwrap();
-    tar.append(&TarHeader::file("d/.wh..wh..opq", 0), None)
+    tar.append(&Header::dir("d/"), None).unwrap();
+    tar.append(&Header::file("d/.wh..wh..opq", 0), None)
         .unwrap();
-    tar.append(&TarHeader::file("d/.wh.x", 0), None).unwrap();
-    tar.append(&TarHeader::file("d/z", 1), Some(&mut &b"z"[..]))
+    tar.append(&Header::file("d/.wh.x", 0), None).unwrap();
+    tar.append(&Header::file("d/z", 1), Some(&mut &b"z"[..]))
         .unwrap();
     let tar = tar.finish().unwrap();
     d.create("child", Some("base"), &opts()).unwrap();
@@ -965,7 +965,7 @@ fn opaque_directory_with_a_whiteout_reports_each_delete_once() {
 /// whiteout of nothing in a directory that only one layer has would show up in the kernel's
 /// readdir (while lstat says ENOENT), which no real layer does.
 fn random_layer_tar(below: Option<&Path>, next: &mut impl FnMut(usize) -> usize) -> Vec<u8> {
-    use layer_archive::{TarHeader, TarWriter};
+    use layer_archive::{Header, TarWriter};
     fn level(
         tar: &mut TarWriter<Vec<u8>>,
         below: Option<&Path>,
@@ -979,24 +979,23 @@ fn random_layer_tar(below: Option<&Path>, next: &mut impl FnMut(usize) -> usize)
                 0 => {}
                 1 => {
                     let body = format!("{path} {}", next(100));
-                    let mut h = TarHeader::file(path.clone(), body.len() as u64);
-                    h.mode = 0o600 + next(0o100) as u32;
+                    let mut h = Header::file(path.clone(), body.len() as u64);
+                    h.mode = 0o600 + next(0o100) as i64;
                     tar.append(&h, Some(&mut body.as_bytes())).unwrap();
                 }
                 2 => {
                     if below.is_some_and(|b| std::fs::symlink_metadata(b.join(&path)).is_ok()) {
                         let wh = format!("{prefix}.wh.{name}");
-                        tar.append(&TarHeader::file(wh, 0), None).unwrap();
+                        tar.append(&Header::file(wh, 0), None).unwrap();
                     }
                 }
                 3 if depth == 3 => {}
                 _ => {
-                    tar.append(&TarHeader::dir(format!("{path}/")), None)
-                        .unwrap();
+                    tar.append(&Header::dir(format!("{path}/")), None).unwrap();
                     let opaque = next(3) == 0;
                     if opaque {
                         let marker = format!("{path}/.wh..wh..opq");
-                        tar.append(&TarHeader::file(marker, 0), None).unwrap();
+                        tar.append(&Header::file(marker, 0), None).unwrap();
                     }
                     let below = if opaque { None } else { below };
                     level(tar, below, &format!("{path}/"), depth + 1, next);

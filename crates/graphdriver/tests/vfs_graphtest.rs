@@ -169,7 +169,7 @@ fn vfs_metadata_list_and_remove() {
 #[test]
 fn vfs_xattr_unsupported_by_backing_fs() {
     use graphdriver::DiffDriver;
-    use layer_archive::{TarHeader, TarWriter};
+    use layer_archive::{Header, TarWriter};
     let home = TempHome::new("ramfs").unwrap();
     let mnt = home.path().join("ramfs");
     fs::create_dir(&mnt).unwrap();
@@ -188,7 +188,7 @@ fn vfs_xattr_unsupported_by_backing_fs() {
     }
     let run = || -> Result<(), String> {
         let mut tar = TarWriter::new(Vec::new());
-        let mut h = TarHeader::file("greeting", 12);
+        let mut h = Header::file("greeting", 12);
         h.xattrs.push((b"user.test".to_vec(), b"hello".to_vec()));
         tar.append(&h, Some(&mut &b"hello world\n"[..])).unwrap();
         let tar = tar.finish().unwrap();

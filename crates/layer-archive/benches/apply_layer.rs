@@ -11,7 +11,7 @@ use layer_archive::changes::changes_dirs;
 use layer_archive::export::export_changes;
 use layer_archive::walk::WalkOptions;
 use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer};
-use layer_archive::{TarHeader, TarWriter};
+use layer_archive::{Header, TarWriter};
 
 /// `len` bytes from a splitmix64 stream: incompressible, the same every run.
 fn content(len: usize, seed: u64) -> Vec<u8> {
@@ -33,7 +33,7 @@ fn synthetic_layer() -> Vec<u8> {
     let mut w = TarWriter::new(Vec::new());
     let mut seed = 7u64;
     for d in 0..40 {
-        w.append(&TarHeader::dir(format!("usr/share/d{d}/")), None)
+        w.append(&Header::dir(format!("usr/share/d{d}/")), None)
             .unwrap();
         for f in 0..50 {
             seed = seed
@@ -42,26 +42,20 @@ fn synthetic_layer() -> Vec<u8> {
             let len = (seed >> 51) as usize; // 0..8 KiB
             let data = content(len, seed);
             w.append(
-                &TarHeader::file(format!("usr/share/d{d}/f{f}"), len as u64),
+                &Header::file(format!("usr/share/d{d}/f{f}"), len as u64),
                 Some(&mut &data[..]),
             )
             .unwrap();
         }
-        w.append(
-            &TarHeader::symlink(format!("usr/share/d{d}/link"), "f0"),
-            None,
-        )
-        .unwrap();
-        w.append(
-            &TarHeader::file(format!("usr/share/d{d}/.wh.gone"), 0),
-            None,
-        )
-        .unwrap();
+        w.append(&Header::symlink(format!("usr/share/d{d}/link"), "f0"), None)
+            .unwrap();
+        w.append(&Header::file(format!("usr/share/d{d}/.wh.gone"), 0), None)
+            .unwrap();
     }
     for b in 0..4 {
         let data = content(1 << 20, b);
         w.append(
-            &TarHeader::file(format!("opt/blob{b}"), data.len() as u64),
+            &Header::file(format!("opt/blob{b}"), data.len() as u64),
             Some(&mut &data[..]),
         )
         .unwrap();

@@ -34,11 +34,14 @@ use super::{
     WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE_DIR, WHITEOUT_PREFIX, WhiteoutFormat,
 };
 use crate::codec::name::CleanName;
-use crate::codec::reader::{EntryHeader, EntryKind, TarError, TarReader, Time};
+use crate::codec::{EntryDigest, EntryKind, Header, TarError, TarReader, Time};
 use crate::error::{Error, Result};
 use crate::override_stat::{OVERRIDE_STAT_XATTR, OverrideStat};
 use safe_root::SafeRoot;
 use safe_root::{component, errno_of, lstat_at, proc_fd_path, remove_all_at};
+
+/// The tar stream the applier reads entries and their payloads from.
+type Payload<'a> = TarReader<&'a mut dyn Read>;
 
 /// Payload copy buffer: large, so that big files take few syscalls.
 const COPY_BUFFER: usize = 1 << 20;
@@ -52,6 +55,19 @@ pub fn apply_layer(root: &Path, input: &mut dyn Read, opts: &ApplyOptions) -> Re
     apply_layer_with_usage(root, input, opts).map(|(size, _)| size)
 }
 
+/// What [`apply_layer_report`] applied.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The applied size: the sum of the header sizes, as moby reports it.
+    pub size: u64,
+    /// The disk usage of what was written, when known without a walk (see
+    /// [`apply_layer_with_usage`]).
+    pub usage: Option<u64>,
+    /// Every entry the applier read, in order, folded into one value: equal to what any
+    /// other reader of the same stream folds ([`EntryDigest`]).
+    pub entries: crate::EntrySequence,
+}
+
 /// [`apply_layer`], also returning the disk usage of what it wrote, as Docker's
 /// `directory.Size` would measure it afterwards (non-directories' sizes, symlinks their
 /// target length, each hard-linked inode once) when that is known without a walk: the root
@@ -61,6 +77,15 @@ pub fn apply_layer_with_usage(
     input: &mut dyn Read,
     opts: &ApplyOptions,
 ) -> Result<(u64, Option<u64>)> {
+    apply_layer_report(root, input, opts).map(|a| (a.size, a.usage))
+}
+
+/// [`apply_layer_with_usage`], also returning the digest of the entry sequence read.
+pub fn apply_layer_report(
+    root: &Path,
+    input: &mut dyn Read,
+    opts: &ApplyOptions,
+) -> Result<Applied> {
     let span = tracing::info_span!("apply_layer", layer = %opts.layer, root = %root.display());
     let _enter = span.enter();
     let safe_root = SafeRoot::open(root).map_err(|e| Error::io("open layer root", root, e))?;
@@ -82,19 +107,25 @@ pub fn apply_layer_with_usage(
         _ => applier.usage = None,
     }
     let mut reader = TarReader::new(input, opts.limits);
+    let mut entries = EntryDigest::new();
     loop {
         let header = match reader.next_entry() {
             Ok(Some(h)) => h,
             Ok(None) => break,
             Err(e) => return Err(applier.tar_error(e)),
         };
-        applier.size = applier.size.saturating_add(header.size);
+        entries.push(&header);
+        applier.size = applier.size.saturating_add_signed(header.size);
         applier.apply_entry(&header, &mut reader)?;
     }
     reader.drain().map_err(|e| applier.tar_error(e))?;
     applier.restore_dir_times();
     tracing::debug!(size = applier.size, usage = ?applier.usage, "layer applied");
-    Ok((applier.size, applier.usage))
+    Ok(Applied {
+        size: applier.size,
+        usage: applier.usage,
+        entries: entries.value(),
+    })
 }
 
 struct Applier<'o> {
@@ -166,7 +197,7 @@ enum Target<'a> {
 }
 
 impl Applier<'_> {
-    fn bad(&self, header: &EntryHeader, reason: impl Into<String>) -> Error {
+    fn bad(&self, header: &Header, reason: impl Into<String>) -> Error {
         Error::BadEntry {
             layer: self.opts.layer.clone(),
             entry: String::from_utf8_lossy(&header.name).into_owned(),
@@ -181,20 +212,14 @@ impl Applier<'_> {
         }
     }
 
-    fn apply_entry(&mut self, header: &EntryHeader, reader: &mut dyn Read) -> Result<()> {
-        if header.kind == EntryKind::Other(b'g') {
-            // PAX global header: no file, and no parent directories for it (moby).
+    fn apply_entry(&mut self, header: &Header, reader: &mut Payload<'_>) -> Result<()> {
+        if header.kind == EntryKind::GlobalExtension {
+            // A PAX global header changes nothing: no file, no parents (moby's `Unpack`).
             return Ok(());
         }
         let name = CleanName::new(&header.name).map_err(|e| self.bad(header, e.to_string()))?;
         if name.is_root() {
-            return Ok(());
-        }
-        if let EntryKind::Other(flag) = header.kind {
-            return Err(self.bad(
-                header,
-                format!("unhandled tar header type {:?}", flag as char),
-            ));
+            return self.apply_root_entry(header);
         }
         let (parent_rel, base) = name.split_last();
         let top = name
@@ -216,6 +241,7 @@ impl Applier<'_> {
         }
         let parent = self.ensure_parent(header, parent_rel)?;
         if base.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            // Whatever its type, as moby: a whiteout is known by its name alone.
             self.parent_facts = None;
             return self.apply_whiteout(header, parent.as_fd(), parent_rel, base);
         }
@@ -238,10 +264,13 @@ impl Applier<'_> {
             EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => {
                 self.create_node(header, parent.as_fd(), &cbase)?
             }
-            EntryKind::Other(flag) => {
+            EntryKind::GlobalExtension
+            | EntryKind::Contiguous
+            | EntryKind::GnuSparse
+            | EntryKind::Other(_) => {
                 return Err(self.bad(
                     header,
-                    format!("unhandled tar header type {:?}", flag as char),
+                    format!("unhandled tar header type {}", header.kind.type_flag()),
                 ));
             }
         };
@@ -249,6 +278,33 @@ impl Applier<'_> {
             let key = self.path_key(name.as_bytes());
             self.unpacked.insert(key);
         }
+        Ok(())
+    }
+
+    /// An entry naming the root itself (`./`, `/`, an empty name). moby's `UnpackLayer`
+    /// (vfs) merges a directory entry into the root, owner, mode, xattrs and times; its
+    /// `Unpack` (overlay2) skips it. Anything else there would replace the root with a
+    /// non-directory: refused.
+    fn apply_root_entry(&mut self, header: &Header) -> Result<()> {
+        if header.kind != EntryKind::Directory {
+            return Err(self.bad(
+                header,
+                "an entry that is not a directory names the layer root",
+            ));
+        }
+        if self.opts.whiteouts == WhiteoutFormat::Overlay {
+            return Ok(());
+        }
+        self.parent_facts = None;
+        let root = self
+            .root
+            .root_fd()
+            .try_clone_to_owned()
+            .map_err(|e| self.bad(header, format!("open layer root: {e}")))?;
+        self.set_owner(header, Target::Fd(root.as_fd()))?;
+        self.set_xattrs(header, Target::Fd(root.as_fd()))?;
+        self.set_mode(header, Target::Fd(root.as_fd()))?;
+        self.dir_times.push((Vec::new(), timestamps(header)));
         Ok(())
     }
 
@@ -280,7 +336,7 @@ impl Applier<'_> {
     }
 
     /// Whether a just-created entry already has the header's owner.
-    fn owner_is_already(&self, header: &EntryHeader, facts: ParentFacts) -> bool {
+    fn owner_is_already(&self, header: &Header, facts: ParentFacts) -> bool {
         !self.opts.no_lchown
             && facts.gid_is_creators
             && self
@@ -291,7 +347,7 @@ impl Applier<'_> {
     /// The parent directory of an entry, creating implied parents (0755, root-owned).
     fn ensure_parent(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent_rel: &[u8],
     ) -> Result<std::sync::Arc<OwnedFd>> {
         // Implied directories belong to container root: the remapped root's host IDs.
@@ -319,12 +375,7 @@ impl Applier<'_> {
     }
 
     /// Removes whatever is at `name` unless a directory meets a directory (they merge).
-    fn clear_way(
-        &mut self,
-        header: &EntryHeader,
-        parent: BorrowedFd<'_>,
-        name: &CStr,
-    ) -> Result<()> {
+    fn clear_way(&mut self, header: &Header, parent: BorrowedFd<'_>, name: &CStr) -> Result<()> {
         let existing = match lstat_at(parent, name) {
             Ok(m) => m,
             Err(e) if errno_of(&e) == Some(Errno::NOENT) => return Ok(()),
@@ -349,7 +400,7 @@ impl Applier<'_> {
     /// first saves a `stat` per entry in the common case of a fresh name.
     fn create_or_replace<T>(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent: BorrowedFd<'_>,
         name: &CStr,
         mut create: impl FnMut() -> rustix::io::Result<T>,
@@ -365,7 +416,7 @@ impl Applier<'_> {
 
     fn apply_whiteout(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent: BorrowedFd<'_>,
         parent_rel: &[u8],
         base: &[u8],
@@ -469,7 +520,7 @@ impl Applier<'_> {
 
     fn create_dir(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent: BorrowedFd<'_>,
         name: &CStr,
         clean: &CleanName,
@@ -494,16 +545,16 @@ impl Applier<'_> {
 
     fn create_file(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent: BorrowedFd<'_>,
         name: &CStr,
         facts: ParentFacts,
-        reader: &mut dyn Read,
+        reader: &mut Payload<'_>,
     ) -> Result<bool> {
         // Created with its final permission bits (the fd is writable whatever they say), so
         // that the usual entry needs no fchmod; special bits are set after the chown, which
         // would clear them.
-        let create_mode = header.mode & 0o777;
+        let create_mode = header.permissions() & 0o777;
         let fd = self
             .create_or_replace(header, parent, name, || {
                 rustix::fs::openat(
@@ -519,32 +570,12 @@ impl Applier<'_> {
             })?
             .map_err(|e| self.bad(header, format!("create file: {e}")))?;
         let mut file = File::from(fd);
-        match &header.sparse {
-            None => {
-                let written = self.copy_payload(header, reader, &mut file, u64::MAX)?;
-                if written != header.size {
-                    return Err(self.short_payload(header, written, header.size));
-                }
-            }
-            Some(regions) => {
-                // Data regions at their offsets; the rest stays holes up to the real size.
-                for region in regions {
-                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(region.offset))
-                        .map_err(|e| self.bad(header, format!("seek: {e}")))?;
-                    let written = self.copy_payload(header, reader, &mut file, region.length)?;
-                    if written != region.length {
-                        return Err(self.short_payload(header, written, region.length));
-                    }
-                }
-                file.set_len(header.size)
-                    .map_err(|e| self.bad(header, format!("truncate sparse file: {e}")))?;
-            }
-        }
+        self.write_payload(header, reader, &mut file)?;
         if !self.owner_is_already(header, facts) {
             self.set_owner(header, Target::Fd(file.as_fd()))?;
         }
         self.set_xattrs(header, Target::Fd(file.as_fd()))?;
-        let mode_is_exact = header.mode & 0o7777 == create_mode
+        let mode_is_exact = header.permissions() == create_mode
             && header.xattrs.is_empty()
             && !facts.default_acl
             && self
@@ -556,25 +587,24 @@ impl Applier<'_> {
         }
         rustix::fs::futimens(&file, &timestamps(header))
             .map_err(|e| self.bad(header, format!("set times: {e}")))?;
-        self.count_usage(header.size);
+        self.count_usage(header.size.max(0) as u64);
         Ok(true)
     }
 
-    /// Copies up to `limit` payload bytes from `reader` to `file` with the big buffer.
-    fn copy_payload(
+    /// Writes the entry's data into `file`: a plain file's bytes, or a sparse file's data
+    /// regions at their offsets with real holes between them, up to its size.
+    fn write_payload(
         &mut self,
-        header: &EntryHeader,
-        reader: &mut dyn Read,
+        header: &Header,
+        reader: &mut Payload<'_>,
         file: &mut File,
-        limit: u64,
-    ) -> Result<u64> {
-        let mut written = 0u64;
-        while written < limit {
-            let want = (limit - written).min(self.buffer.len() as u64) as usize;
-            let n = match reader.read(&mut self.buffer[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    ) -> Result<()> {
+        let sparse = header.sparse.is_some();
+        let mut end = 0u64;
+        loop {
+            let piece = match reader.read_data(&mut self.buffer) {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
                 Err(e) => {
                     return Err(Error::BadTar {
                         layer: self.opts.layer.clone(),
@@ -585,26 +615,25 @@ impl Applier<'_> {
                     });
                 }
             };
+            let (offset, n) = piece;
+            if sparse && offset != end {
+                std::io::Seek::seek(file, std::io::SeekFrom::Start(offset))
+                    .map_err(|e| self.bad(header, format!("seek: {e}")))?;
+            }
             file.write_all(&self.buffer[..n])
                 .map_err(|e| self.bad(header, format!("write: {e}")))?;
-            written += n as u64;
+            end = offset + n as u64;
         }
-        Ok(written)
-    }
-
-    fn short_payload(&self, header: &EntryHeader, got: u64, want: u64) -> Error {
-        Error::BadTar {
-            layer: self.opts.layer.clone(),
-            reason: format!(
-                "payload of {:?} is {got} bytes, expected {want}",
-                String::from_utf8_lossy(&header.name)
-            ),
+        if sparse {
+            file.set_len(header.size as u64)
+                .map_err(|e| self.bad(header, format!("truncate sparse file: {e}")))?;
         }
+        Ok(())
     }
 
     fn create_symlink(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent: BorrowedFd<'_>,
         name: &CStr,
         facts: ParentFacts,
@@ -637,7 +666,7 @@ impl Applier<'_> {
 
     fn create_hardlink(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent: BorrowedFd<'_>,
         name: &CStr,
     ) -> Result<bool> {
@@ -693,7 +722,7 @@ impl Applier<'_> {
 
     fn create_node(
         &mut self,
-        header: &EntryHeader,
+        header: &Header,
         parent: BorrowedFd<'_>,
         name: &CStr,
     ) -> Result<bool> {
@@ -714,7 +743,7 @@ impl Applier<'_> {
                 parent,
                 name,
                 file_type,
-                Mode::from_raw_mode(header.mode & 0o777),
+                Mode::from_raw_mode(header.permissions() & 0o777),
                 dev,
             )
         })?;
@@ -736,7 +765,7 @@ impl Applier<'_> {
 
     /// The owner an entry gets on disk: the `chown` option, else the tar's mapped to the
     /// host (moby `remapIDs`).
-    fn owner(&self, header: &EntryHeader) -> Result<(u32, u32)> {
+    fn owner(&self, header: &Header) -> Result<(u32, u32)> {
         if let Some(pair) = self.opts.chown {
             return Ok(pair);
         }
@@ -753,7 +782,7 @@ impl Applier<'_> {
         }
     }
 
-    fn set_owner(&self, header: &EntryHeader, target: Target<'_>) -> Result<()> {
+    fn set_owner(&self, header: &Header, target: Target<'_>) -> Result<()> {
         if self.opts.no_lchown {
             return Ok(());
         }
@@ -786,7 +815,7 @@ impl Applier<'_> {
     /// carry a `user.` xattr and keep theirs in the tar-split metadata only.
     fn record_owner(
         &self,
-        header: &EntryHeader,
+        header: &Header,
         target: Target<'_>,
         (uid, gid): (u32, u32),
     ) -> Result<()> {
@@ -807,7 +836,7 @@ impl Applier<'_> {
             let value = OverrideStat {
                 uid,
                 gid,
-                mode: header.mode & 0o7777,
+                mode: header.permissions(),
                 kind: kind.into(),
             };
             rustix::fs::fsetxattr(
@@ -820,7 +849,7 @@ impl Applier<'_> {
         result.map_err(|e| self.bad(header, format!("recording owner {uid}:{gid}: {e}")))
     }
 
-    fn set_xattrs(&self, header: &EntryHeader, target: Target<'_>) -> Result<()> {
+    fn set_xattrs(&self, header: &Header, target: Target<'_>) -> Result<()> {
         for (key, value) in &header.xattrs {
             if self.opts.record_owners && key.as_slice() == OVERRIDE_STAT_XATTR.as_bytes() {
                 // The tar cannot claim owners: in this mode the xattr is ours.
@@ -859,8 +888,8 @@ impl Applier<'_> {
         Ok(())
     }
 
-    fn set_mode(&self, header: &EntryHeader, target: Target<'_>) -> Result<()> {
-        let mode = Mode::from_raw_mode(header.mode & 0o7777);
+    fn set_mode(&self, header: &Header, target: Target<'_>) -> Result<()> {
+        let mode = Mode::from_raw_mode(header.permissions());
         let result = match target {
             Target::Fd(fd) => rustix::fs::fchmod(fd, mode),
             Target::At(dir, name) => {
@@ -876,10 +905,10 @@ impl Applier<'_> {
                 )
             }
         };
-        result.map_err(|e| self.bad(header, format!("chmod {:o}: {e}", header.mode)))
+        result.map_err(|e| self.bad(header, format!("chmod {:o}: {e}", header.permissions())))
     }
 
-    fn set_times_at(&self, header: &EntryHeader, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    fn set_times_at(&self, header: &Header, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
         rustix::fs::utimensat(dir, name, &timestamps(header), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.bad(header, format!("set times: {e}")))
     }
@@ -913,11 +942,22 @@ fn gid_of(gid: u32) -> rustix::fs::Gid {
     rustix::fs::Gid::from_raw(gid)
 }
 
-/// atime = the later of atime and mtime; times before the epoch become the epoch (moby).
-fn timestamps(header: &EntryHeader) -> Timestamps {
-    let clamp = |t: Time| if t.sec < 0 { Time::default() } else { t };
-    let mtime = clamp(header.mtime);
-    let atime = clamp(header.atime.unwrap_or(mtime)).max(mtime);
+/// atime = the later of atime and mtime; times before the epoch or past what Go's
+/// `UnixNano` can hold (year 2262) become the epoch (moby's `system.Chtimes`).
+fn timestamps(header: &Header) -> Timestamps {
+    const LAST: Time = Time {
+        sec: i64::MAX / 1_000_000_000,
+        nsec: (i64::MAX % 1_000_000_000) as u32,
+    };
+    let clamp = |t: Time| {
+        if t.sec < 0 || t > LAST {
+            Time::default()
+        } else {
+            t
+        }
+    };
+    let atime = header.atime.unwrap_or(header.mtime).max(header.mtime);
+    let (mtime, atime) = (clamp(header.mtime), clamp(atime));
     let spec = |t: Time| Timespec {
         tv_sec: t.sec,
         tv_nsec: i64::from(t.nsec) as _,
@@ -933,7 +973,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
-    use crate::codec::writer::{TarHeader, TarWriter};
+    use crate::codec::{Header, TarWriter};
 
     /// Skipping `fchown`/`fchmod` when they would change nothing must never leave a mode or
     /// owner different from the header's: umask-stripped bits, special bits, foreign ids and
@@ -944,9 +984,9 @@ mod tests {
             eprintln!("skipping: not root (chown to other ids needs it)");
             return;
         }
-        let mut entries: Vec<(TarHeader, &[u8])> = Vec::new();
-        let file = |name: &str, mode: u32, uid: u64, gid: u64| {
-            let mut h = TarHeader::file(name, 1);
+        let mut entries: Vec<(Header, &[u8])> = Vec::new();
+        let file = |name: &str, mode: i64, uid: i64, gid: i64| {
+            let mut h = Header::file(name, 1);
             h.mode = mode;
             h.uid = uid;
             h.gid = gid;
@@ -958,12 +998,12 @@ mod tests {
         entries.push((file("sticky", 0o1777, 0, 0), b"x"));
         entries.push((file("readonly", 0o400, 0, 0), b"x"));
         entries.push((file("foreign", 0o644, 1000, 1001), b"x"));
-        let mut sgid = TarHeader::dir("sgid");
+        let mut sgid = Header::dir("sgid");
         sgid.mode = 0o2775;
         sgid.gid = 1234;
         entries.push((sgid, b""));
         entries.push((file("sgid/inner", 0o644, 0, 0), b"x"));
-        let mut link = TarHeader::symlink("sgid/link", "inner");
+        let mut link = Header::symlink("sgid/link", "inner");
         link.gid = 0;
         entries.push((link, b""));
         let mut w = TarWriter::new(Vec::new());
@@ -984,10 +1024,10 @@ mod tests {
             let name = String::from_utf8(h.name.clone()).unwrap();
             let m = meta(name.trim_end_matches('/'));
             if h.kind != EntryKind::Symlink {
-                assert_eq!(m.mode() & 0o7777, h.mode, "mode of {name}");
+                assert_eq!(m.mode() & 0o7777, h.permissions(), "mode of {name}");
             }
             assert_eq!(
-                (u64::from(m.uid()), u64::from(m.gid())),
+                (i64::from(m.uid()), i64::from(m.gid())),
                 (h.uid, h.gid),
                 "owner of {name}"
             );

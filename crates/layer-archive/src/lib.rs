@@ -4,8 +4,9 @@
 //! `dir/.wh.<name>` deletes `dir/<name>`, and `dir/.wh..wh..opq` makes `dir` *opaque* (hides
 //! everything the lower layers had in it). This crate:
 //!
-//! * reads and writes tar headers ([`codec`]: [`TarReader`], [`TarWriter`], entry-name
-//!   cleaning), with hard caps on what one header may make us allocate ([`Limits`]);
+//! * reads and writes tar headers ([`codec`]: one [`Header`] type, [`TarReader`],
+//!   [`TarWriter`], entry-name cleaning) exactly as Go's `archive/tar` reads them, with hard
+//!   caps on what one header may make us allocate ([`Limits`]);
 //! * applies a layer tar under a root directory ([`apply_layer`]) in one of two flavours
 //!   ([`WhiteoutFormat`]): **plain** (whiteouts delete, as moby's `UnpackLayer`, for vfs and
 //!   naive drivers) or **overlay** (whiteouts become char 0/0 devices and opaque dirs get the
@@ -25,12 +26,12 @@
 //! the root, whatever links it plants.
 //!
 //! ```
-//! use layer_archive::{apply_layer, ApplyOptions, TarHeader, TarWriter};
+//! use layer_archive::{apply_layer, ApplyOptions, Header, TarWriter};
 //!
 //! // Build a tiny layer: one file, then a whiteout of a file the lower layer had.
 //! let mut tar = TarWriter::new(Vec::new());
-//! tar.append(&TarHeader::file("etc/motd", 6), Some(&mut &b"hello\n"[..])).unwrap();
-//! tar.append(&TarHeader::file("etc/.wh.issue", 0), None).unwrap();
+//! tar.append(&Header::file("etc/motd", 6), Some(&mut &b"hello\n"[..])).unwrap();
+//! tar.append(&Header::file("etc/.wh.issue", 0), None).unwrap();
 //! let tar = tar.finish().unwrap();
 //!
 //! let root = tempfile::tempdir().unwrap();
@@ -83,10 +84,11 @@ pub mod walk;
 #[cfg(feature = "fs")]
 pub use apply::{apply_layer, apply_layer_with_usage};
 pub use change::{Change, ChangeKind};
-pub use codec::Limits;
 pub use codec::name::CleanName;
-pub use codec::reader::{EntryHeader, EntryKind, SparseRegion, TarError, TarReader, Time};
-pub use codec::writer::{TarHeader, TarWriter};
+pub use codec::{
+    EntryDigest, EntryKind, EntrySequence, Header, HeaderStyle, Limits, SparseRegion, TarError,
+    TarReader, TarWriter, Time,
+};
 pub use error::{Error, Result};
 pub use idmap::{IdMapping, IdRange};
 

@@ -38,7 +38,7 @@ use rustix::fs::FileType;
 use crate::idmap::IdMapping;
 use crate::override_stat::{OVERRIDE_STAT_XATTR, OverrideStat};
 use crate::walk::{Converted, EntryConverter, WalkEntry};
-use crate::{TarHeader, WHITEOUT_PREFIX};
+use crate::{Header, WHITEOUT_PREFIX};
 
 /// An [`EntryConverter`] that writes container owners, then hands the header to `inner`.
 /// See the [module documentation](self).
@@ -67,7 +67,7 @@ impl<'a, C: EntryConverter> ContainerOwners<'a, C> {
 }
 
 impl<C: EntryConverter> EntryConverter for ContainerOwners<'_, C> {
-    fn convert(&mut self, entry: &WalkEntry<'_>, mut header: TarHeader) -> io::Result<Converted> {
+    fn convert(&mut self, entry: &WalkEntry<'_>, mut header: Header) -> io::Result<Converted> {
         let meta = entry.meta;
         let kind_holds_xattr =
             matches!(meta.file_type, FileType::RegularFile | FileType::Directory);

@@ -27,8 +27,7 @@ use std::path::Path;
 
 use rustix::fs::{FileType, Mode, OFlags};
 
-use crate::codec::reader::{EntryKind, Time};
-use crate::codec::writer::{TarHeader, TarWriter};
+use crate::codec::{EntryKind, Header, TarWriter, Time};
 use safe_root::{Meta, component, lstat_at};
 
 /// How precisely mtimes are written.
@@ -81,9 +80,9 @@ pub struct WalkEntry<'a> {
 pub enum Converted {
     /// Write this header (the given one, possibly modified). Payload is the file's content
     /// if the header is still a regular file with the file's own name and a non-zero size.
-    Write(TarHeader),
+    Write(Header),
     /// Write this header, then these header-only entries (e.g. an opaque marker).
-    WriteThen(TarHeader, Vec<TarHeader>),
+    WriteThen(Header, Vec<Header>),
     /// Write nothing for this entry (a walk still descends into a skipped directory).
     Skip,
 }
@@ -91,7 +90,7 @@ pub enum Converted {
 /// Rewrites entries on their way into the tar.
 pub trait EntryConverter {
     /// Decides what to write for `entry`, whose default header is `header`.
-    fn convert(&mut self, entry: &WalkEntry<'_>, header: TarHeader) -> io::Result<Converted>;
+    fn convert(&mut self, entry: &WalkEntry<'_>, header: Header) -> io::Result<Converted>;
 }
 
 /// The identity converter.
@@ -99,7 +98,7 @@ pub trait EntryConverter {
 pub struct NoConversion;
 
 impl EntryConverter for NoConversion {
-    fn convert(&mut self, _entry: &WalkEntry<'_>, header: TarHeader) -> io::Result<Converted> {
+    fn convert(&mut self, _entry: &WalkEntry<'_>, header: Header) -> io::Result<Converted> {
         Ok(Converted::Write(header))
     }
 }
@@ -141,7 +140,7 @@ impl<W: Write> TarBuilder<W> {
         name: &CStr,
         rel: &[u8],
         meta: &Meta,
-    ) -> io::Result<Option<TarHeader>> {
+    ) -> io::Result<Option<Header>> {
         let kind = match meta.file_type {
             FileType::RegularFile => EntryKind::Regular,
             FileType::Directory => EntryKind::Directory,
@@ -155,12 +154,12 @@ impl<W: Write> TarBuilder<W> {
         if kind == EntryKind::Directory {
             tar_name.push(b'/');
         }
-        let mut header = TarHeader::new(tar_name, kind);
-        header.mode = meta.perm;
-        header.uid = u64::from(meta.uid);
-        header.gid = u64::from(meta.gid);
+        let mut header = Header::new(tar_name, kind);
+        header.mode = i64::from(meta.perm);
+        header.uid = i64::from(meta.uid);
+        header.gid = i64::from(meta.gid);
         header.size = if kind == EntryKind::Regular {
-            meta.size
+            meta.size as i64
         } else {
             0
         };
@@ -176,8 +175,8 @@ impl<W: Write> TarBuilder<W> {
             header.link_name = safe_root::read_link_at(dir, name)?;
         }
         if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-            header.dev_major = u64::from(rustix::fs::major(meta.rdev));
-            header.dev_minor = u64::from(rustix::fs::minor(meta.rdev));
+            header.dev_major = i64::from(rustix::fs::major(meta.rdev));
+            header.dev_minor = i64::from(rustix::fs::minor(meta.rdev));
         }
         match self.options.xattrs {
             XattrPolicy::None => {}
@@ -382,7 +381,7 @@ pub fn tar_directory<W: Write>(
 
 /// A whiteout entry deleting `rel` (`dir/.wh.name`): empty regular file, mode 0, owner 0:0,
 /// mtime 0 (fixed so that exports are reproducible).
-pub fn whiteout_header(rel: &[u8]) -> io::Result<TarHeader> {
+pub fn whiteout_header(rel: &[u8]) -> io::Result<Header> {
     let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => (&rel[..=i], &rel[i + 1..]),
         None => (&rel[..0], rel),
@@ -391,7 +390,7 @@ pub fn whiteout_header(rel: &[u8]) -> io::Result<TarHeader> {
     let mut name = dir.to_vec();
     name.extend_from_slice(super::WHITEOUT_PREFIX.as_bytes());
     name.extend_from_slice(base);
-    let mut h = TarHeader::file(name, 0);
+    let mut h = Header::file(name, 0);
     h.mode = 0;
     Ok(h)
 }

@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common_tree::{copy_tree, describe, dir, file, marker, set_mtime, tar_of};
-use layer_archive::TarHeader;
+use layer_archive::Header;
 use layer_archive::changes::{changes_dirs, changes_size};
 use layer_archive::walk::{NoConversion, WalkOptions, tar_directory};
 use layer_archive::{ApplyOptions, EntryKind, WhiteoutFormat, apply_layer};
@@ -26,9 +26,9 @@ fn is_root() -> bool {
 #[test]
 fn implied_directories_and_explicit_modes() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = TarHeader::dir("explicit");
+    let mut d = Header::dir("explicit");
     d.mode = 0o600;
-    let mut f = TarHeader::file("implied/deeper/file", 0);
+    let mut f = Header::file("implied/deeper/file", 0);
     f.mode = 0o666;
     let tar = tar_of(&[(d, b""), (f, b"")]);
     apply_layer(tmp.path(), &mut &tar[..], &opts()).unwrap();
@@ -44,12 +44,12 @@ fn implied_directories_and_explicit_modes() {
 #[test]
 fn directory_times_set_after_children() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut d = TarHeader::dir("d/");
+    let mut d = Header::dir("d/");
     d.mtime = layer_archive::Time {
         sec: 1_000_000_000,
         nsec: 5,
     };
-    let mut f = TarHeader::file("d/f", 1);
+    let mut f = Header::file("d/f", 1);
     f.mtime = layer_archive::Time {
         sec: 1_500_000_000,
         nsec: 123_456_789,
@@ -287,11 +287,11 @@ fn overlay_untar_restores_modes_opaque_and_devices() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut d1 = TarHeader::dir("d1/");
+    let mut d1 = Header::dir("d1/");
     d1.mode = 0o700;
-    let mut d2 = TarHeader::dir("d2/");
+    let mut d2 = Header::dir("d2/");
     d2.mode = 0o750;
-    let mut d3 = TarHeader::dir("d3/");
+    let mut d3 = Header::dir("d3/");
     d3.mode = 0o700;
     let tar = tar_of(&[
         (d1, b""),
@@ -358,7 +358,7 @@ fn capability_xattr_is_the_only_one_captured_by_default() {
 #[test]
 fn pax_xattrs_are_applied() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut h = TarHeader::file("f", 5);
+    let mut h = Header::file("f", 5);
     h.xattrs.push((b"user.test".to_vec(), b"value".to_vec()));
     let tar = tar_of(&[(h, b"hello")]);
     match apply_layer(tmp.path(), &mut &tar[..], &opts()) {
@@ -378,7 +378,7 @@ fn pax_xattrs_are_applied() {
 #[test]
 fn header_only_kinds_carry_no_payload() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut h = TarHeader::new("l", EntryKind::HardLink);
+    let mut h = Header::new("l", EntryKind::HardLink);
     h.link_name = b"f".to_vec();
     let tar = tar_of(&[file("f", "data"), (h, b""), dir("d/")]);
     let size = apply_layer(tmp.path(), &mut &tar[..], &opts()).unwrap();

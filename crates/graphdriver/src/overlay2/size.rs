@@ -35,9 +35,9 @@ pub(crate) fn directory_size(dir: &Path) -> Result<u64> {
 mod tests {
     use super::directory_size;
     use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer_with_usage};
-    use layer_archive::{TarHeader, TarWriter};
+    use layer_archive::{Header, TarWriter};
 
-    fn tar(entries: &[(TarHeader, &[u8])]) -> Vec<u8> {
+    fn tar(entries: &[(Header, &[u8])]) -> Vec<u8> {
         let mut w = TarWriter::new(Vec::new());
         for (h, body) in entries {
             let mut body = *body;
@@ -51,7 +51,7 @@ mod tests {
         w.finish().unwrap()
     }
 
-    fn apply(entries: &[(TarHeader, &[u8])]) -> (Option<u64>, u64) {
+    fn apply(entries: &[(Header, &[u8])]) -> (Option<u64>, u64) {
         let root = tempfile::tempdir().unwrap();
         let opts = ApplyOptions {
             whiteouts: WhiteoutFormat::Overlay,
@@ -69,34 +69,31 @@ mod tests {
     #[test]
     fn counted_usage_equals_the_walk() {
         let plain = [
-            (TarHeader::dir("d"), &b""[..]),
-            (TarHeader::file("d/a", 5), &b"hello"[..]),
-            (TarHeader::file("d/empty", 0), &b""[..]),
-            (
-                TarHeader::symlink("d/link", "a-rather-long-target"),
-                &b""[..],
-            ),
-            (TarHeader::hardlink("d/a2", "d/a"), &b""[..]),
-            (TarHeader::hardlink("d/link2", "d/link"), &b""[..]),
-            (TarHeader::file("implied/deep/f", 3), &b"abc"[..]),
-            (TarHeader::file("d/.wh.gone", 0), &b""[..]),
-            (TarHeader::file("d/.wh..wh..opq", 0), &b""[..]),
+            (Header::dir("d"), &b""[..]),
+            (Header::file("d/a", 5), &b"hello"[..]),
+            (Header::file("d/empty", 0), &b""[..]),
+            (Header::symlink("d/link", "a-rather-long-target"), &b""[..]),
+            (Header::hardlink("d/a2", "d/a"), &b""[..]),
+            (Header::hardlink("d/link2", "d/link"), &b""[..]),
+            (Header::file("implied/deep/f", 3), &b"abc"[..]),
+            (Header::file("d/.wh.gone", 0), &b""[..]),
+            (Header::file("d/.wh..wh..opq", 0), &b""[..]),
         ];
         let (usage, walked) = apply(&plain);
         assert_eq!(usage, Some(walked));
         assert_eq!(walked, 5 + 20 + 3);
 
         let replaced = [
-            (TarHeader::file("f", 3), &b"abc"[..]),
-            (TarHeader::file("f", 1), &b"x"[..]),
+            (Header::file("f", 3), &b"abc"[..]),
+            (Header::file("f", 1), &b"x"[..]),
         ];
         let (usage, walked) = apply(&replaced);
         assert_eq!(usage, None);
         assert_eq!(walked, 1);
 
         let whited_out = [
-            (TarHeader::file("f", 3), &b"abc"[..]),
-            (TarHeader::file(".wh.f", 0), &b""[..]),
+            (Header::file("f", 3), &b"abc"[..]),
+            (Header::file(".wh.f", 0), &b""[..]),
         ];
         assert_eq!(apply(&whited_out).0, None);
     }
@@ -106,7 +103,7 @@ mod tests {
     fn non_empty_root_is_not_counted() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("old"), b"old").unwrap();
-        let bytes = tar(&[(TarHeader::file("new", 1), &b"n"[..])]);
+        let bytes = tar(&[(Header::file("new", 1), &b"n"[..])]);
         let opts = ApplyOptions {
             no_lchown: true,
             ..ApplyOptions::default()

@@ -1,8 +1,10 @@
 //! Entry names: lexical cleaning and the "stays inside the root" check.
 //!
-//! A name is cleaned like Go's `path.Clean(strings.TrimLeft(name, "/"))`: empty and `.`
-//! components vanish and `..` removes the previous component. A `..` that would climb above
-//! the root is a breakout: moby rejects the entry (and so do we). The cleaned name is only a
+//! A name is cleaned like moby's `filepath.Clean(name)` before it is joined to the root:
+//! empty and `.` components vanish and `..` removes the previous component. In a rooted
+//! name `..` stops at the root (`/../x` is `x`, as moby extracts it). In a relative name a
+//! `..` that would climb above the root is a breakout: moby's `UnpackLayer` rejects the
+//! entry (and so do we). The cleaned name is only a
 //! lexical view; symlinks met on the way are resolved later, inside the root, by
 //! [`safe_root::SafeRoot`].
 
@@ -34,12 +36,13 @@ impl CleanName {
         if raw.contains(&0) {
             return Err(NameError::Nul);
         }
+        let rooted = raw.first() == Some(&b'/');
         let mut parts: Vec<&[u8]> = Vec::new();
         for comp in raw.split(|&b| b == b'/') {
             match comp {
                 b"" | b"." => {}
                 b".." => {
-                    if parts.pop().is_none() {
+                    if parts.pop().is_none() && !rooted {
                         return Err(NameError::Breakout);
                     }
                 }
@@ -108,7 +111,9 @@ mod tests {
         assert_eq!(clean("./").unwrap(), "");
         assert_eq!(clean("..gitme").unwrap(), "..gitme");
         assert_eq!(clean("../x"), Err(NameError::Breakout));
-        assert_eq!(clean("/../x"), Err(NameError::Breakout));
+        assert_eq!(clean("/../x").unwrap(), "x");
+        assert_eq!(clean("/a/../../x").unwrap(), "x");
+        assert_eq!(clean("/..").unwrap(), "");
         assert_eq!(clean("a/../../x"), Err(NameError::Breakout));
         assert_eq!(clean(".."), Err(NameError::Breakout));
     }

@@ -7,10 +7,10 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use layer_archive::{TarHeader, TarWriter};
+use layer_archive::{Header, TarWriter};
 
 /// A tar from `(header, data)` pairs.
-pub fn tar_of(entries: &[(TarHeader, &[u8])]) -> Vec<u8> {
+pub fn tar_of(entries: &[(Header, &[u8])]) -> Vec<u8> {
     let mut w = TarWriter::new(Vec::new());
     for (h, data) in entries {
         let mut d = *data;
@@ -20,28 +20,28 @@ pub fn tar_of(entries: &[(TarHeader, &[u8])]) -> Vec<u8> {
 }
 
 /// A file entry with content.
-pub fn file(name: &str, data: &'static str) -> (TarHeader, &'static [u8]) {
-    (TarHeader::file(name, data.len() as u64), data.as_bytes())
+pub fn file(name: &str, data: &'static str) -> (Header, &'static [u8]) {
+    (Header::file(name, data.len() as u64), data.as_bytes())
 }
 
 /// A directory entry.
-pub fn dir(name: &str) -> (TarHeader, &'static [u8]) {
-    (TarHeader::dir(name), b"")
+pub fn dir(name: &str) -> (Header, &'static [u8]) {
+    (Header::dir(name), b"")
 }
 
 /// An empty whiteout-style file entry.
-pub fn marker(name: &str) -> (TarHeader, &'static [u8]) {
-    (TarHeader::file(name, 0), b"")
+pub fn marker(name: &str) -> (Header, &'static [u8]) {
+    (Header::file(name, 0), b"")
 }
 
 /// A hard link entry.
-pub fn hardlink(name: &str, target: &str) -> (TarHeader, &'static [u8]) {
-    (TarHeader::hardlink(name, target), b"")
+pub fn hardlink(name: &str, target: &str) -> (Header, &'static [u8]) {
+    (Header::hardlink(name, target), b"")
 }
 
 /// A symlink entry.
-pub fn symlink(name: &str, target: &str) -> (TarHeader, &'static [u8]) {
-    (TarHeader::symlink(name, target), b"")
+pub fn symlink(name: &str, target: &str) -> (Header, &'static [u8]) {
+    (Header::symlink(name, target), b"")
 }
 
 /// What a tree holds, path → description (type, mode, owner, content or target; mtimes
