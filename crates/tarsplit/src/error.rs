@@ -44,6 +44,19 @@ pub enum Error {
     )]
     FieldTooLong { offset: u64, size: u64, limit: u64 },
 
+    /// A sparse file's stored data does not fill its map (Go's `errMissData`,
+    /// `errUnrefData`).
+    #[error("archive/tar: sparse file {name} at byte {offset} {reason}")]
+    SparseData {
+        offset: u64,
+        name: EntryName,
+        reason: &'static str,
+    },
+
+    /// A header exceeds one of the codec's limits (beyond what Go refuses).
+    #[error("limit exceeded at byte {offset}: {what}")]
+    Limit { offset: u64, what: String },
+
     /// The raw bytes of one header group (padding + extension headers + header) exceed the cap.
     #[error(
         "tar header group starting at byte {offset} exceeds {limit} bytes (chained PAX/GNU extension headers?)"

@@ -51,9 +51,10 @@
 //! * [`asm`]: the [`asm::Disassembler`] `Read` adaptor (and the push-style
 //!   [`asm::DisasmEngine`] underneath), the [`asm::Assembler`] `Read` adaptor,
 //!   [`asm::assemble`], and [`asm::iterate_headers`] (walk the headers in metadata).
-//! * [`header`]: tar header decoding with Go `archive/tar` semantics.
-//! * [`sparse`]: expanding a sparse entry's physical body into logical file data, for
-//!   extractors that use the disassembler's [`asm::EntryVisitor`].
+//!
+//! Tar headers are decoded by the workspace's one codec, [`layer_archive::codec`] (without
+//! its filesystem part), exactly as Go's `archive/tar` reads them; a visitor that extracts
+//! sparse files maps their bodies with [`layer_archive::codec::sparse::BodyMapper`].
 //!
 //! Where Go tar-split is wrong, this crate is stricter or exact, and says so in the error:
 //! header groups (chains of PAX/GNU extension headers) are capped instead of buffered
@@ -65,8 +66,6 @@ pub mod asm;
 mod clean;
 pub mod crc;
 mod error;
-pub mod header;
-pub mod sparse;
 pub mod storage;
 
 pub use clean::clean_path;

@@ -4,9 +4,9 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use tarsplit::asm::{
-    DisasmEngine, DisasmOptions, Disassembler, EntryHeader, EntryVisitor, NoVisitor, assemble,
-};
+use layer_archive::codec::sparse::{BodyError, BodyMapper};
+use layer_archive::codec::{EntryKind as TarKind, Header};
+use tarsplit::asm::{DisasmEngine, DisasmOptions, Disassembler, EntryVisitor, NoVisitor, assemble};
 use tarsplit::storage::{
     BufferFileGetPutter, DiscardFilePutter, Entry, EntryKind, JsonPacker, JsonUnpacker, VecPacker,
 };
@@ -79,7 +79,17 @@ fn chained_gnu_long_names_are_capped() {
         tar.extend_from_slice(&padded(&body));
     }
     tar.extend_from_slice(&header("f", b'0', 0, true));
+    // The codec's chain cap (8 extension headers) stops it first.
     let err = disasm(&tar).unwrap_err();
+    assert!(
+        matches!(&err, Error::Limit { what, .. } if what.contains("chained extension headers")),
+        "{err}"
+    );
+    // With a looser chain cap, the raw header group cap still bounds the segment.
+    let mut opts = DisasmOptions::default();
+    opts.limits.max_extension_headers = 100;
+    let mut engine = DisasmEngine::new(VecPacker::default(), DiscardFilePutter, NoVisitor, opts);
+    let err = tarsplit::asm::disassemble_to(&tar[..], std::io::sink(), &mut engine).unwrap_err();
     assert!(
         matches!(err, Error::HeaderGroupTooLarge { offset: 0, .. }),
         "{err}"
@@ -187,13 +197,13 @@ fn trailing_data_is_chunked_like_go_whatever_the_read_sizes() {
 
 #[derive(Default)]
 struct Collect {
-    headers: Vec<EntryHeader>,
+    headers: Vec<Header>,
     bodies: Vec<Vec<u8>>,
     ended: usize,
 }
 
 impl EntryVisitor for Collect {
-    fn header(&mut self, h: &EntryHeader) -> tarsplit::Result<()> {
+    fn header(&mut self, h: &Header, _offset: u64) -> tarsplit::Result<()> {
         self.headers.push(h.clone());
         self.bodies.push(Vec::new());
         Ok(())
@@ -227,29 +237,29 @@ fn visitor_sees_every_header_and_body_in_the_same_pass() {
     let names: Vec<String> = visitor
         .headers
         .iter()
-        .map(|h| String::from_utf8_lossy(&h.header.name).into_owned())
+        .map(|h| String::from_utf8_lossy(&h.name).into_owned())
         .collect();
     assert_eq!(names.len(), 8, "{names:?}");
     assert_eq!(visitor.ended, 8);
     let hello = visitor
         .headers
         .iter()
-        .position(|h| h.header.name == b"dir/hardlink")
+        .position(|h| h.name == b"dir/hardlink")
         .unwrap();
     assert_eq!(visitor.bodies[hello], b"hello world\n");
     let link = visitor
         .headers
         .iter()
-        .find(|h| h.header.name == b"dir/hello.txt")
+        .find(|h| h.name == b"dir/hello.txt")
         .unwrap();
     assert_eq!(
-        (link.header.typeflag, link.header.linkname.as_slice()),
-        (b'1', &b"dir/hardlink"[..])
+        (link.kind, link.link_name.as_slice()),
+        (TarKind::HardLink, &b"dir/hardlink"[..])
     );
     let latin1 = visitor
         .headers
         .iter()
-        .find(|h| h.header.name == b"dir/caf\xe9.txt")
+        .find(|h| h.name == b"dir/caf\xe9.txt")
         .unwrap();
     assert_eq!(latin1.pax.get(b"path"), Some(&b"dir/caf\xe9.txt"[..]));
 
@@ -265,9 +275,9 @@ fn visitor_sees_every_header_and_body_in_the_same_pass() {
     )
     .read_to_end(&mut Vec::new())
     .unwrap();
-    let sparse = visitor.headers.iter().find(|h| h.is_sparse).unwrap();
-    assert_eq!(sparse.header.size, 1 << 20);
-    assert!(!sparse.sparse_map.as_ref().unwrap().is_empty());
+    let sparse = visitor.headers.iter().find(|h| h.is_sparse()).unwrap();
+    assert_eq!(sparse.size, 1 << 20);
+    assert!(!sparse.sparse.as_ref().unwrap().is_empty());
 }
 
 #[test]
@@ -362,39 +372,44 @@ fn json_unpacker_streams_through_the_assembler_read_adaptor() {
     assert_eq!(asm.bytes_written(), tar.len() as u64);
 }
 
-/// Expands every sparse file of an archive with [`tarsplit::sparse::SparseMapper`].
+/// Expands every sparse file of an archive with the codec's [`BodyMapper`].
 #[derive(Default)]
 struct Expand {
-    mapper: Option<tarsplit::sparse::SparseMapper>,
+    mapper: Option<BodyMapper>,
     current: Vec<u8>,
     files: Vec<(Vec<u8>, Vec<u8>)>,
     name: Vec<u8>,
 }
 
 impl EntryVisitor for Expand {
-    fn header(&mut self, h: &EntryHeader) -> tarsplit::Result<()> {
-        self.mapper = tarsplit::sparse::SparseMapper::new(h);
+    fn header(&mut self, h: &Header, _offset: u64) -> tarsplit::Result<()> {
+        self.mapper = BodyMapper::new(h, &Default::default());
         self.current.clear();
-        self.name = h.header.name.clone();
+        self.name = h.name.clone();
         Ok(())
     }
     fn body(&mut self, data: &[u8]) -> tarsplit::Result<()> {
         let current = &mut self.current;
         match &mut self.mapper {
-            Some(m) => m.feed(data, |at, piece| {
-                let end = at as usize + piece.len();
-                if current.len() < end {
-                    current.resize(end, 0);
-                }
-                current[at as usize..end].copy_from_slice(piece);
-                Ok(())
-            }),
+            Some(m) => m
+                .feed(data, |at, piece| {
+                    let end = at as usize + piece.len();
+                    if current.len() < end {
+                        current.resize(end, 0);
+                    }
+                    current[at as usize..end].copy_from_slice(piece);
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .map_err(|e| match e {
+                    BodyError::Tar(e) => panic!("{e}"),
+                    BodyError::Sink(never) => match never {},
+                }),
             None => Ok(()),
         }
     }
     fn end_body(&mut self) -> tarsplit::Result<()> {
         if let Some(m) = self.mapper.take() {
-            let size = m.finish()? as usize;
+            let size = m.finish().unwrap() as usize;
             self.current.resize(size, 0);
             self.files
                 .push((self.name.clone(), std::mem::take(&mut self.current)));
@@ -457,7 +472,7 @@ fn iterate_headers_walks_our_metadata_and_gos() {
     let names = |v: &Collect| {
         v.headers
             .iter()
-            .map(|h| (h.header.name.clone(), h.header.size))
+            .map(|h| (h.name.clone(), h.size))
             .collect::<Vec<_>>()
     };
     let goldens =

@@ -12,8 +12,9 @@ use std::io::{self, Read, Write};
 
 use crate::crc::{Crc64, EMPTY_CRC};
 use crate::error::{EntryName, Error, Result};
-use crate::header::{BLOCK, is_header_only};
 use crate::storage::{Entry, EntryKind, FileGetter, Unpacker};
+use layer_archive::codec::EntryKind as TarKind;
+use layer_archive::codec::field::BLOCK;
 
 struct FileState<B> {
     body: B,
@@ -111,7 +112,9 @@ impl<U: Unpacker, G: FileGetter> Assembler<U, G> {
                     // Go records header-only entries that carry a size with the CRC of no
                     // bytes; their archive has no body, whatever the tree holds at `name`.
                     if payload.as_deref() == Some(&EMPTY_CRC[..])
-                        && self.last_typeflag.is_some_and(is_header_only)
+                        && self
+                            .last_typeflag
+                            .is_some_and(|flag| TarKind::from_type_flag(flag, b"").is_header_only())
                     {
                         continue;
                     }

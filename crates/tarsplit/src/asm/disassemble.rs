@@ -14,13 +14,14 @@
 
 use std::io::{self, Read, Write};
 
+use layer_archive::codec::field::{BLOCK, padding as block_padding};
+use layer_archive::codec::sparse::{BodyError, BodyMapper};
+use layer_archive::codec::{
+    Decoder, EntryDigest, EntryKind as TarKind, EntrySequence, Header, Limits, Step, TarError,
+};
+
 use crate::crc::Crc64;
 use crate::error::{EntryName, Error, Result};
-use crate::header::{
-    self, BLOCK, PaxRecords, RawHeader, SparseRegion, block_padding, is_header_only, is_zero_block,
-    pax, typeflag,
-};
-use crate::sparse::SparseMapper;
 use crate::storage::{Entry, EntryKind, FilePutter, Packer};
 
 /// Trailing bytes after the end-of-archive marker are recorded in chunks of this size.
@@ -47,8 +48,9 @@ pub enum SparseMode {
 /// Limits and choices for the disassembler.
 #[derive(Debug, Clone)]
 pub struct DisasmOptions {
-    /// Largest PAX or GNU long-name/link body (Go: 1 MiB, CVE-2022-2879).
-    pub max_extension_body: u64,
+    /// What one header may make the parser allocate (extension bodies: Go's 1 MiB; chains,
+    /// names, xattrs, sparse maps): the same policy as every reader of the workspace.
+    pub limits: Limits,
     /// Largest raw header group: padding + all extension headers, bodies and old-GNU sparse
     /// blocks before one real header. Go has no such cap and buffers chains without limit.
     pub max_header_group: usize,
@@ -62,7 +64,7 @@ pub struct DisasmOptions {
 impl Default for DisasmOptions {
     fn default() -> Self {
         DisasmOptions {
-            max_extension_body: 1 << 20,
+            limits: Limits::default(),
             max_header_group: 8 << 20,
             keep_partial_padding: false,
             sparse: SparseMode::Exact,
@@ -70,30 +72,12 @@ impl Default for DisasmOptions {
     }
 }
 
-/// A fully decoded entry header, as handed to an [`EntryVisitor`].
-#[derive(Debug, Clone, Default)]
-pub struct EntryHeader {
-    /// The decoded fields after PAX, GNU long name/link and sparse overrides. `size` is
-    /// the logical size Go reports (what the JSON records for non-sparse entries).
-    pub header: RawHeader,
-    /// The PAX records that applied (local `x` header, or the `g` header's own).
-    pub pax: PaxRecords,
-    /// For sparse files: the data regions, when the map is in the headers (old GNU, PAX
-    /// 0.0/0.1). For PAX 1.0 the map is at the start of the physical body and is `None`.
-    pub sparse_map: Option<Vec<SparseRegion>>,
-    /// Whether this is a GNU sparse file (any format).
-    pub is_sparse: bool,
-    /// Bytes of body that follow in the archive.
-    pub physical_size: u64,
-    /// Offset of the entry's first header block (extension headers included).
-    pub offset: u64,
-}
-
 /// Sees every entry header and body during disassembly, e.g. to extract in the same pass.
 ///
 /// ```
 /// use std::io::Read;
-/// use tarsplit::asm::{DisasmOptions, Disassembler, EntryHeader, EntryVisitor};
+/// use layer_archive::codec::Header;
+/// use tarsplit::asm::{DisasmOptions, Disassembler, EntryVisitor};
 /// use tarsplit::storage::{DiscardFilePutter, VecPacker};
 ///
 /// /// Lists names and body sizes, as an extractor would create files.
@@ -101,8 +85,8 @@ pub struct EntryHeader {
 /// struct List(Vec<(String, usize)>);
 ///
 /// impl EntryVisitor for List {
-///     fn header(&mut self, h: &EntryHeader) -> tarsplit::Result<()> {
-///         self.0.push((String::from_utf8_lossy(&h.header.name).into_owned(), 0));
+///     fn header(&mut self, h: &Header, _offset: u64) -> tarsplit::Result<()> {
+///         self.0.push((String::from_utf8_lossy(&h.name).into_owned(), 0));
 ///         Ok(())
 ///     }
 ///     fn body(&mut self, data: &[u8]) -> tarsplit::Result<()> {
@@ -124,11 +108,14 @@ pub struct EntryHeader {
 /// assert_eq!(list.0, vec![("a.txt".to_string(), 3)]);
 /// ```
 pub trait EntryVisitor {
-    /// A header (any type, PAX global headers included) was decoded.
-    fn header(&mut self, _header: &EntryHeader) -> Result<()> {
+    /// An entry (any type, PAX global headers included) was decoded, by the workspace's one
+    /// tar codec; `offset` is where its first header block (extension headers included)
+    /// starts. A PAX 1.0 sparse file's map is still in its body
+    /// ([`Header::sparse_map_in_payload`]; [`BodyMapper`] reads it).
+    fn header(&mut self, _header: &Header, _offset: u64) -> Result<()> {
         Ok(())
     }
-    /// The next chunk of the current entry's physical body.
+    /// The next chunk of the current entry's stored body.
     fn body(&mut self, _data: &[u8]) -> Result<()> {
         Ok(())
     }
@@ -145,8 +132,8 @@ pub struct NoVisitor;
 impl EntryVisitor for NoVisitor {}
 
 impl<V: EntryVisitor + ?Sized> EntryVisitor for &mut V {
-    fn header(&mut self, header: &EntryHeader) -> Result<()> {
-        (**self).header(header)
+    fn header(&mut self, header: &Header, offset: u64) -> Result<()> {
+        (**self).header(header, offset)
     }
     fn body(&mut self, data: &[u8]) -> Result<()> {
         (**self).body(data)
@@ -158,14 +145,10 @@ impl<V: EntryVisitor + ?Sized> EntryVisitor for &mut V {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Filling a header block.
-    Header,
-    /// Filling the block after a zero block.
-    SecondZero,
+    /// Filling a block for the decoder (a header, an end block, an old GNU sparse block).
+    Block,
     /// Collecting a PAX (`x`/`g`) or GNU (`L`/`K`) body.
-    ExtBody { flag: u8, remaining: u64, pad: u64 },
-    /// Filling an old-GNU sparse extension block.
-    SparseExt,
+    ExtBody { remaining: u64, pad: u64 },
     /// A file body going to the putter.
     Body { remaining: u64, pad: u64 },
     /// A sparse file's physical body, expanded into the putter ([`SparseMode::ExpandLikeGo`]).
@@ -193,6 +176,7 @@ pub struct DisasmEngine<P, F, V = NoVisitor> {
     visitor: V,
     opts: DisasmOptions,
     state: State,
+    decoder: Decoder,
     block: Box<[u8; BLOCK]>,
     fill: usize,
     offset: u64,
@@ -200,18 +184,16 @@ pub struct DisasmEngine<P, F, V = NoVisitor> {
     pending: Vec<u8>,
     group_start: u64,
     ext_body: Vec<u8>,
-    ext_header: RawHeader,
-    local_pax: Option<PaxRecords>,
-    long_name: Option<Vec<u8>>,
-    long_link: Option<Vec<u8>>,
-    current: EntryHeader,
+    current: Header,
+    current_offset: u64,
     crc: Crc64,
     segment: Entry,
     file: Entry,
     trailing: Vec<u8>,
     failed: bool,
-    mapper: Option<SparseMapper>,
+    mapper: Option<BodyMapper>,
     logical_written: u64,
+    entries: EntryDigest,
 }
 
 impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
@@ -221,19 +203,17 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
             packer,
             putter,
             visitor,
+            decoder: Decoder::new(opts.limits),
             opts,
-            state: State::Header,
+            state: State::Block,
             block: Box::new([0; BLOCK]),
             fill: 0,
             offset: 0,
             pending: Vec::with_capacity(4 * BLOCK),
             group_start: 0,
             ext_body: Vec::new(),
-            ext_header: RawHeader::default(),
-            local_pax: None,
-            long_name: None,
-            long_link: None,
-            current: EntryHeader::default(),
+            current: Header::new(Vec::new(), TarKind::Regular),
+            current_offset: 0,
             crc: Crc64::new(),
             segment: Entry::segment(Vec::new()),
             file: Entry::file(Vec::new(), 0, None),
@@ -241,12 +221,20 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
             failed: false,
             mapper: None,
             logical_written: 0,
+            entries: EntryDigest::new(),
         }
     }
 
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Every entry decoded so far (PAX global headers included), in order, folded into one
+    /// value; equal to what any other reader of the same stream folds
+    /// ([`layer_archive::EntryDigest`]).
+    pub fn entries(&self) -> EntrySequence {
+        self.entries.value()
     }
 
     /// Returns the packer, putter and visitor.
@@ -287,6 +275,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
                 // Go-style sparse metadata walked in exact mode: a sized file entry right
                 // after the header means the physical body is in no segment.
                 self.offset += remaining;
+                self.mapper = None;
                 self.emit_pending()?;
                 self.visitor.end_body()?;
                 self.emit_file(None)?;
@@ -323,7 +312,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
     fn feed_inner(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
             match self.state {
-                State::Header | State::SecondZero | State::SparseExt => {
+                State::Block => {
                     let take = (BLOCK - self.fill).min(data.len());
                     self.block[self.fill..self.fill + take].copy_from_slice(&data[..take]);
                     self.fill += take;
@@ -335,24 +324,16 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
                         self.block_done()?;
                     }
                 }
-                State::ExtBody {
-                    flag,
-                    remaining,
-                    pad,
-                } => {
+                State::ExtBody { remaining, pad } => {
                     let take = remaining.min(data.len() as u64) as usize;
                     self.push_pending(&data[..take])?;
                     self.ext_body.extend_from_slice(&data[..take]);
                     self.offset += take as u64;
                     data = &data[take..];
                     let remaining = remaining - take as u64;
-                    self.state = State::ExtBody {
-                        flag,
-                        remaining,
-                        pad,
-                    };
+                    self.state = State::ExtBody { remaining, pad };
                     if remaining == 0 {
-                        self.ext_done(flag, pad)?;
+                        self.ext_done(pad)?;
                     }
                 }
                 State::Body { remaining, pad } => {
@@ -381,6 +362,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
                 } => {
                     let take = remaining.min(data.len() as u64).min(TRAILING_CHUNK as u64) as usize;
                     let chunk = &data[..take];
+                    self.check_sparse_chunk(chunk)?;
                     self.pending.extend_from_slice(chunk);
                     self.visitor.body(chunk)?;
                     self.offset += take as u64;
@@ -422,7 +404,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
                     data = &data[take..];
                     let remaining = remaining - take as u64;
                     self.state = if remaining == 0 {
-                        State::Header
+                        State::Block
                     } else {
                         State::Padding { remaining, total }
                     };
@@ -457,13 +439,13 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
             name,
         };
         match self.state {
-            State::Header | State::SecondZero if self.fill == 0 => self.emit_pending()?,
-            State::Header => return Err(eof("a header block", None)),
-            State::SecondZero => return Err(eof("the end-of-archive blocks", None)),
-            State::ExtBody { .. } => return Err(eof("an extension header body", None)),
-            State::SparseExt => {
-                return Err(eof("an old GNU sparse map", Some(self.current_name())));
+            State::Block if self.fill == 0 => {
+                let offset = self.offset;
+                self.decoder.eof().map_err(|e| tar_error(e, offset, None))?;
+                self.emit_pending()?
             }
+            State::Block => return Err(eof("a header block", None)),
+            State::ExtBody { .. } => return Err(eof("an extension header body", None)),
             State::Body { .. } | State::RawBody { .. } | State::ExpandBody { .. } => {
                 return Err(eof("the body", Some(self.current_name())));
             }
@@ -480,7 +462,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
     }
 
     fn current_name(&self) -> EntryName {
-        EntryName(self.current.header.name.clone())
+        EntryName(self.current.name.clone())
     }
 
     fn push_pending(&mut self, data: &[u8]) -> Result<()> {
@@ -541,26 +523,20 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
     fn emit_file(&mut self, crc: Option<[u8; 8]>) -> Result<()> {
         self.file.kind = EntryKind::File;
         self.file.name.clear();
-        self.file.name.extend_from_slice(&self.current.header.name);
-        self.file.size = if self.current.is_sparse && self.opts.sparse != SparseMode::ExpandLikeGo {
+        self.file.name.extend_from_slice(&self.current.name);
+        self.file.size = if self.current.is_sparse() && self.opts.sparse != SparseMode::ExpandLikeGo
+        {
             0
         } else {
-            self.current.header.size
+            self.current.size
         };
         self.file.payload = crc.map(|c| c.to_vec());
         self.packer.add_entry(&self.file).map(drop)
     }
 
-    fn invalid(&self, reason: &'static str) -> Error {
-        Error::InvalidHeader {
-            offset: self.offset - BLOCK as u64,
-            reason,
-        }
-    }
-
     fn after_body(&mut self, pad: u64) {
         self.state = if pad == 0 {
-            State::Header
+            State::Block
         } else {
             State::Padding {
                 remaining: pad,
@@ -569,242 +545,92 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
         };
     }
 
-    /// A complete block arrived in a block-filling state (already appended to `pending`).
+    /// A complete block arrived (already appended to `pending`): the decoder decides.
     fn block_done(&mut self) -> Result<()> {
-        match self.state {
-            State::Header => {
-                if is_zero_block(&self.block) {
-                    self.state = State::SecondZero;
-                    return Ok(());
-                }
-                let raw = header::parse_header(&self.block).map_err(|r| self.invalid(r))?;
-                if !is_header_only(raw.typeflag) && raw.size < 0 {
-                    return Err(self.invalid("negative size"));
-                }
-                match raw.typeflag {
-                    typeflag::PAX_LOCAL
-                    | typeflag::PAX_GLOBAL
-                    | typeflag::GNU_LONG_NAME
-                    | typeflag::GNU_LONG_LINK => {
-                        let size = raw.size as u64;
-                        if size > self.opts.max_extension_body {
-                            return Err(Error::FieldTooLong {
-                                offset: self.offset - BLOCK as u64,
-                                size,
-                                limit: self.opts.max_extension_body,
-                            });
-                        }
-                        let (flag, pad) = (raw.typeflag, block_padding(size));
-                        if raw.typeflag == typeflag::PAX_GLOBAL {
-                            self.current.offset = self.group_start;
-                        }
-                        self.ext_header = raw;
-                        self.ext_body.clear();
-                        self.state = State::ExtBody {
-                            flag,
-                            remaining: size,
-                            pad,
-                        };
-                        if size == 0 {
-                            self.ext_done(flag, pad)?;
-                        }
-                        Ok(())
-                    }
-                    _ => self.real_header(raw),
-                }
+        let offset = self.offset - BLOCK as u64;
+        let step = self
+            .decoder
+            .block(&self.block)
+            .map_err(|e| tar_error(e, offset, None))?;
+        self.step(step, 0)
+    }
+
+    fn step(&mut self, step: Step, ext_pad: u64) -> Result<()> {
+        match step {
+            Step::NeedBlock => {
+                self.after_body(ext_pad);
+                Ok(())
             }
-            State::SecondZero => {
-                if !is_zero_block(&self.block) {
-                    return Err(self.invalid("a zero block followed by a non-zero block"));
+            Step::NeedExtensionBody(size) => {
+                self.ext_body.clear();
+                let pad = block_padding(size);
+                self.state = State::ExtBody {
+                    remaining: size,
+                    pad,
+                };
+                if size == 0 {
+                    self.ext_done(pad)?;
                 }
+                Ok(())
+            }
+            Step::Entry(header) => self.entry(*header, ext_pad),
+            Step::End => {
                 self.emit_pending()?;
                 self.state = State::Trailing;
                 Ok(())
             }
-            State::SparseExt => {
-                let map = self.current.sparse_map.get_or_insert_with(Vec::new);
-                let block = &self.block;
-                header::old_gnu_sparse_entries(&block[..504], map).map_err(|r| {
-                    Error::InvalidHeader {
-                        offset: self.offset - BLOCK as u64,
-                        reason: r,
-                    }
-                })?;
-                if self.block[504] == 0 {
-                    self.finish_real_header()?;
-                }
-                Ok(())
-            }
-            _ => unreachable!("block_done only in block states"),
         }
     }
 
-    fn ext_done(&mut self, flag: u8, pad: u64) -> Result<()> {
-        match flag {
-            typeflag::PAX_LOCAL => {
-                let records =
-                    header::parse_pax(&self.ext_body).map_err(|r| Error::InvalidHeader {
-                        offset: self.offset - self.ext_body.len() as u64,
-                        reason: r,
-                    })?;
-                // As in Go, a later `x` header replaces an earlier one entirely.
-                self.local_pax = Some(records);
-            }
-            typeflag::PAX_GLOBAL => {
-                let records =
-                    header::parse_pax(&self.ext_body).map_err(|r| Error::InvalidHeader {
-                        offset: self.offset - self.ext_body.len() as u64,
-                        reason: r,
-                    })?;
-                // Go returns a global header as an entry of its own: named by its `path`
-                // record if any, size 0. Pending local extensions are dropped.
-                let mut hdr = std::mem::take(&mut self.ext_header);
-                if let Some(path) = records.get(pax::PATH).filter(|p| !p.is_empty()) {
-                    hdr.name = path.to_vec();
-                }
-                hdr.size = 0;
-                self.local_pax = None;
-                self.long_name = None;
-                self.long_link = None;
-                let offset = self.current.offset;
-                self.current = EntryHeader {
-                    header: hdr,
-                    pax: records,
-                    offset,
-                    ..EntryHeader::default()
-                };
-                self.visitor.header(&self.current)?;
-                self.visitor.end_body()?;
-                self.emit_pending()?;
-                self.emit_file(None)?;
-            }
-            typeflag::GNU_LONG_NAME => self.long_name = Some(header::cstr(&self.ext_body).to_vec()),
-            typeflag::GNU_LONG_LINK => self.long_link = Some(header::cstr(&self.ext_body).to_vec()),
-            _ => unreachable!("only extension typeflags reach ext_done"),
-        }
+    fn ext_done(&mut self, pad: u64) -> Result<()> {
+        let offset = self.offset - self.ext_body.len() as u64;
+        let step = self
+            .decoder
+            .extension_body(&self.ext_body)
+            .map_err(|e| tar_error(e, offset, None))?;
         self.ext_body.clear();
-        self.after_body(pad);
-        Ok(())
+        self.step(step, pad)
     }
 
-    fn real_header(&mut self, mut raw: RawHeader) -> Result<()> {
-        let pax = self.local_pax.take().unwrap_or_default();
-        header::merge_pax(&mut raw, &pax).map_err(|r| self.invalid(r))?;
-        if let Some(name) = self.long_name.take().filter(|n| !n.is_empty()) {
-            raw.name = name;
+    /// A decoded entry. `ext_pad` is the padding still to come after a PAX global header's
+    /// body (0 for entries that end with their header block).
+    fn entry(&mut self, header: Header, ext_pad: u64) -> Result<()> {
+        self.entries.push(&header);
+        self.current = header;
+        self.current_offset = self.group_start;
+        if self.current.kind == TarKind::GlobalExtension {
+            // Go returns a global header as an entry of its own, size 0; its padding goes
+            // into the next segment.
+            self.visitor.header(&self.current, self.current_offset)?;
+            self.visitor.end_body()?;
+            self.emit_pending()?;
+            self.emit_file(None)?;
+            self.after_body(ext_pad);
+            return Ok(());
         }
-        if let Some(link) = self.long_link.take().filter(|l| !l.is_empty()) {
-            raw.linkname = link;
-        }
-        if raw.typeflag == typeflag::REG_A {
-            raw.typeflag = if raw.name.ends_with(b"/") {
-                typeflag::DIR
-            } else {
-                typeflag::REG
-            };
-        }
-        if !is_header_only(raw.typeflag) && raw.size < 0 {
-            return Err(self.invalid("negative size"));
-        }
-        let physical_size = if is_header_only(raw.typeflag) {
-            0
-        } else {
-            raw.size as u64
-        };
-        let mut entry = EntryHeader {
-            physical_size,
-            offset: self.group_start,
-            ..EntryHeader::default()
-        };
-
-        if raw.typeflag == typeflag::GNU_SPARSE {
-            if !raw.is_gnu {
-                return Err(self.invalid("old GNU sparse header in a non-GNU archive"));
-            }
-            raw.size = header::parse_numeric(&self.block[483..495]).map_err(|r| self.invalid(r))?;
-            let mut map = Vec::new();
-            header::old_gnu_sparse_entries(&self.block[386..482], &mut map)
-                .map_err(|r| self.invalid(r))?;
-            entry.is_sparse = true;
-            entry.sparse_map = Some(map);
-            let extended = self.block[482] != 0;
-            entry.header = raw;
-            entry.pax = pax;
-            self.current = entry;
-            if extended {
-                self.state = State::SparseExt;
-                return Ok(());
-            }
-            return self.finish_real_header();
-        }
-
-        // PAX GNU sparse formats, identified as Go's readGNUSparsePAXHeaders does.
-        let (major, minor) = (
-            pax.get_or_empty(pax::SPARSE_MAJOR),
-            pax.get_or_empty(pax::SPARSE_MINOR),
-        );
-        let sparse_version = match (major, minor) {
-            (b"0", b"0" | b"1") => Some(false),
-            (b"1", b"0") => Some(true),
-            _ if !major.is_empty() || !minor.is_empty() => None,
-            _ if !pax.get_or_empty(pax::SPARSE_MAP).is_empty() => Some(false),
-            _ => None,
-        };
-        if let Some(is_1x0) = sparse_version {
-            if let Some(name) = pax.get(pax::SPARSE_NAME).filter(|n| !n.is_empty()) {
-                raw.name = name.to_vec();
-            }
-            let size = pax
-                .get(pax::SPARSE_SIZE)
-                .filter(|s| !s.is_empty())
-                .or_else(|| pax.get(pax::SPARSE_REALSIZE));
-            if let Some(size) = size.filter(|s| !s.is_empty()) {
-                raw.size = header::parse_decimal(size)
-                    .ok_or_else(|| self.invalid("bad GNU sparse size"))?;
-            }
-            entry.is_sparse = true;
-            if !is_1x0 {
-                entry.sparse_map = Some(header::sparse_map_0x1(&pax).map_err(|r| self.invalid(r))?);
-            }
-        }
-        entry.header = raw;
-        entry.pax = pax;
-        self.current = entry;
-        self.finish_real_header()
-    }
-
-    fn finish_real_header(&mut self) -> Result<()> {
-        let physical = self.current.physical_size;
+        let physical = self.current.stored_size;
         let pad = block_padding(physical);
-        if self.current.is_sparse {
-            let valid = self
-                .current
-                .sparse_map
-                .as_ref()
-                .is_none_or(|m| header::valid_sparse_map(m, self.current.header.size));
-            if is_header_only(self.current.header.typeflag)
-                || !valid
-                || self.current.header.size < 0
-            {
-                return Err(Error::InvalidHeader {
-                    offset: self.current.offset,
-                    reason: "invalid sparse map",
-                });
-            }
+        if self.current.is_sparse() {
             if self.opts.sparse == SparseMode::Reject {
                 return Err(Error::InvalidHeader {
-                    offset: self.current.offset,
+                    offset: self.current_offset,
                     reason: "sparse files are not accepted",
                 });
             }
+            let mapper = BodyMapper::new(&self.current, &self.opts.limits).expect("sparse");
+            // Go reads (and so checks) the data of a file with a logical size only.
+            self.mapper = Some(if self.current.size > 0 {
+                mapper
+            } else {
+                mapper.map_only()
+            });
             if self.opts.sparse == SparseMode::ExpandLikeGo {
-                self.visitor.header(&self.current)?;
+                self.visitor.header(&self.current, self.current_offset)?;
                 self.emit_pending()?;
-                self.mapper = SparseMapper::new(&self.current);
                 self.logical_written = 0;
-                if self.current.header.size > 0 {
+                if self.current.size > 0 {
                     self.putter
-                        .begin(&self.current.header.name, self.current.header.size as u64)
+                        .begin(&self.current.name, self.current.size as u64)
                         .map_err(|source| Error::Put {
                             name: self.current_name(),
                             source,
@@ -820,7 +646,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
                 }
                 return Ok(());
             }
-            self.visitor.header(&self.current)?;
+            self.visitor.header(&self.current, self.current_offset)?;
             self.state = State::RawBody {
                 remaining: physical,
                 pad,
@@ -831,11 +657,11 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
             }
             return Ok(());
         }
-        self.visitor.header(&self.current)?;
+        self.visitor.header(&self.current, self.current_offset)?;
         self.emit_pending()?;
-        if self.current.header.size > 0 {
+        if self.current.size > 0 {
             self.putter
-                .begin(&self.current.header.name, physical)
+                .begin(&self.current.name, physical)
                 .map_err(|source| Error::Put {
                     name: self.current_name(),
                     source,
@@ -868,36 +694,63 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
         Ok(())
     }
 
+    /// Checks a chunk of a sparse body recorded verbatim against its map (Go's reader
+    /// fails on a bad PAX 1.0 map, and on data that does not fill the map exactly).
+    fn check_sparse_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        let Some(mapper) = &mut self.mapper else {
+            return Ok(());
+        };
+        let offset = self.offset;
+        let name = Some(EntryName(self.current.name.clone()));
+        mapper
+            .feed(chunk, |_, _| Ok::<(), std::convert::Infallible>(()))
+            .map_err(|e| match e {
+                BodyError::Tar(e) => tar_error(e, offset, name),
+                BodyError::Sink(never) => match never {},
+            })
+    }
+
     /// Expands one chunk of a sparse body into the CRC and the putter, zero-filling holes.
     fn expand_chunk(&mut self, chunk: &[u8]) -> Result<()> {
-        if self.current.header.size <= 0 {
+        if self.current.size <= 0 {
             // Go never reads such a body; its bytes end up in the next segment.
+            self.check_sparse_chunk(chunk)?;
             return self.push_pending(chunk);
         }
         let mut mapper = self.mapper.take().expect("set for sparse bodies");
-        let name = EntryName(self.current.header.name.clone());
+        let name = EntryName(self.current.name.clone());
+        let offset = self.offset;
         let (crc, putter, written) = (&mut self.crc, &mut self.putter, &mut self.logical_written);
-        let r = mapper.feed(chunk, |at, piece| {
-            fill_zeros(crc, putter, written, at).map_err(|source| Error::Put {
-                name: name.clone(),
-                source,
-            })?;
+        let r = mapper.feed(chunk, |at, piece| -> io::Result<()> {
+            fill_zeros(crc, putter, written, at)?;
             crc.update(piece);
-            putter.write_chunk(piece).map_err(|source| Error::Put {
-                name: name.clone(),
-                source,
-            })?;
+            putter.write_chunk(piece)?;
             *written += piece.len() as u64;
             Ok(())
         });
         self.mapper = Some(mapper);
-        r
+        r.map_err(|e| match e {
+            BodyError::Tar(e) => tar_error(e, offset, Some(name)),
+            BodyError::Sink(source) => Error::Put { name, source },
+        })
+    }
+
+    fn finish_mapper(&mut self) -> Result<Option<u64>> {
+        let offset = self.offset;
+        let name = Some(self.current_name());
+        match self.mapper.take() {
+            Some(mapper) => mapper
+                .finish()
+                .map(Some)
+                .map_err(|e| tar_error(e, offset, name)),
+            None => Ok(None),
+        }
     }
 
     fn expand_done(&mut self, pad: u64) -> Result<()> {
-        let mapper = self.mapper.take().expect("set for sparse bodies");
-        if self.current.header.size > 0 {
-            let logical = mapper.finish()?;
+        let logical = self.finish_mapper()?;
+        if self.current.size > 0 {
+            let logical = logical.unwrap_or(self.current.size as u64);
             fill_zeros(
                 &mut self.crc,
                 &mut self.putter,
@@ -917,6 +770,7 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
     }
 
     fn raw_body_done(&mut self, pad: u64, file_emitted: bool) -> Result<()> {
+        self.finish_mapper()?;
         self.emit_pending()?;
         if !file_emitted {
             self.emit_file(None)?;
@@ -924,6 +778,33 @@ impl<P: Packer, F: FilePutter, V: EntryVisitor> DisasmEngine<P, F, V> {
         self.visitor.end_body()?;
         self.after_body(pad);
         Ok(())
+    }
+}
+
+/// A codec error at `offset`, in this crate's terms (Go tar-split's wording).
+fn tar_error(e: TarError, offset: u64, name: Option<EntryName>) -> Error {
+    match e {
+        TarError::Header(reason) => Error::InvalidHeader { offset, reason },
+        TarError::FieldTooLong { size, limit, .. } => Error::FieldTooLong {
+            offset,
+            size,
+            limit,
+        },
+        TarError::Truncated(what) => Error::UnexpectedEof { offset, what, name },
+        TarError::Sparse(reason) => Error::SparseData {
+            offset,
+            name: name.unwrap_or(EntryName(Vec::new())),
+            reason,
+        },
+        TarError::Limit(what) => Error::Limit { offset, what },
+        TarError::Io(source) => Error::Io {
+            context: "reading the tar stream",
+            source,
+        },
+        other => Error::Limit {
+            offset,
+            what: other.to_string(),
+        },
     }
 }
 

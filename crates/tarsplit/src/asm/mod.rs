@@ -6,7 +6,7 @@ mod iterate;
 
 pub use assemble::{Assembler, assemble};
 pub use disassemble::{
-    DisasmEngine, DisasmOptions, Disassembler, EntryHeader, EntryVisitor, NoVisitor, SparseMode,
-    TRAILING_CHUNK, disassemble, disassemble_to,
+    DisasmEngine, DisasmOptions, Disassembler, EntryVisitor, NoVisitor, SparseMode, TRAILING_CHUNK,
+    disassemble, disassemble_to,
 };
 pub use iterate::iterate_headers;
