@@ -28,6 +28,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use layer_archive::codec::field::{BLOCK, padding};
+use layer_archive::codec::writer::encode_header;
+use layer_archive::{EntryKind, Header, HeaderStyle, Time};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::entries::{is_whiteout, sorted_names};
@@ -35,8 +38,6 @@ use super::features::read_xattr;
 use crate::error::{Error, Result};
 use crate::ownership::Ownership;
 use layer_archive::override_stat::{OVERRIDE_STAT_XATTR, OverrideStat};
-
-const BLOCK: usize = 512;
 
 struct Frame {
     fd: OwnedFd,
@@ -129,7 +130,7 @@ impl UpperTar {
                 Err(e) => return Err(Error::io("lstat", full, e.into())),
             };
             let parent_fd = &frame.fd;
-            let mut header = EntryHeader::from_stat(&st);
+            let mut header = header_from_stat(&st);
             match container_owner(&self.ownership, &full, &name, &st)? {
                 Owner::OnDisk => {}
                 // moby's names stay those of the host IDs (Go looks them up before the remap).
@@ -137,14 +138,14 @@ impl UpperTar {
                 // The names go with the recorded owner, not with the one on disk.
                 Owner::Recorded(uid, gid) => {
                     (header.uid, header.gid) = (uid.into(), gid.into());
-                    header.uname = user_name(uid);
-                    header.gname = group_name(gid);
+                    header.uname = user_name(uid).into_bytes();
+                    header.gname = group_name(gid).into_bytes();
                 }
             }
             if !is_whiteout(&st)
                 && let Some(cap) = read_xattr(&full, "security.capability")
             {
-                header.xattrs.push(("security.capability".into(), cap));
+                header.xattrs.push((b"security.capability".to_vec(), cap));
             }
             let tar_name = rel.as_os_str().as_bytes().to_vec();
             let kind = FileType::from_raw_mode(st.st_mode);
@@ -164,23 +165,24 @@ impl UpperTar {
             let whiteout = is_whiteout(&st);
             if let (Some(first), false) = (&first_name, whiteout) {
                 header.name = tar_name;
-                header.typeflag = b'1';
-                header.linkname = first.clone();
-                header.write(&mut self.pending);
+                header.kind = EntryKind::HardLink;
+                header.link_name = first.clone();
+                encode_header(&header, HeaderStyle::Docker, &mut self.pending);
                 return Ok(true);
             }
             match kind {
                 FileType::Directory => {
                     header.name = [tar_name.as_slice(), b"/"].concat();
-                    header.typeflag = b'5';
-                    header.write(&mut self.pending);
+                    header.kind = EntryKind::Directory;
+                    encode_header(&header, HeaderStyle::Docker, &mut self.pending);
                     if read_xattr(&full, &self.opaque_name).as_deref() == Some(b"y") {
                         let mut opq = header.clone();
                         opq.name = [tar_name.as_slice(), b"/.wh..wh..opq"].concat();
-                        opq.typeflag = b'0';
-                        opq.mode = st.st_mode & 0o777;
-                        opq.mtime = None;
-                        opq.write(&mut self.pending);
+                        opq.kind = EntryKind::Regular;
+                        opq.mode = i64::from(st.st_mode as u32 & 0o777);
+                        // Go's zero time, written as 0.
+                        opq.mtime = Time::default();
+                        encode_header(&opq, HeaderStyle::Docker, &mut self.pending);
                     }
                     let fd = rustix::fs::openat(
                         parent_fd,
@@ -199,7 +201,7 @@ impl UpperTar {
                 }
                 FileType::RegularFile => {
                     header.name = tar_name;
-                    header.typeflag = b'0';
+                    header.kind = EntryKind::Regular;
                     let fd = rustix::fs::openat(
                         parent_fd,
                         &name,
@@ -208,8 +210,8 @@ impl UpperTar {
                     )
                     .map_err(|e| Error::io("open", &full, e.into()))?;
                     let size = st.st_size as u64;
-                    header.size = size;
-                    header.write(&mut self.pending);
+                    header.size = size as i64;
+                    encode_header(&header, HeaderStyle::Docker, &mut self.pending);
                     if size > 0 {
                         self.file = Some((File::from(fd), full, size, padding(size)));
                     }
@@ -218,9 +220,9 @@ impl UpperTar {
                     let target = rustix::fs::readlinkat(parent_fd, &name, Vec::new())
                         .map_err(|e| Error::io("readlink", &full, e.into()))?;
                     header.name = tar_name;
-                    header.typeflag = b'2';
-                    header.linkname = target.into_bytes();
-                    header.write(&mut self.pending);
+                    header.kind = EntryKind::Symlink;
+                    header.link_name = target.into_bytes();
+                    encode_header(&header, HeaderStyle::Docker, &mut self.pending);
                 }
                 FileType::CharacterDevice if whiteout => {
                     // The kernel makes whiteouts hard links of one shared inode. Docker runs its
@@ -228,33 +230,33 @@ impl UpperTar {
                     // the first keeps a link name pointing at the first one's original path
                     // (harmless on a regular file). Reproduced for byte-identical diffs.
                     if let Some(first) = first_name {
-                        header.linkname = first;
+                        header.link_name = first;
                     }
                     let base = name.as_bytes();
                     let dir = frame_dir_prefix(&rel);
                     header.name = [dir.as_slice(), b".wh.", base].concat();
-                    header.typeflag = b'0';
+                    header.kind = EntryKind::Regular;
                     header.mode = 0o600;
-                    header.write(&mut self.pending);
+                    encode_header(&header, HeaderStyle::Docker, &mut self.pending);
                 }
                 FileType::CharacterDevice | FileType::BlockDevice => {
                     header.name = tar_name;
-                    header.typeflag =
+                    header.kind =
                         if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice {
-                            b'3'
+                            EntryKind::CharDevice
                         } else {
-                            b'4'
+                            EntryKind::BlockDevice
                         };
                     #[allow(clippy::useless_conversion)]
                     let rdev = u64::from(st.st_rdev);
-                    header.devmajor = u64::from(rustix::fs::major(rdev));
-                    header.devminor = u64::from(rustix::fs::minor(rdev));
-                    header.write(&mut self.pending);
+                    header.dev_major = i64::from(rustix::fs::major(rdev));
+                    header.dev_minor = i64::from(rustix::fs::minor(rdev));
+                    encode_header(&header, HeaderStyle::Docker, &mut self.pending);
                 }
                 FileType::Fifo => {
                     header.name = tar_name;
-                    header.typeflag = b'6';
-                    header.write(&mut self.pending);
+                    header.kind = EntryKind::Fifo;
+                    encode_header(&header, HeaderStyle::Docker, &mut self.pending);
                 }
                 // Docker skips sockets (and tar cannot hold them).
                 _ => continue,
@@ -317,10 +319,6 @@ fn frame_dir_prefix(rel: &Path) -> Vec<u8> {
     }
 }
 
-fn padding(size: u64) -> u64 {
-    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
-}
-
 impl Read for UpperTar {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
@@ -370,183 +368,19 @@ impl Read for UpperTar {
     }
 }
 
-/// One tar header as Go's `archive/tar` writes it for Docker.
-#[derive(Debug, Clone)]
-struct EntryHeader {
-    name: Vec<u8>,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: u64,
-    /// Seconds; `None` writes 0 (Go's zero time).
-    mtime: Option<i64>,
-    typeflag: u8,
-    linkname: Vec<u8>,
-    uname: String,
-    gname: String,
-    devmajor: u64,
-    devminor: u64,
-    xattrs: Vec<(String, Vec<u8>)>,
-}
-
-impl EntryHeader {
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    fn from_stat(st: &Stat) -> Self {
-        // Docker truncates to the second (and forces the PAX format so Go does not round).
-        let mtime = st.st_mtime as i64;
-        EntryHeader {
-            name: Vec::new(),
-            mode: st.st_mode as u32,
-            uid: u64::from(st.st_uid),
-            gid: u64::from(st.st_gid),
-            size: 0,
-            mtime: Some(mtime),
-            typeflag: b'0',
-            linkname: Vec::new(),
-            uname: user_name(st.st_uid as u32),
-            gname: group_name(st.st_gid as u32),
-            devmajor: 0,
-            devminor: 0,
-            xattrs: Vec::new(),
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        // Docker asks Go for the PAX format explicitly, so a long name is a PAX record, never
-        // a USTAR prefix split.
-        let name_fits = self.name.is_ascii() && self.name.len() <= 100;
-        if !name_fits {
-            pax.push(("path".into(), self.name.clone()));
-        }
-        if !self.linkname.is_ascii() || self.linkname.len() > 100 {
-            pax.push(("linkpath".into(), self.linkname.clone()));
-        }
-        if self.size > 0o777_7777_7777 {
-            pax.push(("size".into(), self.size.to_string().into_bytes()));
-        }
-        if self.uid > 0o777_7777 {
-            pax.push(("uid".into(), self.uid.to_string().into_bytes()));
-        }
-        if self.gid > 0o777_7777 {
-            pax.push(("gid".into(), self.gid.to_string().into_bytes()));
-        }
-        if self.uname.len() > 32 || !self.uname.is_ascii() {
-            pax.push(("uname".into(), self.uname.clone().into_bytes()));
-        }
-        if self.gname.len() > 32 || !self.gname.is_ascii() {
-            pax.push(("gname".into(), self.gname.clone().into_bytes()));
-        }
-        for (k, v) in &self.xattrs {
-            pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
-        }
-        let is_pax = !pax.is_empty();
-        if is_pax {
-            pax.sort();
-            let mut records = Vec::new();
-            for (k, v) in &pax {
-                records.extend_from_slice(&pax_record(k, v));
-            }
-            let (dir, file) = match self.name.iter().rposition(|&b| b == b'/') {
-                Some(i) if i + 1 < self.name.len() => (&self.name[..=i], &self.name[i + 1..]),
-                _ => (&self.name[..], &b""[..]),
-            };
-            let mut xname = [dir, b"PaxHeaders.0"].concat();
-            if !file.is_empty() {
-                xname.push(b'/');
-                xname.extend_from_slice(file);
-            }
-            let mut block = [0u8; BLOCK];
-            put_str(&mut block[0..100], &to_ascii(&xname));
-            put_octal(&mut block[100..108], 0);
-            put_octal(&mut block[108..116], 0);
-            put_octal(&mut block[116..124], 0);
-            put_octal(&mut block[124..136], records.len() as u64);
-            put_octal(&mut block[136..148], 0);
-            block[156] = b'x';
-            block[257..263].copy_from_slice(b"ustar\0");
-            block[263..265].copy_from_slice(b"00");
-            finish_checksum(&mut block);
-            out.extend_from_slice(&block);
-            let pad = padding(records.len() as u64) as usize;
-            out.extend_from_slice(&records);
-            out.resize(out.len() + pad, 0);
-        }
-        let mut block = [0u8; BLOCK];
-        put_str(&mut block[0..100], &to_ascii(&self.name));
-        put_octal(&mut block[100..108], u64::from(self.mode & 0o7_777_777));
-        put_octal(
-            &mut block[108..116],
-            if self.uid > 0o777_7777 { 0 } else { self.uid },
-        );
-        put_octal(
-            &mut block[116..124],
-            if self.gid > 0o777_7777 { 0 } else { self.gid },
-        );
-        put_octal(
-            &mut block[124..136],
-            if self.size > 0o777_7777_7777 {
-                0
-            } else {
-                self.size
-            },
-        );
-        put_octal(
-            &mut block[136..148],
-            self.mtime.map_or(0, |t| t.max(0) as u64),
-        );
-        block[156] = self.typeflag;
-        put_str(&mut block[157..257], &to_ascii(&self.linkname));
-        block[257..263].copy_from_slice(b"ustar\0");
-        block[263..265].copy_from_slice(b"00");
-        put_str(&mut block[265..297], self.uname.as_bytes());
-        put_str(&mut block[297..329], self.gname.as_bytes());
-        put_octal(&mut block[329..337], self.devmajor);
-        put_octal(&mut block[337..345], self.devminor);
-        finish_checksum(&mut block);
-        out.extend_from_slice(&block);
-    }
-}
-
-fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    // "<len> key=value\n" where <len> counts itself.
-    let body = key.len() + value.len() + 3;
-    let mut len = body + body.to_string().len();
-    if len.to_string().len() + body != len {
-        len = body + len.to_string().len();
-    }
-    let mut out = format!("{len} {key}=").into_bytes();
-    out.extend_from_slice(value);
-    out.push(b'\n');
-    out
-}
-
-fn to_ascii(s: &[u8]) -> Vec<u8> {
-    s.iter().copied().filter(|&b| b != 0 && b < 0x80).collect()
-}
-
-/// Copies `s` (truncated to the field) and NUL-terminates it when there is room, as Go.
-fn put_str(field: &mut [u8], s: &[u8]) {
-    let n = s.len().min(field.len());
-    field[..n].copy_from_slice(&s[..n]);
-    if n < field.len() {
-        field[n] = 0;
-    }
-}
-
-/// Zero-padded octal leaving room for a trailing NUL, as Go's `formatOctal`.
-fn put_octal(field: &mut [u8], value: u64) {
-    let digits = format!("{value:o}");
-    let width = field.len() - 1;
-    let text = format!("{digits:0>width$}");
-    put_str(field, text.as_bytes());
-}
-
-fn finish_checksum(block: &mut [u8; BLOCK]) {
-    block[148..156].fill(b' ');
-    let sum: u64 = block.iter().map(|&b| u64::from(b)).sum();
-    put_octal(&mut block[148..155], sum);
-    block[155] = b' ';
+/// A header as Docker's archiver fills it from `lstat` (Go's `FileInfoHeader`): the whole
+/// `st_mode`, owner ids and names, mtime truncated to the second (Docker forces PAX so Go
+/// does not round), written by the codec in [`HeaderStyle::Docker`].
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn header_from_stat(st: &Stat) -> Header {
+    let mut h = Header::new(Vec::new(), EntryKind::Regular);
+    h.mode = i64::from(st.st_mode as u32);
+    h.uid = i64::from(st.st_uid as u32);
+    h.gid = i64::from(st.st_gid as u32);
+    h.mtime = Time::from_secs(st.st_mtime as i64);
+    h.uname = user_name(st.st_uid as u32).into_bytes();
+    h.gname = group_name(st.st_gid as u32).into_bytes();
+    h
 }
 
 fn id_names(file: &str) -> HashMap<u32, String> {
@@ -581,29 +415,4 @@ fn group_name(gid: u32) -> String {
         .get(&gid)
         .cloned()
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pax_record_length_counts_itself() {
-        assert_eq!(pax_record("path", b"a"), b"9 path=a\n");
-        assert_eq!(pax_record("path", &[b'y'; 2]), b"11 path=yy\n");
-        let long = vec![b'x'; 95];
-        let rec = pax_record("path", &long);
-        let len: usize = std::str::from_utf8(&rec[..rec.iter().position(|&b| b == b' ').unwrap()])
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(len, rec.len());
-    }
-
-    #[test]
-    fn octal_fields_have_a_trailing_nul() {
-        let mut f = [0xffu8; 8];
-        put_octal(&mut f, 0o755);
-        assert_eq!(&f, b"0000755\0");
-    }
 }
