@@ -15,6 +15,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use crate::error::Result;
+use layer_archive::EntrySequence;
 use layer_archive::change::Change;
 
 /// Options for creating a layer, as moby's `CreateOpts`.
@@ -94,6 +95,19 @@ pub trait DiffDriver: Send + Sync {
     /// Applies an uncompressed layer tar onto layer `id` (whose parent is `parent`) and returns
     /// the applied size.
     fn apply_diff(&self, id: &str, parent: Option<&str>, diff: &mut dyn Read) -> Result<u64>;
+
+    /// [`DiffDriver::apply_diff`], also returning the sequence of tar entries the driver's
+    /// applier read ([`EntrySequence`]), so that the caller can check it against another
+    /// reader of the same stream (the layer store compares it with tar-split's). `None`
+    /// when the driver cannot tell (the default); every driver of this crate can.
+    fn apply_diff_listed(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        diff: &mut dyn Read,
+    ) -> Result<(u64, Option<EntrySequence>)> {
+        self.apply_diff(id, parent, diff).map(|size| (size, None))
+    }
 
     /// Whether [`DiffDriver::apply_diff`] reads nothing of the parent layer's content, so that
     /// the layers of a chain can be applied at the same time once each one's directory has

@@ -25,9 +25,10 @@ use std::thread::JoinHandle;
 use crate::driver::{CreateOpts, DiffDriver, ProtoDriver, Status, TarStream};
 use crate::error::{Error, Result};
 use crate::ownership::Ownership;
+use layer_archive::apply::apply_layer_report;
 use layer_archive::change::Change;
 use layer_archive::walk::{NoConversion, WalkOptions, tar_directory};
-use layer_archive::{ApplyOptions, apply_layer, changes, export};
+use layer_archive::{ApplyOptions, EntrySequence, changes, export};
 
 /// Options of the naive differ.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,6 +182,16 @@ impl<P: ProtoDriver + 'static> DiffDriver for NaiveDiffDriver<P> {
     }
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, diff: &mut dyn Read) -> Result<u64> {
+        self.apply_diff_listed(id, parent, diff)
+            .map(|(size, _)| size)
+    }
+
+    fn apply_diff_listed(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        diff: &mut dyn Read,
+    ) -> Result<(u64, Option<EntrySequence>)> {
         let span = tracing::info_span!(
             "naive_apply_diff",
             layer = id,
@@ -191,7 +202,10 @@ impl<P: ProtoDriver + 'static> DiffDriver for NaiveDiffDriver<P> {
             best_effort_xattrs: self.options.best_effort_xattrs,
             ..ApplyOptions::for_current_user().with_layer(id)
         });
-        self.with_layer(id, |layer| Ok(apply_layer(layer, diff, &opts)?))
+        self.with_layer(id, |layer| {
+            let applied = apply_layer_report(layer, diff, &opts)?;
+            Ok((applied.size, Some(applied.entries)))
+        })
     }
 
     /// The layer's full tree holds every file of its tar under the tar's name, so where the

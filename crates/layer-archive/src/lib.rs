@@ -82,7 +82,7 @@ pub mod owners;
 pub mod walk;
 
 #[cfg(feature = "fs")]
-pub use apply::{apply_layer, apply_layer_with_usage};
+pub use apply::{Applied, apply_layer, apply_layer_report, apply_layer_with_usage};
 pub use change::{Change, ChangeKind};
 pub use codec::name::CleanName;
 pub use codec::{

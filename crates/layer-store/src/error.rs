@@ -101,6 +101,19 @@ pub enum Error {
     /// The graph driver.
     #[error(transparent)]
     Driver(#[from] graphdriver::Error),
+    /// The driver's applier and the tar-split disassembler read different entry sequences
+    /// from one layer tar (defence in depth: one codec should make this impossible).
+    #[error(
+        "layer {layer}: the applier and tar-split read different entries ({applier} vs {tarsplit}); refused"
+    )]
+    EntryMismatch {
+        /// The layer (the cache ID while registering).
+        layer: String,
+        /// What the driver's applier read.
+        applier: layer_archive::EntrySequence,
+        /// What the disassembler read.
+        tarsplit: layer_archive::EntrySequence,
+    },
     /// tar-split disassembly or reassembly.
     #[error("layer {layer}: tar-split: {source}")]
     TarSplit {

@@ -19,6 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Condvar, Mutex};
 
 use graphdriver::Driver;
+use layer_archive::EntrySequence;
 use layer_digest::{DiffId, DigestReader};
 use layer_meta::{TarSplitWriter, Transaction};
 use tarsplit::asm::Disassembler;
@@ -96,7 +97,7 @@ pub(crate) fn apply_and_split<R: Read + Send>(
         };
         let applied = {
             let _span = tracing::info_span!("apply", cache = cache_id).entered();
-            driver.apply_diff(cache_id, parent_cache, &mut input)
+            driver.apply_diff_listed(cache_id, parent_cache, &mut input)
         };
         if applied.is_err() {
             // No point reading a multi-gigabyte input to its end for a layer we will discard.
@@ -114,7 +115,20 @@ pub(crate) fn apply_and_split<R: Read + Send>(
     // A tar-split failure (malformed or truncated tar) explains an apply failure better than
     // the apply error does, so it wins; a reader stopped because the apply failed does not.
     match (split?, applied) {
-        (Some(diff_id), Ok(size)) => Ok(Applied { diff_id, size }),
+        (Some((diff_id, split_entries)), Ok((size, applied_entries))) => {
+            // Defence in depth: both readers decode with one codec, so they agree unless
+            // something between them (or in the codec) is wrong; then refuse the layer.
+            if let Some(applied_entries) = applied_entries
+                && applied_entries != split_entries
+            {
+                return Err(Error::EntryMismatch {
+                    layer: cache_id.to_owned(),
+                    applier: applied_entries,
+                    tarsplit: split_entries,
+                });
+            }
+            Ok(Applied { diff_id, size })
+        }
         (_, Err(e)) => Err(e.into()),
         (None, Ok(_)) => Err(Error::io(
             format!("layer {cache_id}: reading stopped before the end"),
@@ -131,7 +145,7 @@ fn split_and_forward<R: Read>(
     spare: Receiver<Vec<u8>>,
     stop: &AtomicBool,
     cache_id: &str,
-) -> Result<Option<DiffId>> {
+) -> Result<Option<(DiffId, EntrySequence)>> {
     let packer = JsonPacker::new(BufWriter::with_capacity(256 << 10, tar_split));
     let mut disasm = Disassembler::new(DigestReader::new(tar), packer, DiscardFilePutter);
     let mut applier_gone = false;
@@ -155,6 +169,7 @@ fn split_and_forward<R: Read>(
         }
     }
     drop(chunks);
+    let entries = disasm.entries();
     let (hashed, packer, _, _) = disasm.into_parts();
     let mut buffered = packer.into_inner();
     buffered
@@ -167,7 +182,7 @@ fn split_and_forward<R: Read>(
         )
     })?;
     tar_split.finish()?;
-    Ok(Some(DiffId::new(hashed.digest())))
+    Ok(Some((DiffId::new(hashed.digest()), entries)))
 }
 
 /// Reads until `buf` is full or EOF.

@@ -49,8 +49,9 @@ pub use mount::MountApi;
 use crate::driver::{CreateOpts, DiffDriver, ProtoDriver, Status, TarStream};
 use crate::error::{Error, Result};
 use crate::ownership::Ownership;
+use layer_archive::apply::apply_layer_report;
 use layer_archive::change::Change;
-use layer_archive::{ApplyOptions, IdMapping, WhiteoutFormat, apply_layer_with_usage};
+use layer_archive::{ApplyOptions, EntrySequence, IdMapping, WhiteoutFormat};
 use layout::{LINK_DIR, LayerPaths, mkdir_mode, validate_id, write_atomic};
 
 /// Driver options, as `--storage-opt overlay2.<key>=<value>` strings or built directly.
@@ -664,6 +665,16 @@ impl DiffDriver for Overlay2 {
     }
 
     fn apply_diff(&self, id: &str, parent: Option<&str>, diff: &mut dyn Read) -> Result<u64> {
+        self.apply_diff_listed(id, parent, diff)
+            .map(|(size, _)| size)
+    }
+
+    fn apply_diff_listed(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        diff: &mut dyn Read,
+    ) -> Result<(u64, Option<EntrySequence>)> {
         let _span = tracing::info_span!("overlay2_apply", id, parent).entered();
         let paths = self.require(id)?;
         if self.uses_native_diff() && self.is_parent(id, parent)? {
@@ -677,10 +688,12 @@ impl DiffDriver for Overlay2 {
                 })
                 .with_layer(id);
             // The usage counted while applying saves walking the new tree again.
-            return match apply_layer_with_usage(&paths.diff(), diff, &opts)? {
-                (_, Some(usage)) => Ok(usage),
-                (_, None) => size::directory_size(&paths.diff()),
+            let applied = apply_layer_report(&paths.diff(), diff, &opts)?;
+            let size = match applied.usage {
+                Some(usage) => usage,
+                None => size::directory_size(&paths.diff())?,
             };
+            return Ok((size, Some(applied.entries)));
         }
         self.naive_apply(id, diff)
     }

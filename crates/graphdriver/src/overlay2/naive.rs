@@ -13,9 +13,10 @@ use rustix::fs::{Mode, OFlags};
 use super::Overlay2;
 use crate::driver::{ProtoDriver, TarStream};
 use crate::error::{Error, Result};
+use layer_archive::apply::apply_layer_report;
 use layer_archive::change::Change;
 use layer_archive::walk::{NoConversion, WalkOptions, tar_directory};
-use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer, changes, export};
+use layer_archive::{ApplyOptions, EntrySequence, WhiteoutFormat, changes, export};
 
 /// Moby's archiver writes whole seconds and only `security.capability`.
 fn walk_options() -> WalkOptions {
@@ -83,7 +84,11 @@ impl Overlay2 {
         Ok(Box::new(spool))
     }
 
-    pub(super) fn naive_apply(&self, id: &str, diff: &mut dyn Read) -> Result<u64> {
+    pub(super) fn naive_apply(
+        &self,
+        id: &str,
+        diff: &mut dyn Read,
+    ) -> Result<(u64, Option<EntrySequence>)> {
         let layer = self.get(id, "")?;
         let opts = self
             .ownership
@@ -92,10 +97,10 @@ impl Overlay2 {
                 ..ApplyOptions::for_current_user()
             })
             .with_layer(id);
-        let result = apply_layer(&layer, diff, &opts);
+        let result = apply_layer_report(&layer, diff, &opts);
         let put = self.put(id);
-        let size = result?;
+        let applied = result?;
         put?;
-        Ok(size)
+        Ok((applied.size, Some(applied.entries)))
     }
 }

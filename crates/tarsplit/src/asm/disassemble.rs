@@ -842,6 +842,11 @@ impl<R: Read, P: Packer, F: FilePutter, V: EntryVisitor> Disassembler<R, P, F, V
         self.engine.offset()
     }
 
+    /// The entries decoded so far ([`DisasmEngine::entries`]).
+    pub fn entries(&self) -> EntrySequence {
+        self.engine.entries()
+    }
+
     /// Whether EOF was reached and the metadata completed.
     pub fn is_finished(&self) -> bool {
         self.finished
