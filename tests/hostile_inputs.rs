@@ -1309,3 +1309,61 @@ fn image_metadata_attacks_are_refused() {
         );
     }
 }
+
+/// Issue #13's smuggling layer: a 512-byte file whose size field reads `NUL, spaces,
+/// "1000", NUL` (512 to Go, tar-split and the DiffID; 0 to a reader that cuts at the first
+/// NUL before trimming) and whose content is a header for a setuid `etc/smuggled`; the
+/// second variant ends with a hard link back to the visible file, which once kept
+/// `export` byte-identical and `check` clean. Through `layerctl import` on both drivers it
+/// must be extracted as Go reads it: one 512-byte `etc/visible` (the "header" is its
+/// content), its hard link, no `etc/smuggled` anywhere; `export` gives the input back.
+#[test]
+fn issue_13_smuggled_setuid_file_is_not_extracted() {
+    for hardlink in [false, true] {
+        for driver in drivers() {
+            let sb = Sandbox::new();
+            let mut inner = header("etc/smuggled", 0, b'0', "", 0o4755);
+            finish_checksum(&mut inner);
+            let mut tar = header("etc/", 0, b'5', "", 0o755).to_vec();
+            let mut visible = header("etc/visible", 512, b'0', "", 0o644);
+            visible[124..136].copy_from_slice(b"\0   1000\0\0\0\0");
+            finish_checksum(&mut visible);
+            tar.extend(visible);
+            tar.extend(inner);
+            if hardlink {
+                tar.extend(header("etc/visible-link", 0, b'1', "etc/visible", 0o644));
+            }
+            tar.extend([0u8; 1024]);
+            let input = write(&sb.input("smuggle.tar"), &tar);
+            let path = input.display().to_string();
+            let limit = Duration::from_secs(SMALL.secs);
+            let run = run_ctl(&sb.root, driver, &["import", &path], None, limit);
+            assert!(run.ok(), "smuggling layer on {driver}: {}", run.stderr);
+            let chain = run.stdout.trim().to_owned();
+            let smuggled: Vec<_> = walkdir::WalkDir::new(&sb.root)
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name() == "smuggled")
+                .map(|e| e.path().display().to_string())
+                .collect();
+            assert!(
+                smuggled.is_empty(),
+                "{driver}: smuggled file extracted: {smuggled:?}"
+            );
+            let out = sb.input("export.tar").display().to_string();
+            let run = run_ctl(
+                &sb.root,
+                driver,
+                &["export", &chain, "-o", &out],
+                None,
+                limit,
+            );
+            assert!(run.ok(), "export on {driver}: {}", run.stderr);
+            assert!(
+                fs::read(&out).unwrap() == tar,
+                "{driver}: export differs from the input"
+            );
+            sb.assert_contained(driver, "issue 13 smuggling");
+        }
+    }
+}
