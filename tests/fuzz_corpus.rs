@@ -68,6 +68,11 @@ fn image_load_corpus() {
     replay("image_load");
 }
 
+#[test]
+fn tar_differential_corpus() {
+    replay("tar_differential");
+}
+
 /// Every target has a corpus dir and every corpus dir a target; the corpus stays small.
 #[test]
 fn corpus_is_complete_and_small() {

@@ -15,6 +15,12 @@
 //!   outside that root (a sentinel file, a victim dir with a planted file, a sibling dir).
 //! * [`meta_readers`]: every layer-meta reader over a layerdb whose files hold the bytes
 //!   returns values or errors, never panics, and a gzip bomb in `tar-split.json.gz` streams.
+//! * [`tar_differential`]: the three readers of a layer tar agree. The codec's
+//!   [`layer_archive::TarReader`] and tarsplit's disassembler read the same entries (kind,
+//!   name, link, size, mode, ids, mtime, and where tar-split reads it, the content and where
+//!   it goes), or both refuse; the applier's entry sequence equals theirs when it accepts,
+//!   and it refuses a layer they read only as an extraction refusal (an entry Docker does
+//!   not extract) or for sparse data it reads and they do not.
 //! * [`image_load`]: `layerctl load`'s archive reading (tar index, docker-save and OCI
 //!   manifests, indexes, configs, member lookup through symlinks) errs, never panics, and a
 //!   member it opens reads back exactly the size its index gave.
@@ -37,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("archive_apply", archive_apply),
     ("meta_readers", meta_readers),
     ("image_load", image_load),
+    ("tar_differential", tar_differential),
 ];
 
 /// A `Write` that counts and discards, with a cap so that a bug cannot fill the disk or RAM.
@@ -347,6 +354,234 @@ pub fn archive_apply(data: &[u8]) {
         safe_root::remove_all_at(rustix::fd::AsFd::as_fd(&scratch.base_fd), c"root")
             .expect("the applied root must be removable");
     });
+}
+
+/// One entry as a reader saw it, for [`tar_differential`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReadEntry {
+    kind: u8,
+    name: Vec<u8>,
+    link: Vec<u8>,
+    size: i64,
+    mode: i64,
+    ids: (i64, i64),
+    mtime: (i64, u32),
+    /// Where the data went: runs of `(offset, length)` and a digest of the bytes, for the
+    /// entries tar-split reads (a logical size > 0); `None` otherwise.
+    content: Option<Placed>,
+}
+
+/// Runs of `(offset, length)` and the digest of their bytes.
+type Placed = (Vec<(u64, u64)>, [u8; 32]);
+
+impl ReadEntry {
+    fn new(h: &layer_archive::Header) -> Self {
+        ReadEntry {
+            kind: h.kind.type_flag(),
+            name: h.name.clone(),
+            link: h.link_name.clone(),
+            size: h.size,
+            mode: h.mode,
+            ids: (h.uid, h.gid),
+            mtime: (h.mtime.sec, h.mtime.nsec),
+            content: None,
+        }
+    }
+}
+
+/// Data placement in a canonical form, whatever the pieces it arrives in.
+#[derive(Default)]
+struct Placement {
+    runs: Vec<(u64, u64)>,
+    bytes: sha2::Sha256,
+}
+
+impl Placement {
+    fn piece(&mut self, offset: u64, data: &[u8]) {
+        use sha2::Digest;
+        if data.is_empty() {
+            return;
+        }
+        match self.runs.last_mut() {
+            Some((start, len)) if *start + *len == offset => *len += data.len() as u64,
+            _ => self.runs.push((offset, data.len() as u64)),
+        }
+        self.bytes.update(data);
+    }
+
+    fn finish(self) -> Placed {
+        use sha2::Digest;
+        (self.runs, self.bytes.finalize().into())
+    }
+}
+
+/// What the codec's reader reads, with tar-split's rule for content (a logical size > 0).
+fn codec_entries(
+    data: &[u8],
+) -> Result<(Vec<ReadEntry>, layer_archive::EntrySequence), layer_archive::TarError> {
+    let mut reader = layer_archive::TarReader::new(data, layer_archive::Limits::default());
+    let mut entries = Vec::new();
+    let mut fold = layer_archive::EntryDigest::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some(h) = reader.next_entry()? {
+        fold.push(&h);
+        let mut e = ReadEntry::new(&h);
+        if h.size > 0 && h.kind != layer_archive::EntryKind::GlobalExtension {
+            let mut placement = Placement::default();
+            while let Some((offset, n)) = reader.read_data(&mut buf)? {
+                placement.piece(offset, &buf[..n]);
+            }
+            e.content = Some(placement.finish());
+        }
+        entries.push(e);
+    }
+    Ok((entries, fold.value()))
+}
+
+/// A visitor collecting what tarsplit's disassembler reads.
+#[derive(Default)]
+struct DisasmCollect {
+    entries: Vec<ReadEntry>,
+    mapper: Option<layer_archive::codec::sparse::BodyMapper>,
+    placement: Option<Placement>,
+    offset: u64,
+}
+
+impl tarsplit::asm::EntryVisitor for DisasmCollect {
+    fn header(&mut self, h: &layer_archive::Header, _offset: u64) -> tarsplit::Result<()> {
+        self.entries.push(ReadEntry::new(h));
+        self.offset = 0;
+        self.mapper = layer_archive::codec::sparse::BodyMapper::new(h, &Default::default());
+        self.placement = (h.size > 0 && h.kind != layer_archive::EntryKind::GlobalExtension)
+            .then(Placement::default);
+        Ok(())
+    }
+    fn body(&mut self, data: &[u8]) -> tarsplit::Result<()> {
+        let Some(placement) = &mut self.placement else {
+            return Ok(());
+        };
+        match &mut self.mapper {
+            // The engine itself refuses bad maps and data; here only placement matters.
+            Some(mapper) => {
+                let _ = mapper.feed(data, |offset, piece| {
+                    placement.piece(offset, piece);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+            }
+            None => {
+                placement.piece(self.offset, data);
+                self.offset += data.len() as u64;
+            }
+        }
+        Ok(())
+    }
+    fn end_body(&mut self) -> tarsplit::Result<()> {
+        if let Some(placement) = self.placement.take()
+            && let Some(last) = self.entries.last_mut()
+        {
+            last.content = Some(placement.finish());
+        }
+        Ok(())
+    }
+}
+
+/// Records nothing: the differential target needs the visitor's view, not the metadata
+/// (and no duplicate-path check, which is tar-split's own rule, not the tar format's).
+struct NullPacker;
+
+impl tarsplit::storage::Packer for NullPacker {
+    fn add_entry(&mut self, _entry: &tarsplit::storage::Entry) -> tarsplit::Result<i64> {
+        Ok(0)
+    }
+}
+
+/// What tarsplit's disassembler reads (partial padding kept, as Go's reader ends there).
+fn disasm_entries(
+    data: &[u8],
+) -> Result<(Vec<ReadEntry>, layer_archive::EntrySequence), tarsplit::Error> {
+    use tarsplit::asm::{DisasmEngine, DisasmOptions, disassemble_to};
+    let opts = DisasmOptions {
+        keep_partial_padding: true,
+        ..DisasmOptions::default()
+    };
+    let mut engine = DisasmEngine::new(
+        NullPacker,
+        tarsplit::storage::DiscardFilePutter,
+        DisasmCollect::default(),
+        opts,
+    );
+    disassemble_to(data, io::sink(), &mut engine)?;
+    let entries = engine.entries();
+    let (_, _, visitor) = engine.into_parts();
+    Ok((visitor.entries, entries))
+}
+
+/// The three readers of a layer tar agree (see the module doc): `data[0]` picks the
+/// applier's whiteout flavour, `data[1..]` is the tar.
+pub fn tar_differential(data: &[u8]) {
+    use layer_archive::{ApplyOptions, WhiteoutFormat, apply_layer_report};
+
+    let Some((&selector, tar)) = data.split_first() else {
+        return;
+    };
+    let codec = codec_entries(tar);
+    let disasm = disasm_entries(tar);
+    match (&codec, &disasm) {
+        (Ok((a, fold_a)), Ok((b, fold_b))) => {
+            assert_eq!(
+                a, b,
+                "the codec's reader and the disassembler read different entries"
+            );
+            assert_eq!(fold_a, fold_b, "entry sequences differ");
+        }
+        (Err(_), Err(_)) => {}
+        (Ok(_), Err(e)) => panic!("the disassembler refuses what the codec's reader reads: {e}"),
+        (Err(e), Ok(_)) => panic!("the codec's reader refuses what the disassembler reads: {e}"),
+    }
+
+    let applied = APPLY_SCRATCH.with(|scratch| {
+        let root = scratch.base.join("root");
+        fs::create_dir(&root).expect("fresh root");
+        let opts = ApplyOptions {
+            whiteouts: if selector & 1 == 0 {
+                WhiteoutFormat::Plain
+            } else {
+                WhiteoutFormat::Overlay
+            },
+            no_lchown: !rustix::process::geteuid().is_root(),
+            best_effort_xattrs: true,
+            layer: "fuzz".into(),
+            ..ApplyOptions::default()
+        };
+        let applied = apply_layer_report(&root, &mut &tar[..], &opts);
+        safe_root::remove_all_at(rustix::fd::AsFd::as_fd(&scratch.base_fd), c"root")
+            .expect("the applied root must be removable");
+        applied
+    });
+    let sparse_data = |e: &str| e.contains("sparse file");
+    match (&codec, applied) {
+        (Ok((_, fold)), Ok(applied)) => {
+            assert_eq!(&applied.entries, fold, "the applier read other entries");
+        }
+        // An entry Docker's extraction refuses: the archive itself was read alike.
+        (Ok(_), Err(layer_archive::Error::BadEntry { .. })) => {}
+        (Ok(_), Err(layer_archive::Error::BadTar { reason, .. })) => {
+            // Docker reads every regular file's data; tar-split only a sized one's.
+            assert!(
+                sparse_data(&reason),
+                "the applier refuses a tar both parsers read: {reason}"
+            );
+        }
+        (Ok(_), Err(e)) => panic!("the applier failed on a readable tar: {e}"),
+        (Err(_), Err(_)) => {}
+        (Err(e), Ok(_)) => {
+            // The applier skips the data of entries it does not extract (whiteouts).
+            assert!(
+                sparse_data(&e.to_string()),
+                "the applier accepts a tar the codec refuses: {e}"
+            );
+        }
+    }
 }
 
 /// Lays out a layerdb whose files hold pieces of `data` and runs every reader over it.

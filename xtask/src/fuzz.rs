@@ -30,6 +30,7 @@ const TARGETS: &[&str] = &[
     "archive_apply",
     "meta_readers",
     "image_load",
+    "tar_differential",
 ];
 
 pub fn run(args: &[String]) -> Result<()> {
