@@ -17,7 +17,8 @@
 //!   them 0600), a non-directory entry naming the root is refused, and `../x` is refused.
 //!
 //! The tars are generated, several hundred per run (`LAYERSTORE_GO_DIFF_TARS`, default 400),
-//! from a seed printed at the start (`LAYERSTORE_GO_DIFF_SEED` replays one): odd numeric
+//! from a seed printed at the start (`LAYERSTORE_GO_DIFF_SEED` replays one;
+//! `LAYERSTORE_GO_DIFF_DUMP=DIR` also writes them there as fuzz seeds): odd numeric
 //! encodings (leading/trailing NULs and spaces, no terminator, base-256, empty, the
 //! smuggling shape `NUL, spaces, digits, NUL`, invalid digits), checksums (signed, leading
 //! NUL), formats (USTAR, GNU, star, V7, `ustar ` + `00`), USTAR prefixes and GNU
@@ -366,6 +367,8 @@ struct Inode {
 struct Model {
     tree: BTreeMap<Vec<u8>, Node>,
     inodes: Vec<Inode>,
+    /// Names that share one symlink, FIFO or device inode (hard links to them).
+    link_groups: Vec<Vec<Vec<u8>>>,
     root: Option<(u32, i64, i64)>,
 }
 
@@ -416,6 +419,9 @@ impl Model {
             .collect();
         for k in doomed {
             self.tree.remove(&k);
+        }
+        for group in &mut self.link_groups {
+            group.retain(|p| p != path && !p.starts_with(&prefix));
         }
     }
 
@@ -513,7 +519,18 @@ impl Model {
                             }
                             _ => unreachable!(),
                         }
-                        self.tree.insert(target, shared.clone());
+                        let at = self.link_groups.iter().position(|g| g.contains(&target));
+                        let group = match at {
+                            Some(i) => &mut self.link_groups[i],
+                            None => {
+                                self.link_groups.push(vec![target.clone()]);
+                                self.link_groups.last_mut().unwrap()
+                            }
+                        };
+                        group.push(name.clone());
+                        for member in group.clone() {
+                            self.tree.insert(member, shared.clone());
+                        }
                         shared
                     }
                 }
@@ -1305,6 +1322,14 @@ fn generated_tars_read_and_extract_as_go_and_docker() {
     let tars: Vec<(String, Vec<u8>)> = (0..count)
         .map(|i| (format!("gen-{i:04}.tar"), generate(&mut rng, root)))
         .collect();
+    if let Ok(dump) = std::env::var("LAYERSTORE_GO_DIFF_DUMP") {
+        // Seeds for the tar_differential fuzz target: a whiteout-flavour byte, then the tar.
+        fs::create_dir_all(&dump).unwrap();
+        for (i, (name, tar)) in tars.iter().enumerate() {
+            let flavour = (i % 2) as u8;
+            fs::write(Path::new(&dump).join(name), [&[flavour][..], tar].concat()).unwrap();
+        }
+    }
     let Some(tally) = run_set(&tars) else {
         return;
     };

@@ -1,20 +1,43 @@
 //! Applying a layer tar under a root directory.
 //!
-//! The rules follow moby's `UnpackLayer` (plain whiteouts) and `Unpack` with the overlay
-//! converter, with these deliberate differences:
+//! Entries are read by the codec ([`crate::codec`]) exactly as Go's `archive/tar` reads them,
+//! and extracted by the rules of Docker 20.10's moby: `UnpackLayer` (plain whiteouts, vfs
+//! and naive drivers) and `Unpack` with the overlay converter (overlay2):
+//!
+//! * names are cleaned as moby's `filepath.Clean` cleans them (`/../x` is `x`); a whiteout
+//!   is known by its name alone, whatever its type;
+//! * contiguous (`7`) and old GNU sparse (`S`) entries, and any other unknown type, are
+//!   refused as moby refuses them ("unhandled tar header type"); PAX sparse files are
+//!   written with real holes;
+//! * a directory entry naming the root (`./`) merges its owner, mode, xattrs and times into
+//!   the root in the plain flavour (`UnpackLayer`) and is skipped in the overlay one
+//!   (`Unpack`); hard links take the link header's owner, mode and times, as moby's do;
+//! * mtimes before the epoch or past year 2262 become the epoch (`system.Chtimes`).
+//!
+//! Deliberate differences:
 //!
 //! * paths go through `RESOLVE_IN_ROOT`: a relative symlink that climbs above the root
 //!   (`escape -> ..`) is clamped at the root instead of being an error, exactly as an
 //!   absolute one is; nothing is ever reached outside the root either way;
+//! * a relative name that climbs above the root (`../x`) is refused, as moby's own
+//!   `UnpackLayer` refuses it (Docker 20.10 runs it chrooted, where it lands on `x`);
+//! * a non-directory entry naming the root is refused (moby would replace the layer root);
+//! * implied parent directories are 0755 and root's in both flavours, as `Unpack` makes
+//!   them (`UnpackLayer` makes them 0600);
+//! * a PAX global header changes nothing (`UnpackLayer` would create its parents and remove
+//!   an entry of its name);
+//! * owners must be ids from 0 to 2^32 - 1 (moby hands a negative id to `lchown`, where -1
+//!   means "unchanged", and truncates larger ones to 32 bits);
 //! * `.wh.`, `.wh..` and `.wh...` are refused in both flavours (moby refuses them only for
 //!   overlay, and its plain flavour would delete the directory itself);
 //! * AUFS hardlink metadata (`.wh..wh.plnk/…`) is skipped, not extracted to a temp dir:
 //!   no current producer writes it;
-//! * more than 8 chained extension headers (`L`/`K`/`x`) before one entry are refused (Go
-//!   accepts any number); sparse files (old GNU, PAX 0.0/0.1/1.0) are written with real
-//!   holes, up to [`super::Limits::max_sparse_regions`] regions;
+//! * the codec's caps ([`super::Limits`]: 8 chained extension headers, `PATH_MAX` names,
+//!   xattr and sparse-region caps) are refusals Go does not make;
 //! * a dangling symlink met while creating parent directories is followed inside the root
 //!   and its target created (moby#53258 behaviour), also for relative targets.
+//!
+//! `tests/go_differential.rs` checks all of this against Go's reader on generated tars.
 //!
 //! Shared with moby, and worth knowing: in the overlay flavour an opaque marker at the layer
 //! root sets the xattr on the upper dir itself, which overlayfs ignores.

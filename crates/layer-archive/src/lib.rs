@@ -53,13 +53,15 @@
 //!
 //! # What it refuses
 //!
-//! Deliberately, beyond what Go's `archive/tar` and moby refuse (details in [`apply`] and
-//! [`codec::reader`]):
+//! What Go's `archive/tar` refuses (the codec reads as Go reads) and what Docker's
+//! extraction refuses, and deliberately beyond them (details and reasons in [`codec`] and
+//! [`apply`]):
 //!
-//! * more than 8 chained extension headers (`L`/`K`/`x`) before one entry, and extension
-//!   headers, names, xattrs or sparse maps over the caps in [`Limits`];
-//! * entry names that climb above the root (`../x`), and the whiteout names `.wh.`, `.wh..`
-//!   and `.wh...`;
+//! * more than 8 chained extension headers (`x`/`g`/`L`/`K`) before one entry, and names,
+//!   xattrs or sparse maps over the caps in [`Limits`] (bounded memory);
+//! * entry names that climb above the root (`../x`; `/../x` is `x`, as in moby), a
+//!   non-directory entry naming the root, owners outside 0..2^32-1, and the whiteout names
+//!   `.wh.`, `.wh..` and `.wh...`;
 //! * a layer root that is itself a symlink (CVE-2018-15664's shape).
 
 // Without `fs` the crate doc still names the modules it leaves out.
