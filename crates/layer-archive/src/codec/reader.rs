@@ -37,6 +37,8 @@ pub struct TarReader<R> {
     finished: bool,
     /// Bytes consumed from `inner`.
     position: u64,
+    /// Skips payloads by seeking ([`TarReader::seeking`]).
+    seek: Option<fn(&mut R, u64) -> io::Result<()>>,
 }
 
 /// How the current entry's stored data maps onto the file.
@@ -68,10 +70,29 @@ impl<R: Read> TarReader<R> {
             plain_read: 0,
             finished: false,
             position: 0,
+            seek: None,
         }
     }
 
-    /// Bytes consumed from the input so far.
+    /// A reader that skips unread payloads by seeking instead of reading them (indexing a
+    /// large archive on disk). A seek cannot see the end of the input: the caller checks
+    /// that the payloads it uses lie within it.
+    pub fn seeking(inner: R, limits: Limits) -> Self
+    where
+        R: io::Seek,
+    {
+        fn forward<R: io::Seek>(r: &mut R, n: u64) -> io::Result<()> {
+            let n = i64::try_from(n).map_err(|_| io::Error::other("skip too large"))?;
+            r.seek(io::SeekFrom::Current(n)).map(drop)
+        }
+        TarReader {
+            seek: Some(forward::<R>),
+            ..TarReader::new(inner, limits)
+        }
+    }
+
+    /// Bytes consumed from the input so far (the offset of the current payload right after
+    /// [`TarReader::next_entry`]).
     pub fn position(&self) -> u64 {
         self.position
     }
@@ -266,6 +287,13 @@ impl<R: Read> TarReader<R> {
 
     /// Discards `n` bytes; `false` if the input ended first.
     fn skip(&mut self, n: u64) -> Result<bool, TarError> {
+        if let Some(seek) = self.seek
+            && n > 0
+        {
+            seek(&mut self.inner, n)?;
+            self.position += n;
+            return Ok(true);
+        }
         let mut left = n;
         let mut buf = [0u8; 8192];
         while left > 0 {

@@ -11,6 +11,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use layer_archive::codec::{EntryKind, Limits, TarReader};
+
 use super::LoadError;
 
 /// Most members an archive may have: a docker-save archive has a handful per layer, and the
@@ -111,6 +113,18 @@ pub struct TarIndex {
     members: HashMap<String, Member>,
 }
 
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// A resolved regular member.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -122,42 +136,39 @@ impl TarIndex {
     /// Reads the headers of every member (seeking over data). `what` names the archive in
     /// errors.
     pub fn build(file: File, what: &str) -> Result<TarIndex, LoadError> {
-        let corrupt = |e: io::Error| LoadError::Corrupt(what.to_owned(), e.to_string());
         let mut members = HashMap::new();
         {
-            let mut archive = tar::Archive::new(&file);
-            let entries = archive.entries_with_seek().map_err(corrupt)?;
-            for entry in entries {
-                let entry = entry.map_err(corrupt)?;
+            // The workspace's one tar codec, as Go's archive/tar (docker load's) reads it.
+            let mut reader = TarReader::seeking(&file, Limits::default());
+            while let Some(header) = reader
+                .next_entry()
+                .map_err(|e| LoadError::Corrupt(what.to_owned(), error_chain(&e)))?
+            {
                 if members.len() >= MAX_MEMBERS {
                     return Err(LoadError::Corrupt(
                         what.to_owned(),
                         format!("more than {MAX_MEMBERS} members"),
                     ));
                 }
-                let path = entry.path().map_err(corrupt)?;
-                let Some(name) = normalize(&path.to_string_lossy()) else {
+                let Some(name) = normalize(&String::from_utf8_lossy(&header.name)) else {
                     continue;
                 };
-                let kind = entry.header().entry_type();
-                let member = if kind.is_file() {
-                    Member::File {
-                        offset: entry.raw_file_position(),
-                        size: entry.size(),
+                let link = || String::from_utf8_lossy(&header.link_name).into_owned();
+                let member = match header.kind {
+                    // Members are read by offset: a sparse one has no such bytes.
+                    EntryKind::Regular if header.is_sparse() => {
+                        return Err(LoadError::Corrupt(
+                            what.to_owned(),
+                            format!("member {name} is a sparse file"),
+                        ));
                     }
-                } else if kind.is_symlink() || kind.is_hard_link() {
-                    let target = entry
-                        .link_name()
-                        .map_err(corrupt)?
-                        .map(|t| t.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    if kind.is_symlink() {
-                        Member::Symlink(target)
-                    } else {
-                        Member::Hardlink(target)
-                    }
-                } else {
-                    continue;
+                    EntryKind::Regular => Member::File {
+                        offset: reader.position(),
+                        size: header.stored_size,
+                    },
+                    EntryKind::Symlink => Member::Symlink(link()),
+                    EntryKind::HardLink => Member::Hardlink(link()),
+                    _ => continue,
                 };
                 members.insert(name, member);
             }
