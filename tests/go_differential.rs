@@ -1589,3 +1589,18 @@ fn checksum_with_a_leading_nul_and_rooted_dotdot_names() {
         .unwrap();
     assert!(dir.path().join("x").exists());
 }
+
+/// Found by the `tar_differential` fuzz target: a PAX global header whose padding the input
+/// ends in is still an entry (Go skips that padding only at the next call).
+#[test]
+fn global_header_then_end_of_input_inside_its_padding() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut tar = extension(
+        &mut rng,
+        b'g',
+        b"pax_global_header",
+        &pax_record(b"comment", b"x"),
+    );
+    tar.truncate(512 + 100);
+    assert_clean("global-eof", &named_case("global-eof", tar));
+}

@@ -131,6 +131,14 @@ impl<R: Read> TarReader<R> {
                     let mut body = vec![0u8; size as usize];
                     self.read_exact(&mut body, "an extension header's body")?;
                     step = self.decoder.extension_body(&body)?;
+                    if let Step::Entry(global) = step {
+                        // A global header is an entry of its own; Go skips its padding at
+                        // the next call (so the end of the input there still lists it).
+                        self.remaining = 0;
+                        self.padding = padding(size);
+                        self.layout = Layout::Plain;
+                        return Ok(Some(*global));
+                    }
                     if !self.skip(padding(size))? {
                         // Go: the archive ends inside padding, cleanly.
                         self.finished = true;
