@@ -19,6 +19,11 @@
 //! `LAYERCTL_BIN` overrides it (a release build makes the big variants quick).
 //! `LAYERCTL_HOSTILE_BIG=1` scales the bombs up to the sizes (8 GiB of zero blocks,
 //! 100 MB PAX header, 1M sparse regions, 2 GiB manifest.json, 1M entries, 20k-deep tree).
+//!
+//! `LAYERCTL_HOSTILE_USERNS=remap` runs every case on a remapped store (`--userns-remap`, a
+//! user with 65536 subordinate IDs made per sandbox); `=rootless` runs `layerctl` as such a
+//! user (overlay2 in its user namespace), the sandbox around the root owned by that user so
+//! that an escape would have the rights to write there. Both need root (to make the users).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,6 +32,31 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../crates/layerctl/tests/layerctl_util/testuser.rs"]
+mod testuser;
+use testuser::TestUser;
+
+/// How `layerctl` runs (`LAYERCTL_HOSTILE_USERNS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Userns {
+    /// As the test runs (root in CI).
+    Plain,
+    /// `--userns-remap <user>`.
+    Remap,
+    /// As an unprivileged user.
+    Rootless,
+}
+
+fn userns() -> Userns {
+    match std::env::var("LAYERCTL_HOSTILE_USERNS").as_deref() {
+        Err(_) | Ok("") => Userns::Plain,
+        Ok("remap") => Userns::Remap,
+        Ok("rootless") => Userns::Rootless,
+        Ok(other) => panic!("LAYERCTL_HOSTILE_USERNS={other}: remap or rootless"),
+    }
+}
 
 /// The `layerctl` binary next to this test executable (`target/<profile>/deps/..`).
 fn layerctl() -> PathBuf {
@@ -87,16 +117,50 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The largest peak RSS among a process and its descendants (rootless, the work runs in a
+/// re-executed child).
+fn vm_hwm_tree_kib(pid: u32) -> Option<u64> {
+    let mut peak = vm_hwm_kib(pid);
+    for task in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let children = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            peak = peak.max(vm_hwm_tree_kib(child));
+        }
+    }
+    peak
+}
+
 /// Runs `layerctl --root <root> --driver <driver> -q <args>` with `stdin` as input, killing it
-/// after `limit`; polls its peak RSS while it runs.
-fn run_ctl(root: &Path, driver: &str, args: &[&str], stdin: Option<&Path>, limit: Duration) -> Run {
-    let mut cmd = Command::new(layerctl());
-    cmd.arg("--root")
-        .arg(root)
-        .args(["--driver", driver, "-q"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+/// after `limit`; polls its peak RSS while it runs. Remapped or rootless as the sandbox is
+/// (rootless, `rw mount` runs inside `layerctl unshare`, the only place it works).
+fn run_ctl(
+    sb: &Sandbox,
+    driver: &str,
+    args: &[&str],
+    stdin: Option<&Path>,
+    limit: Duration,
+) -> Run {
+    let root = &sb.root;
+    let mut cmd = match (&sb.user, sb.userns) {
+        (Some(user), Userns::Rootless) => user.command(&sb.bin),
+        _ => Command::new(&sb.bin),
+    };
+    let global = |cmd: &mut Command| {
+        cmd.arg("--root").arg(root).args(["--driver", driver, "-q"]);
+        if let (Some(user), Userns::Remap) = (&sb.user, sb.userns) {
+            cmd.args(["--userns-remap", &user.name]);
+        }
+    };
+    global(&mut cmd);
+    if sb.userns == Userns::Rootless && args.starts_with(&["rw", "mount"]) {
+        cmd.args(["unshare", "--"]).arg(&sb.bin);
+        global(&mut cmd);
+    }
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.stdin(match stdin {
         Some(p) => Stdio::from(fs::File::open(p).expect("open stdin file")),
         None => Stdio::null(),
@@ -119,7 +183,7 @@ fn run_ctl(root: &Path, driver: &str, args: &[&str], stdin: Option<&Path>, limit
     });
     let mut peak = 0;
     let status = loop {
-        if let Some(kib) = vm_hwm_kib(pid) {
+        if let Some(kib) = vm_hwm_tree_kib(pid) {
             peak = peak.max(kib);
         }
         if let Some(status) = child.try_wait().expect("wait") {
@@ -157,11 +221,15 @@ fn run_ctl(root: &Path, driver: &str, args: &[&str], stdin: Option<&Path>, limit
 
 /// One sandbox: the root and what surrounds it.
 struct Sandbox {
+    // The user goes after the directory it owns files in.
     _dir: tempfile::TempDir,
     base: PathBuf,
     root: PathBuf,
     victim: PathBuf,
     before: BTreeMap<PathBuf, (u32, u64, i64, u32, Vec<u8>)>,
+    userns: Userns,
+    user: Option<TestUser>,
+    bin: PathBuf,
 }
 
 fn snapshot(base: &Path, root: &Path) -> BTreeMap<PathBuf, (u32, u64, i64, u32, Vec<u8>)> {
@@ -207,6 +275,27 @@ impl Sandbox {
         fs::write(base.join("root-evil/secret"), b"sibling").unwrap();
         fs::write(base.join("sentinel"), b"do not touch").unwrap();
         fs::create_dir(base.join("inputs")).unwrap();
+        let userns = userns();
+        let user = (userns != Userns::Plain).then(|| {
+            assert!(
+                is_root(),
+                "LAYERCTL_HOSTILE_USERNS needs root, to make the users"
+            );
+            TestUser::create("lsho", Some(65536))
+        });
+        let mut bin = layerctl();
+        if let (Some(user), Userns::Rootless) = (&user, userns) {
+            bin = user.copy_in(&bin);
+            fs::create_dir(&root).unwrap();
+            // Everything around the root is the user's: an escape would have the rights.
+            let mut stack = vec![base.clone()];
+            while let Some(p) = stack.pop() {
+                std::os::unix::fs::chown(&p, Some(user.uid), Some(user.gid)).unwrap();
+                if p.is_dir() {
+                    stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                }
+            }
+        }
         let before = snapshot(&base, &root);
         Sandbox {
             _dir: dir,
@@ -214,6 +303,9 @@ impl Sandbox {
             root,
             victim,
             before,
+            userns,
+            user,
+            bin,
         }
     }
 
@@ -233,13 +325,7 @@ impl Sandbox {
             changed.is_empty(),
             "{case} on {driver}: ESCAPE: changed outside the root: {changed:?}"
         );
-        let check = run_ctl(
-            &self.root,
-            driver,
-            &["check"],
-            None,
-            Duration::from_secs(120),
-        );
+        let check = run_ctl(self, driver, &["check"], None, Duration::from_secs(120));
         assert!(
             check.ok(),
             "{case} on {driver}: check not clean after: {}{}",
@@ -283,7 +369,7 @@ fn case(
         let input = build(&sb);
         let path = input.display().to_string();
         let run = run_ctl(
-            &sb.root,
+            &sb,
             driver,
             &[command, &path],
             None,
@@ -658,7 +744,7 @@ fn cve_2019_14271_no_exec_from_layer_content() {
         gz.write_all(&t).unwrap();
         let input = write(&sb.input("l.tar.gz"), &gz.finish().unwrap());
         let run = run_ctl(
-            &sb.root,
+            &sb,
             driver,
             &["import", &input.display().to_string()],
             None,
@@ -668,7 +754,7 @@ fn cve_2019_14271_no_exec_from_layer_content() {
         let chain = run.stdout.trim().to_owned();
         // The init layer writes /etc files of its own on top: still nothing may run.
         let run = run_ctl(
-            &sb.root,
+            &sb,
             driver,
             &["rw", "create", "--init", "c", "--parent", &chain],
             None,
@@ -676,7 +762,7 @@ fn cve_2019_14271_no_exec_from_layer_content() {
         );
         assert!(run.ok(), "{}", run.stderr);
         let run = run_ctl(
-            &sb.root,
+            &sb,
             driver,
             &["rw", "rm", "c"],
             None,
@@ -1062,7 +1148,7 @@ fn cve_2024_9676_init_layer_over_hostile_etc() {
         end(&mut t);
         let input = write(&sb.input("l.tar"), &t);
         let run = run_ctl(
-            &sb.root,
+            &sb,
             driver,
             &["import", &input.display().to_string()],
             None,
@@ -1072,7 +1158,7 @@ fn cve_2024_9676_init_layer_over_hostile_etc() {
         assert!(run.ok(), "{driver}: import refused: {}", run.stderr);
         let chain = run.stdout.trim().to_owned();
         let run = run_ctl(
-            &sb.root,
+            &sb,
             driver,
             &["rw", "create", "--init", "c", "--parent", &chain],
             None,
@@ -1085,7 +1171,7 @@ fn cve_2024_9676_init_layer_over_hostile_etc() {
         );
         if run.ok() {
             let m = run_ctl(
-                &sb.root,
+                &sb,
                 driver,
                 &["rw", "mount", "c"],
                 None,
@@ -1093,7 +1179,7 @@ fn cve_2024_9676_init_layer_over_hostile_etc() {
             );
             assert!(m.ok(), "{}", m.stderr);
             let u = run_ctl(
-                &sb.root,
+                &sb,
                 driver,
                 &["rw", "unmount", "c"],
                 None,
@@ -1101,7 +1187,7 @@ fn cve_2024_9676_init_layer_over_hostile_etc() {
             );
             assert!(u.ok(), "{}", u.stderr);
             let r = run_ctl(
-                &sb.root,
+                &sb,
                 driver,
                 &["rw", "rm", "c"],
                 None,
@@ -1125,7 +1211,7 @@ fn cve_2021_41091_setuid_not_reachable_by_others() {
         end(&mut t);
         let input = write(&sb.input("l.tar"), &t);
         let run = run_ctl(
-            &sb.root,
+            &sb,
             driver,
             &["import", &input.display().to_string()],
             None,

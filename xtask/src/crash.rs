@@ -1,6 +1,6 @@
 //! `cargo xtask crash [--runs N] [--driver vfs|overlay2|both] [--seed S] [--bin LAYERCTL]
-//! [--keep] [-v]`: the SIGKILL
-//! campaign on the whole product.
+//! [--userns-remap USER|new | --rootless USER|new] [--keep] [-v]`: the SIGKILL campaign on the
+//! whole product.
 //!
 //! Builds `layerctl` (release) and drives it on one data-root per driver with the commands a
 //! user runs: `import` of small generated layers with parents, `load` of a small `docker save`
@@ -22,6 +22,14 @@
 //!
 //! Prints per driver: runs, kills, lost, corrupt, leftovers after gc, escapes and panics (a
 //! command that exits 101); fails if any of the last five is not zero.
+//!
+//! `--userns-remap USER` runs every command with `--userns-remap USER` (the store then lives in
+//! `<root>/<uid>.<gid>/`; what the campaign writes into a mount is given to the remapped root,
+//! as a container's root would write it). `--rootless USER` runs every command as USER (so
+//! in layerctl's own user namespace, overlay2 included), the mount-and-write step inside
+//! `layerctl unshare`, and the sentinel owned by USER so that an escape would have the rights
+//! to change it. `new` makes a throwaway user with 65536 subordinate IDs and deletes it at the
+//! end. Both need root.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -34,6 +42,62 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::{cargo, step, workspace_root};
+
+#[allow(dead_code)]
+#[path = "../../crates/layerctl/tests/layerctl_util/testuser.rs"]
+mod testuser;
+use testuser::TestUser;
+
+/// How `layerctl` is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Remap,
+    Rootless,
+}
+
+/// The binary and how to run it.
+struct Invoke {
+    bin: PathBuf,
+    mode: Mode,
+    user: Option<TestUser>,
+}
+
+impl Invoke {
+    /// `layerctl --root R --driver D -q [--userns-remap U]`, as the user when rootless.
+    fn command(&self, root: &Path, driver: &str) -> Command {
+        let mut c = match (&self.user, self.mode) {
+            (Some(u), Mode::Rootless) => u.command(&self.bin),
+            _ => Command::new(&self.bin),
+        };
+        c.arg("--root").arg(root).args(["--driver", driver, "-q"]);
+        if let (Some(u), Mode::Remap) = (&self.user, self.mode) {
+            c.args(["--userns-remap", &u.name]);
+        }
+        c
+    }
+
+    /// Where the store is under `root`: `<root>/<uid>.<gid>` when remapped.
+    fn store_root(&self, root: &Path) -> PathBuf {
+        if self.mode != Mode::Remap {
+            return root.to_path_buf();
+        }
+        fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| remapped_pair(p).is_some())
+            .unwrap_or_else(|| root.to_path_buf())
+    }
+}
+
+/// `(uid, gid)` from a remapped store dir's name `<uid>.<gid>`.
+fn remapped_pair(dir: &Path) -> Option<(u32, u32)> {
+    let name = dir.file_name()?.to_str()?;
+    let (u, g) = name.split_once('.')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
+}
 
 /// xorshift64*: deterministic per seed, no dependency.
 struct Rng(u64);
@@ -192,22 +256,20 @@ struct Outcome {
 
 /// Runs `layerctl` as the campaign does: killed after `kill_after` unless it is done by then.
 fn run_ctl(
-    ctl: &Path,
+    ctl: &Invoke,
     root: &Path,
     driver: &str,
     args: &[&str],
     kill_after: Option<Duration>,
 ) -> Result<Outcome> {
-    let mut child = Command::new(ctl)
-        .arg("--root")
-        .arg(root)
-        .args(["--driver", driver, "-q"])
+    let mut child = ctl
+        .command(root, driver)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("spawning {}", ctl.display()))?;
+        .with_context(|| format!("spawning {}", ctl.bin.display()))?;
     let start = Instant::now();
     let mut killed = false;
     let status = loop {
@@ -236,7 +298,7 @@ fn run_ctl(
 
 /// A `layerctl --json` command that must succeed, parsed.
 fn ctl_json(
-    ctl: &Path,
+    ctl: &Invoke,
     root: &Path,
     driver: &str,
     args: &[&str],
@@ -285,7 +347,7 @@ struct Seen {
     rw: BTreeMap<String, (String, Option<String>, Option<String>)>,
 }
 
-fn observe(ctl: &Path, root: &Path, driver: &str) -> Result<Seen> {
+fn observe(ctl: &Invoke, root: &Path, driver: &str) -> Result<Seen> {
     let (ok, ls) = ctl_json(ctl, root, driver, &["ls"])?;
     if !ok {
         bail!("ls failed");
@@ -389,7 +451,7 @@ fn leftovers_on_disk(root: &Path, driver: &str, seen: &Seen) -> Result<Vec<Strin
 
 /// One driver's campaign.
 struct Campaign<'a> {
-    ctl: &'a Path,
+    ctl: &'a Invoke,
     root: PathBuf,
     driver: &'a str,
     rng: Rng,
@@ -549,14 +611,32 @@ impl Campaign<'_> {
                 if !out.success {
                     return Ok(());
                 }
-                let out = self.cmd("mount", &["rw", "mount", &name])?;
-                if !out.success {
-                    return Ok(());
+                if self.ctl.mode == Mode::Rootless {
+                    // The mount is usable only in the namespace: mount and write in one.
+                    let script = format!(
+                        "p=$(\"$0\" --driver {} -q rw mount {name}) && echo {name} > \"$p/written-by-{name}\" && rm -f \"$p/shared/from-imp0\"",
+                        self.driver
+                    );
+                    let bin = self.ctl.bin.display().to_string();
+                    let out = self.cmd("mount", &["unshare", "--", "sh", "-c", &script, &bin])?;
+                    if !out.success {
+                        return Ok(());
+                    }
+                } else {
+                    let out = self.cmd("mount", &["rw", "mount", &name])?;
+                    if !out.success {
+                        return Ok(());
+                    }
+                    let mount = PathBuf::from(out.stdout.trim());
+                    let written = mount.join(format!("written-by-{name}"));
+                    fs::write(&written, name.as_bytes())
+                        .with_context(|| format!("writing into {}", mount.display()))?;
+                    // A remapped container's root writes as the remapped root.
+                    if let Some((uid, gid)) = remapped_pair(&self.ctl.store_root(&self.root)) {
+                        std::os::unix::fs::lchown(&written, Some(uid), Some(gid))?;
+                    }
+                    let _ = fs::remove_file(mount.join("shared/from-imp0"));
                 }
-                let mount = PathBuf::from(out.stdout.trim());
-                fs::write(mount.join(format!("written-by-{name}")), name.as_bytes())
-                    .with_context(|| format!("writing into {}", mount.display()))?;
-                let _ = fs::remove_file(mount.join("shared/from-imp0"));
                 let out = self.cmd("commit", &["commit", &name])?;
                 let printed = out.stdout.trim();
                 if !printed.is_empty() {
@@ -623,7 +703,7 @@ impl Campaign<'_> {
         // A lost layer is counted once, then forgotten.
         self.ledger.layers.retain(|id| seen.layers.contains_key(id));
         self.ledger.rw.retain(|n| seen.rw.contains_key(n));
-        for l in leftovers_on_disk(&self.root, self.driver, &seen)? {
+        for l in leftovers_on_disk(&self.ctl.store_root(&self.root), self.driver, &seen)? {
             self.figures.leftovers_after_gc += 1;
             eprintln!("crash: run {run}: {} LEFTOVER after gc: {l}", self.driver);
         }
@@ -637,7 +717,7 @@ fn sentinel_ok(path: &Path) -> bool {
 
 /// Removes RW layers (unmounting), then detaches any mount still under the root (what a
 /// finding may have leaked), so the work dir can be removed.
-fn teardown(ctl: &Path, root: &Path, driver: &str) -> Result<()> {
+fn teardown(ctl: &Invoke, root: &Path, driver: &str) -> Result<()> {
     if let Ok(seen) = observe(ctl, root, driver) {
         for name in seen.rw.keys() {
             let _ = run_ctl(ctl, root, driver, &["rw", "unmount", name], None);
@@ -669,6 +749,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut keep = false;
     let mut verbose = false;
     let mut prebuilt: Option<PathBuf> = None;
+    let mut userns: Option<(Mode, String)> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -677,6 +758,18 @@ pub fn run(args: &[String]) -> Result<()> {
             "--keep" => keep = true,
             "--bin" => prebuilt = Some(it.next().context("--bin PATH")?.into()),
             "-v" | "--verbose" => verbose = true,
+            "--userns-remap" => {
+                userns = Some((
+                    Mode::Remap,
+                    it.next().context("--userns-remap USER|new")?.clone(),
+                ))
+            }
+            "--rootless" => {
+                userns = Some((
+                    Mode::Rootless,
+                    it.next().context("--rootless USER|new")?.clone(),
+                ))
+            }
             "--driver" => {
                 drivers = match it.next().map(String::as_str) {
                     Some("vfs") => vec!["vfs"],
@@ -687,9 +780,13 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             other => bail!(
                 "unknown argument {other:?}; usage: cargo xtask crash [--runs N] \
-                 [--driver vfs|overlay2|both] [--seed S] [--bin LAYERCTL] [--keep] [-v]"
+                 [--driver vfs|overlay2|both] [--seed S] [--bin LAYERCTL] \
+                 [--userns-remap USER|new | --rootless USER|new] [--keep] [-v]"
             ),
         }
+    }
+    if userns.is_some() && !rustix_is_root() {
+        bail!("--userns-remap and --rootless need root (to set up and run as the user)");
     }
     if drivers.contains(&"overlay2") && !rustix_is_root() {
         eprintln!("crash: skipping overlay2: not root");
@@ -709,6 +806,27 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     };
 
+    let (mode, user) = match &userns {
+        None => (Mode::Plain, None),
+        Some((mode, name)) if name == "new" => (*mode, Some(TestUser::create("lscr", Some(65536)))),
+        Some((mode, name)) => (*mode, Some(TestUser::existing(name))),
+    };
+    let ctl = match (&user, mode) {
+        // The user must be able to run it wherever the build is.
+        (Some(u), Mode::Rootless) => u.copy_in(&ctl),
+        _ => ctl,
+    };
+    let ctl = Invoke {
+        bin: ctl,
+        mode,
+        user,
+    };
+    if let Some(u) = &ctl.user {
+        eprintln!(
+            "crash: {mode:?} as user {} (subordinate IDs from {:?})",
+            u.name, u.subid_start
+        );
+    }
     let work = std::env::temp_dir().join(format!("layerctl-crash-{}", std::process::id()));
     let mut rng = Rng(seed);
     let (chain, image, image_chain) = generate_inputs(&work.join("inputs"), &mut rng)?;
@@ -724,6 +842,11 @@ pub fn run(args: &[String]) -> Result<()> {
         fs::create_dir_all(&root)?;
         let sentinel = base.join("sentinel");
         fs::write(&sentinel, b"outside the root")?;
+        if let (Some(u), Mode::Rootless) = (&ctl.user, mode) {
+            for p in [&base, &root, &sentinel] {
+                std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
+            }
+        }
         let mut c = Campaign {
             ctl: &ctl,
             root: root.clone(),

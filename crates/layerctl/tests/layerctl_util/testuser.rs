@@ -1,6 +1,9 @@
 //! Throwaway users for the userns tests: created with `useradd`, given subordinate ID ranges
 //! of our choosing (in free space, never touching an existing line), and deleted with them
 //! on drop. Root only.
+//!
+//! Self-contained (std only), so that the workspace's hostile-input suite and `cargo xtask
+//! crash` use this same file (`#[path]`) to run as such a user.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +22,8 @@ pub struct TestUser {
     pub subid_start: Option<u32>,
     /// A directory the user owns (mode 0755), removed on drop.
     pub home: PathBuf,
+    /// Created here (and so deleted on drop), not an existing user.
+    created: bool,
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {
@@ -98,6 +103,7 @@ impl TestUser {
             gid,
             subid_start: None,
             home: PathBuf::new(),
+            created: true,
         };
         if let Some(len) = subids {
             let start = free_range(u64::from(len), 2_000_000);
@@ -112,13 +118,31 @@ impl TestUser {
             .unwrap_or_else(|e| panic!("give {name} subordinate IDs: {e}"));
             user.subid_start = Some(start as u32);
         }
-        let home = std::env::temp_dir().join(format!("layerctl-{name}"));
-        std::fs::create_dir_all(&home).unwrap();
-        std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
-        user.home = home;
+        user.home = own_dir(&name, uid, gid);
         user
+    }
+
+    /// An existing user (kept on drop; only the directory made for it goes).
+    pub fn existing(name: &str) -> TestUser {
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, name]).output().unwrap();
+            assert!(out.status.success(), "no user {name}");
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        let subid_start = std::fs::read_to_string("/etc/subuid")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.split(':').next() == Some(name))
+            .and_then(|l| l.split(':').nth(1)?.parse().ok());
+        TestUser {
+            name: name.to_string(),
+            uid,
+            gid,
+            subid_start,
+            home: own_dir(name, uid, gid),
+            created: false,
+        }
     }
 
     /// A command run as this user (no supplementary groups), `HOME` its directory, with an
@@ -147,9 +171,23 @@ impl TestUser {
     }
 }
 
+/// `<tmp>/layerctl-<name>`, 0755, owned by the user.
+fn own_dir(name: &str, uid: u32, gid: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let home = std::env::temp_dir().join(format!("layerctl-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    home
+}
+
 impl Drop for TestUser {
     fn drop(&mut self) {
         let _lock = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.created {
+            let _ = std::fs::remove_dir_all(&self.home);
+            return;
+        }
         // Its processes are ours and finished; its files go with its directory. Mounts made
         // in its namespaces died with them.
         let _ = std::fs::remove_dir_all(&self.home);
@@ -169,10 +207,22 @@ impl Drop for TestUser {
     }
 }
 
+/// Whether this process runs as root (effective UID 0, from /proc: no libc needed).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether user-creating tests can run: as root with the shadow tools. Under CI=true they
 /// must; elsewhere a missing piece is a skip, said once per test.
 pub fn can_create_users(test: &str) -> bool {
-    let root = super::rustix_is_root();
+    let root = is_root();
     let tools = ["useradd", "usermod", "userdel", "newuidmap", "newgidmap"]
         .iter()
         .all(|t| {
