@@ -1423,7 +1423,7 @@ fn issue_13_smuggled_setuid_file_is_not_extracted() {
             let input = write(&sb.input("smuggle.tar"), &tar);
             let path = input.display().to_string();
             let limit = Duration::from_secs(SMALL.secs);
-            let run = run_ctl(&sb.root, driver, &["import", &path], None, limit);
+            let run = run_ctl(&sb, driver, &["import", &path], None, limit);
             assert!(run.ok(), "smuggling layer on {driver}: {}", run.stderr);
             let chain = run.stdout.trim().to_owned();
             let smuggled: Vec<_> = walkdir::WalkDir::new(&sb.root)
@@ -1437,13 +1437,7 @@ fn issue_13_smuggled_setuid_file_is_not_extracted() {
                 "{driver}: smuggled file extracted: {smuggled:?}"
             );
             let out = sb.input("export.tar").display().to_string();
-            let run = run_ctl(
-                &sb.root,
-                driver,
-                &["export", &chain, "-o", &out],
-                None,
-                limit,
-            );
+            let run = run_ctl(&sb, driver, &["export", &chain, "-o", &out], None, limit);
             assert!(run.ok(), "export on {driver}: {}", run.stderr);
             assert!(
                 fs::read(&out).unwrap() == tar,
