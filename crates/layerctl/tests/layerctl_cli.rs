@@ -985,3 +985,103 @@ fn oci_layout_dir_blobs_cannot_point_outside() {
     assert_eq!(snapshot(&root), before);
     assert_check_clean(&root, "vfs");
 }
+
+/// Runs `c` to completion, or kills it after `limit` and fails: a hang is the bug.
+fn run_or_kill(mut c: std::process::Command, limit: std::time::Duration) -> std::process::Output {
+    let mut child = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn layerctl");
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "layerctl still running after {limit:?}: stderr {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A blob of an OCI layout that is a FIFO (or a device) is refused before it is read, naming
+/// the member; opening it must not wait for a writer that never comes.
+#[test]
+fn oci_layout_fifo_blob_is_refused_not_waited_for() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let (members, _) = oci_members(&layers, &diffs);
+    let config_blob = members
+        .iter()
+        .find(|(_, data)| data.starts_with(b"{") && data.windows(8).any(|w| w == b"diff_ids"))
+        .map(|(name, _)| name.clone())
+        .expect("config blob");
+    let layer_blob = format!("blobs/sha256/{}", &sha256(&layers[1])[7..]);
+    for (what, victim) in [("layer", layer_blob), ("config", config_blob)] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let oci = dir.path().join("oci");
+        write_oci_dir(&oci, &layers, &diffs);
+        let blob = oci.join(&victim);
+        std::fs::remove_file(&blob).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &blob,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        ok(run(cmd(&root, "vfs", &["ls"])));
+        let before = snapshot(&root);
+        let out = run_or_kill(
+            cmd(&root, "vfs", &["load", oci.to_str().unwrap()]),
+            std::time::Duration::from_secs(120),
+        );
+        let e = fails(out);
+        assert!(
+            e.contains(&victim) && e.contains("not a regular file but a FIFO"),
+            "{what}: {e}"
+        );
+        assert_eq!(snapshot(&root), before, "{what}");
+        assert_check_clean(&root, "vfs");
+    }
+}
+
+/// A FIFO named on the command line is a stream the user chose (`load <(zcat x.tar.gz)`): it
+/// is read as stdin is, waiting for its writer.
+#[test]
+fn load_reads_a_named_fifo_as_a_stream() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let archive = docker_save(&layers, &diffs, SaveLayout::Legacy);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let fifo = dir.path().join("image.fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, archive).unwrap())
+    };
+    let out = run_or_kill(
+        cmd(&root, "vfs", &["load", fifo.to_str().unwrap()]),
+        std::time::Duration::from_secs(120),
+    );
+    ok(out);
+    writer.join().unwrap();
+    let chains = chain_ids(&diffs);
+    let ls = json(run(cmd(&root, "vfs", &["--json", "ls"])));
+    assert_eq!(ls.as_array().unwrap().len(), chains.len());
+}

@@ -70,6 +70,10 @@ pub enum LoadError {
         expected: String,
         actual: String,
     },
+    /// A member that is not a regular file (a FIFO, a device, a directory…): refused before
+    /// it is read, since reading it could block forever or never end.
+    #[error("{0}: not a regular file but {1}")]
+    NotRegular(String, &'static str),
     /// Neither format.
     #[error("{0}: not a docker-save archive or OCI layout (no manifest.json or index.json)")]
     UnknownFormat(String),

@@ -47,18 +47,8 @@ impl Source {
                 if !real.starts_with(&real_root) {
                     return Err(LoadError::BadPath(name.to_owned()));
                 }
-                let file = File::open(&real)
-                    .map_err(|e| LoadError::Missing(name.to_owned(), e.to_string()))?;
-                let meta = file
-                    .metadata()
-                    .map_err(|e| LoadError::io(real.display().to_string(), e))?;
-                if !meta.is_file() {
-                    return Err(LoadError::Missing(
-                        name.to_owned(),
-                        "not a regular file".into(),
-                    ));
-                }
-                Ok((Box::new(file), meta.len()))
+                let (file, len) = open_regular(&real, name)?;
+                Ok((Box::new(file), len))
             }
             Source::Tar(index) => {
                 let m = index.resolve(&clean)?;
@@ -77,6 +67,45 @@ impl Source {
     /// Whether member `name` exists (as a file).
     pub fn exists(&self, name: &str) -> bool {
         self.open(name).is_ok()
+    }
+}
+
+/// Opens the file `path` (member `name` of a directory source) for reading, refusing
+/// anything but a regular file before a byte is read. The open itself never blocks: a FIFO
+/// (or a device) planted in a layout would make a blocking `open` wait for a writer forever,
+/// so it is opened `O_NONBLOCK` (and `O_NOFOLLOW`: `path` is already resolved), checked
+/// with `fstat`, and only a regular file gets its blocking mode back.
+pub fn open_regular(path: &Path, name: &str) -> Result<(File, u64), LoadError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| LoadError::Missing(name.to_owned(), io::Error::from(e).to_string()))?;
+    let io_err = |e: rustix::io::Errno| LoadError::io(path.display().to_string(), e.into());
+    let st = rustix::fs::fstat(&fd).map_err(io_err)?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(LoadError::NotRegular(name.to_owned(), file_kind(kind)));
+    }
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(io_err)?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(io_err)?;
+    Ok((File::from(fd), st.st_size as u64))
+}
+
+/// A file type in words, for errors.
+pub fn file_kind(kind: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "of an unknown type",
     }
 }
 

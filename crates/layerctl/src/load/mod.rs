@@ -14,6 +14,7 @@ mod record;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read, Seek};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
@@ -97,13 +98,24 @@ fn parent_links(plans: &[ImagePlan]) -> Result<Vec<Option<usize>>> {
 /// compressed archive through an unnamed spool file under the root.
 fn open_source(ctx: &Context, input: &str) -> Result<Source> {
     let path = Path::new(input);
-    if input != "-" && path.is_dir() {
-        return Ok(Source::Dir(path.to_path_buf()));
-    }
     let mut file = if input == "-" {
         spool(ctx, io::stdin(), "stdin")?
     } else {
-        File::open(path).with_context(|| format!("open {input}"))?
+        let meta = std::fs::metadata(path).with_context(|| format!("open {input}"))?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            return Ok(Source::Dir(path.to_path_buf()));
+        }
+        if kind.is_fifo() || kind.is_char_device() {
+            // A stream the user named (`<(zcat image.tar.gz)`, a FIFO, /dev/stdin): read it
+            // as stdin is read, waiting for its writer as `cat` would.
+            let stream = File::open(path).with_context(|| format!("open {input}"))?;
+            spool(ctx, stream, input)?
+        } else {
+            // Never blocks; anything but a regular file is refused before it is read.
+            let real = std::fs::canonicalize(path).with_context(|| format!("open {input}"))?;
+            image::source::open_regular(&real, input)?.0
+        }
     };
     let mut head = [0u8; 4];
     let n = read_up_to(&mut file, &mut head).with_context(|| format!("read {input}"))?;
