@@ -194,7 +194,9 @@ impl Store {
             (None, None) => drivers::choose_and_open(&root, &opts.driver_options, ids)?,
         };
         let image_dir = root.join("image").join(&name);
-        std::fs::create_dir_all(&image_dir)
+        // 0700 for the dirs it makes, as dockerd's MkdirAll of the image root.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&image_dir)
             .map_err(|e| Error::io(format!("create {}", image_dir.display()), e))?;
         let driver_home = root.join(&name);
         let meta = MetaStore::open(

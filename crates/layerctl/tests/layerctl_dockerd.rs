@@ -1,6 +1,7 @@
 //! The real client decides: images `layerctl load` writes run under Debian's Docker 20.10
 //! daemon, images dockerd commits are seen by layerctl, `layerctl rmi` removes them for
-//! dockerd, and `layerctl save` goes through `docker load`. On both drivers.
+//! dockerd, and `layerctl save` goes through `docker load`. On both drivers; and the same
+//! with `--userns-remap` on both sides (a user the test creates), down to who owns each file.
 //!
 //! Each daemon is private (own data-root, exec-root, socket; no iptables, no bridge; its own
 //! containerd namespace), never reaches a registry (`--pull never`, `--network none`) and is
@@ -186,4 +187,288 @@ fn one_driver(driver: &str) {
     let mut want: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
     want.sort();
     assert_eq!(tars, want, "{driver}: docker save's layer tars");
+}
+
+/// A layer whose entries are owned by 0, 1000 and 65534.
+fn owners_layer() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, id: u64, mode: u32, body: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_uid(id);
+        h.set_gid(id);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        h.set_size(body.len() as u64);
+        if kind == tar::EntryType::Symlink {
+            h.set_link_name("f").unwrap();
+        }
+        h.set_cksum();
+        b.append_data(&mut h, name, body).unwrap();
+    };
+    use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+    add("home/", D, 0, 0o755, b"");
+    add("home/u/", D, 1000, 0o750, b"");
+    add("home/u/f", F, 1000, 0o640, b"user's\n");
+    add("home/u/l", L, 1000, 0o777, b"");
+    add("nobody", F, 65534, 0o600, b"n\n");
+    b.into_inner().unwrap()
+}
+
+/// `(kind, uid, gid, mode)` of every path under `dir` (itself as ""), symlinks not followed.
+/// Targets, sizes and times are left out: what is compared is who owns what.
+type Tree = std::collections::BTreeMap<String, (char, u32, u32, u32)>;
+
+fn ownership_tree(dir: &Path) -> Tree {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let t = m.file_type();
+        let kind = if t.is_dir() {
+            'd'
+        } else if t.is_symlink() {
+            'l'
+        } else if t.is_char_device() {
+            'c'
+        } else if t.is_file() {
+            'f'
+        } else {
+            '?'
+        };
+        let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        out.insert(rel, (kind, m.uid(), m.gid(), m.mode() & 0o7777));
+        if t.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// Where a layer lives in a store: its driver dir and its layerdb dir.
+fn layer_dirs(store: &Path, driver: &str, chain: &str) -> [std::path::PathBuf; 2] {
+    let meta = store
+        .join("image")
+        .join(driver)
+        .join("layerdb/sha256")
+        .join(chain.trim_start_matches("sha256:"));
+    let cache = std::fs::read_to_string(meta.join("cache-id"))
+        .unwrap_or_else(|e| panic!("{}: {e}", meta.display()));
+    let dir = match driver {
+        "vfs" => store.join("vfs/dir").join(cache.trim()),
+        _ => store.join("overlay2").join(cache.trim()),
+    };
+    [dir, meta]
+}
+
+/// `--userns-remap`: what `layerctl --userns-remap USER load` writes runs under dockerd
+/// `--userns-remap USER` (the container sees the layer's owners, not the overflow ID), a
+/// container dockerd commits there exports from layerctl with Docker's DiffID and the
+/// container's owners, and the store is, path by path, owned as dockerd owns the same image
+/// after its own `docker load`.
+#[test]
+fn remapped_images_run_under_dockerd_userns_remap() {
+    use layerctl_util::testuser::{TestUser, can_create_users};
+    if let Some(why) = dockerd::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if !can_create_users("remapped_images_run_under_dockerd_userns_remap") {
+        return;
+    }
+    let user = TestUser::create("lsdk", Some(65536));
+    let base = user.subid_start.unwrap();
+    for driver in drivers() {
+        remapped_one_driver(&user, base, driver);
+    }
+}
+
+fn remapped_one_driver(user: &layerctl_util::testuser::TestUser, base: u32, driver: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    // dockerd refuses a data-root whose ancestors the remapped root cannot traverse.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let (root, docker_root) = (dir.path().join("root"), dir.path().join("docker-root"));
+    let (archive, config, layers) = busybox_image_with("lsremap:v1", vec![owners_layer()]);
+    let input = dir.path().join("lsremap.tar");
+    std::fs::write(&input, &archive).unwrap();
+    let id = sha256(&config);
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diff_ids);
+    let remap = |root: &Path, args: &[&str]| {
+        let mut c = ctl(root, driver);
+        c.arg("--userns-remap").arg(&user.name).args(args);
+        c
+    };
+    let remap_flag = ["--userns-remap", user.name.as_str()];
+    let store = |root: &Path| root.join(format!("{base}.{base}"));
+
+    // 1. layerctl loads it into the remapped store.
+    let out = ok(run(remap(&root, &["load", input.to_str().unwrap()])));
+    assert_eq!(out, "Loaded image: lsremap:v1\n", "{driver}");
+
+    // 2. dockerd --userns-remap runs it: the container sees its image's owners.
+    let d = Dockerd::start_with(&dir.path().join("d"), &root, driver, &remap_flag);
+    let listed = d.ok(&[
+        "images",
+        "--no-trunc",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}}",
+    ]);
+    assert_eq!(listed.trim(), format!("lsremap:v1 {id}"), "{driver}");
+    let run_args = ["run", "--rm", "--pull", "never", "--network", "none"];
+    let ran = d.ok(&[&run_args[..], &["lsremap:v1"]].concat());
+    assert_eq!(ran, format!("{BUSYBOX_MARKER}\nabsent\n"), "{driver}");
+    let stat = d.ok(&[
+        &run_args[..],
+        &[
+            "lsremap:v1",
+            "/bin/busybox",
+            "stat",
+            "-c",
+            "%u:%g %a %n",
+            "/bin/busybox",
+            "/etc/marker",
+            "/home",
+            "/home/u",
+            "/home/u/f",
+            "/home/u/l",
+            "/nobody",
+        ],
+    ]
+    .concat());
+    assert_eq!(
+        stat,
+        "0:0 755 /bin/busybox\n0:0 644 /etc/marker\n0:0 755 /home\n\
+         1000:1000 750 /home/u\n1000:1000 640 /home/u/f\n1000:1000 777 /home/u/l\n\
+         65534:65534 600 /nobody\n",
+        "{driver}: owners as the container sees them"
+    );
+
+    // 3. dockerd commits a container whose user 1000 wrote a file.
+    d.ok(&[
+        "run",
+        "--name",
+        "c1",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "lsremap:v1",
+        "/bin/sh",
+        "-c",
+        "echo new > /home/u/new && /bin/busybox chown 1000:1000 /home/u/new",
+    ]);
+    d.ok(&["commit", "c1", "lsremap:committed"]);
+    d.ok(&["rm", "c1"]);
+    let docker_layers = d.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .RootFS.Layers}}",
+        "lsremap:committed",
+    ]);
+    let docker_layers: Vec<String> = serde_json::from_str(docker_layers.trim()).unwrap();
+    assert_eq!(docker_layers.len(), 4, "{driver}");
+    d.stop();
+    let top = chain_ids(&docker_layers)[3].clone();
+    // dockerd wrote the file as host base+1000, as layerctl would.
+    let [top_dir, _] = layer_dirs(&store(&root), driver, &top);
+    let new = match driver {
+        "vfs" => top_dir.join("home/u/new"),
+        _ => top_dir.join("diff/home/u/new"),
+    };
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(&new).unwrap();
+        assert_eq!((m.uid(), m.gid()), (base + 1000, base + 1000), "{driver}");
+    }
+    let exported = run(remap(&root, &["export", &top]));
+    assert!(exported.status.success(), "{driver}");
+    assert_eq!(
+        sha256(&exported.stdout),
+        docker_layers[3],
+        "{driver}: layerctl's export of dockerd's commit vs Docker's DiffID"
+    );
+    let mut seen = false;
+    for e in tar::Archive::new(&exported.stdout[..]).entries().unwrap() {
+        let e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("home/u/new") {
+            assert_eq!(
+                (e.header().uid().unwrap(), e.header().gid().unwrap()),
+                (1000, 1000)
+            );
+            seen = true;
+        }
+    }
+    assert!(seen, "{driver}: the commit holds home/u/new");
+    let check = ok(run(remap(&root, &["check"])));
+    assert!(check.lines().any(|l| l == "ok"), "{driver}: {check}");
+    for (chain, diff) in chains.iter().zip(&diff_ids) {
+        let out = run(remap(&root, &["export", chain]));
+        assert_eq!(sha256(&out.stdout), *diff, "{driver}: export of {chain}");
+    }
+
+    // 4. The same image through dockerd's own `docker load` on a fresh remapped root: the
+    // homes and every layer's files are owned (and moded) as layerctl owns them.
+    let d = Dockerd::start_with(&dir.path().join("d2"), &docker_root, driver, &remap_flag);
+    let loaded = d.ok(&["load", "-i", input.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: lsremap:v1"), "{loaded}");
+    d.stop();
+    let (ours, theirs) = (store(&root), store(&docker_root));
+    let home = match driver {
+        "vfs" => "vfs/dir",
+        _ => "overlay2",
+    };
+    let mut differences = Vec::new();
+    let mut compare = |what: String, mut a: Tree, b: Tree| {
+        // overlay2's `committed` marker exists in a parent once a child was made on it.
+        if !b.contains_key("committed") {
+            a.remove("committed");
+        }
+        for k in a
+            .keys()
+            .chain(b.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            if a.get(k) != b.get(k) {
+                differences.push(format!(
+                    "{what} {k:?}: ours {:?}, dockerd's {:?}",
+                    a.get(k),
+                    b.get(k)
+                ));
+            }
+        }
+    };
+    for rel in ["", "image", "image/{d}", "image/{d}/layerdb", home] {
+        let rel = rel.replace("{d}", driver);
+        let top = |t: Tree| t.into_iter().filter(|(k, _)| k.is_empty()).collect();
+        compare(
+            format!("{driver} <store>/{rel}"),
+            top(ownership_tree(&ours.join(&rel))),
+            top(ownership_tree(&theirs.join(&rel))),
+        );
+    }
+    for chain in &chains {
+        let [a_dir, a_meta] = layer_dirs(&ours, driver, chain);
+        let [b_dir, b_meta] = layer_dirs(&theirs, driver, chain);
+        compare(
+            format!("{driver} layer {chain}"),
+            ownership_tree(&a_dir),
+            ownership_tree(&b_dir),
+        );
+        compare(
+            format!("{driver} layerdb of {chain}"),
+            ownership_tree(&a_meta),
+            ownership_tree(&b_meta),
+        );
+    }
+    assert!(
+        differences.is_empty(),
+        "ours vs dockerd's:\n{}",
+        differences.join("\n")
+    );
 }

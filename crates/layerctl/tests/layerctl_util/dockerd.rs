@@ -48,6 +48,11 @@ impl Dockerd {
     /// Starts dockerd on data-root `root` with `driver`; state (exec-root, socket, log)
     /// lives in `dir`. Waits until the API answers.
     pub fn start(dir: &Path, root: &Path, driver: &str) -> Dockerd {
+        Dockerd::start_with(dir, root, driver, &[])
+    }
+
+    /// [`Dockerd::start`] with more daemon flags (`--userns-remap USER`).
+    pub fn start_with(dir: &Path, root: &Path, driver: &str, extra: &[&str]) -> Dockerd {
         std::fs::create_dir_all(dir).unwrap();
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new(DOCKERD)
@@ -69,6 +74,7 @@ impl Dockerd {
             ])
             .args(["--containerd-namespace", "layerctl-test"])
             .args(["--containerd-plugins-namespace", "layerctl-test-plugins"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -456,6 +456,11 @@ pub const BUSYBOX_MARKER: &str = "layerctl-marker-42";
 /// and whether `/etc/removed` is `present` or `absent`. Returns the archive, the config and
 /// the two layer tars.
 pub fn busybox_image(tag: &str) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
+    busybox_image_with(tag, Vec::new())
+}
+
+/// [`busybox_image`] with `extra` layers on top (each with a history entry of its own).
+pub fn busybox_image_with(tag: &str, extra: Vec<Vec<u8>>) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
     let busybox = std::fs::read(dockerd::BUSYBOX).expect("read /bin/busybox");
     let mut b = tar::Builder::new(Vec::new());
     let add = |b: &mut tar::Builder<Vec<u8>>,
@@ -497,8 +502,18 @@ pub fn busybox_image(tag: &str) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
         "",
     );
     let l2 = b.into_inner().unwrap();
-    let layers = vec![l1, l2];
+    let n_extra = extra.len();
+    let mut layers = vec![l1, l2];
+    layers.extend(extra);
     let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let mut history = vec![
+        serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": "busybox"}),
+        serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": "marker"}),
+    ];
+    history.extend(
+        (0..n_extra)
+            .map(|i| serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("extra {i}")})),
+    );
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": oci_arch(),
         "os": "linux",
@@ -508,10 +523,7 @@ pub fn busybox_image(tag: &str) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
             "Cmd": ["/bin/sh", "-c", "cat /etc/marker; if [ -e /etc/removed ]; then echo present; else echo absent; fi"],
         },
         "rootfs": {"type": "layers", "diff_ids": diffs},
-        "history": [
-            {"created": "2024-01-01T00:00:00Z", "created_by": "busybox"},
-            {"created": "2024-01-01T00:00:00Z", "created_by": "marker"},
-        ],
+        "history": history,
     }))
     .unwrap();
     let cfg = format!("{}.json", &sha256(&config)[7..]);
