@@ -311,3 +311,113 @@ fn rootless_ranges_too_small_for_a_layer_refuse_it_and_keep_nothing() {
     let check = ok(run(r.ctl(&["check"])));
     assert!(check.lines().any(|l| l == "ok"), "{check}");
 }
+
+/// Unmounts (lazily) on drop, also when an assertion failed.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn rootless_falls_back_to_vfs_where_overlay_cannot_work_and_says_why_once() {
+    use std::os::unix::fs::PermissionsExt;
+    if !can_create_users("rootless_falls_back_to_vfs") {
+        return;
+    }
+    // overlayfs cannot stack on overlayfs: a store root on an overlay mount is such a place.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir(dir.path().join(d)).unwrap();
+    }
+    let mut r = Rootless::new("lsfb", Some(65536));
+    let merged = dir.path().join("merged");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        dir.path().join("lower").display(),
+        dir.path().join("upper").display(),
+        dir.path().join("work").display()
+    );
+    let mounted = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root with overlayfs, but mounting one failed"
+        );
+        eprintln!("skipped: rootless_falls_back_to_vfs: cannot mount an overlayfs here");
+        return;
+    }
+    let _unmount = Unmount(merged.clone());
+    std::os::unix::fs::chown(&merged, Some(r.user.uid), Some(r.user.gid)).unwrap();
+    r.root = merged.join("store");
+
+    // The first command says why, once, and the store is vfs from then on, silently.
+    let input = owned_layer();
+    let out = run_with_stdin(r.ctl(&["import", "-"]), &input);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let why: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: rootless: overlay2 is not usable here"))
+        .collect();
+    assert_eq!(why.len(), 1, "{stderr}");
+    assert!(
+        why[0].contains("not supported over overlayfs") && why[0].ends_with("using vfs"),
+        "{stderr}"
+    );
+    assert_eq!(warnings(&out), 1, "{stderr}");
+    let chain = ok(out);
+    let chain = chain.trim();
+    assert!(
+        !r.root.join("overlay2").exists(),
+        "the failed driver's home is gone"
+    );
+    let info = run(r.ctl(&["info"]));
+    assert_eq!(
+        warnings(&info),
+        0,
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let info = ok(info);
+    assert!(
+        info.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Driver", "vfs"]),
+        "{info}"
+    );
+    // Owners are set through the namespace on vfs too, and the export is the input.
+    let out = run(r.ctl(&["export", chain]));
+    assert!(out.status.success());
+    assert_eq!(out.stdout, input, "byte-identical export");
+    assert_eq!(warnings(&out), 0);
+    let cache = json(run(r.ctl(&["--json", "ls"])))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["chain_id"] == chain)
+        .unwrap()["cache_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub = r.user.subid_start.unwrap();
+    let files = r.root.join("vfs/dir").join(cache);
+    assert_eq!(owner(&files.join("home/u/f")), (sub + 999, sub + 999));
+    // The RW cycle on vfs in unshare.
+    ok(run(r.ctl(&["rw", "create", "c1", "--parent", chain])));
+    ok(run(r.unshare_sh(
+        r#"p=$("$L" rw mount c1)
+           echo hello > "$p/new"
+           "$L" rw unmount c1"#,
+    )));
+    let changes = ok(run(r.ctl(&["rw", "changes", "c1"])));
+    assert!(changes.lines().any(|l| l == "A /new"), "{changes}");
+    ok(run(r.ctl(&["rw", "rm", "c1"])));
+    let check = ok(run(r.ctl(&["check"])));
+    assert!(check.lines().any(|l| l == "ok"), "{check}");
+}
