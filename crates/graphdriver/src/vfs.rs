@@ -90,7 +90,9 @@ impl VfsDriver {
             match key.to_ascii_lowercase().as_str() {
                 "size" => {
                     return Err(Error::NotSupported(
-                        "vfs: quota (size) is not supported by this implementation".into(),
+                        "vfs: size: limiting a layer needs project quotas on the backing filesystem, \
+                     which this vfs does not set up"
+                        .into(),
                     ));
                 }
                 "vfs.xattrs" => {
@@ -198,7 +200,9 @@ impl ProtoDriver for VfsDriver {
         if let Some(key) = opts.storage_opt.keys().next() {
             if key.eq_ignore_ascii_case("size") {
                 return Err(Error::NotSupported(
-                    "vfs: quota (size) is not supported by this implementation".into(),
+                    "vfs: size: limiting a layer needs project quotas on the backing filesystem, \
+                     which this vfs does not set up"
+                        .into(),
                 ));
             }
             return Err(Error::InvalidOption(format!(

@@ -38,6 +38,11 @@ pub struct GlobalArgs {
     /// <root>/<uid>.<gid>/. Needs root.
     #[arg(long, global = true, value_name = "USER[:GROUP]")]
     pub userns_remap: Option<String>,
+    /// A graph driver option, as dockerd's `--storage-opt` (`overlay2.override_kernel_check`,
+    /// `vfs.xattrs`…; `overlay2.size` is refused: it needs project quotas). Repeatable;
+    /// before the command (after it, `rw create --storage-opt` is the layer's, as docker run's).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub storage_opt: Vec<String>,
 }
 
 /// The drivers the CLI offers.
@@ -149,6 +154,7 @@ impl Context {
         }
         let id_mapping = opts.id_mapping.clone();
         opts.driver = args.driver.map(|d| d.as_str().to_owned());
+        opts.driver_options = args.storage_opt.clone();
         opts.sync_layer_data =
             args.sync_data || std::env::var_os("LAYERCTL_SYNC_DATA").is_some_and(|v| v == "1");
         let store =

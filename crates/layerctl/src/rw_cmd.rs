@@ -44,6 +44,10 @@ pub struct CreateArgs {
     /// Add Docker's init layer (/etc/hosts, /dev/console, /.dockerenv …) below the RW layer.
     #[arg(long)]
     init: bool,
+    /// A driver option for this layer, as `docker run --storage-opt`: `size=…` (refused:
+    /// limits need project quotas, which the drivers do not set up).
+    #[arg(long, value_name = "KEY=VALUE")]
+    storage_opt: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -117,8 +121,11 @@ fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         .transpose()?;
     let owner = ctx.id_mapping.root_pair();
     let init = move |root: &std::path::Path| initlayer::setup(root, owner);
+    let storage_opt =
+        graphdriver::options::parse_storage_opts(&args.storage_opt).context("--storage-opt")?;
     let opts = CreateRwOptions {
         init: args.init.then_some(&init as &layer_store::InitFn),
+        storage_opt,
         ..CreateRwOptions::default()
     };
     let rw = ctx

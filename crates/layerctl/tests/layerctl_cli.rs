@@ -1085,3 +1085,65 @@ fn load_reads_a_named_fifo_as_a_stream() {
     let ls = json(run(cmd(&root, "vfs", &["--json", "ls"])));
     assert_eq!(ls.as_array().unwrap().len(), chains.len());
 }
+
+/// RW size limits (moby's `size` storage option) need kernel project quotas, which the
+/// drivers do not set up: refused with that reason, on `rw create` (with and without an init
+/// layer) and as a driver option, leaving nothing behind.
+#[test]
+fn size_limits_are_refused_naming_project_quotas() {
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let chain = ok(run_with_stdin(
+            cmd(&root, driver, &["import", "-"]),
+            &three_layers()[0],
+        ));
+        let chain = chain.trim();
+        let before = snapshot(&root);
+        for init in [false, true] {
+            let mut args = vec!["rw", "create", "c1", "--parent", chain];
+            if init {
+                args.push("--init");
+            }
+            args.extend(["--storage-opt", "size=10G"]);
+            let line = fails(run(cmd(&root, driver, &args)));
+            assert!(
+                line.contains("size") && line.contains("project quotas"),
+                "{driver}: {line}"
+            );
+            assert_eq!(
+                snapshot(&root),
+                before,
+                "{driver} init={init}: nothing left"
+            );
+        }
+        let ls = json(run(cmd(&root, driver, &["--json", "rw", "ls"])));
+        assert!(ls.as_array().unwrap().is_empty(), "{driver}: {ls}");
+        // A malformed option is a usage error of its own.
+        let line = fails(run(cmd(
+            &root,
+            driver,
+            &[
+                "rw",
+                "create",
+                "c1",
+                "--parent",
+                chain,
+                "--storage-opt",
+                "size",
+            ],
+        )));
+        assert!(line.contains("--storage-opt"), "{line}");
+        assert_check_clean(&root, driver);
+    }
+    // As a driver option (dockerd's --storage-opt overlay2.size=…).
+    if drivers().contains(&"overlay2") {
+        let dir = tempfile::tempdir().unwrap();
+        let line = fails(run(cmd(
+            dir.path(),
+            "overlay2",
+            &["--storage-opt", "overlay2.size=10G", "ls"],
+        )));
+        assert!(line.contains("project quotas"), "{line}");
+    }
+}

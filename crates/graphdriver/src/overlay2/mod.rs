@@ -124,7 +124,8 @@ impl Overlay2Options {
                 }
                 "overlay2.size" => {
                     return Err(Error::NotSupported(
-                        "overlay2.size needs project quotas (xfs with pquota), which this driver does not implement"
+                        "overlay2.size: limiting RW layers needs project quotas (overlay over xfs \
+                         mounted with 'pquota'), which this overlay2 does not set up"
                             .into(),
                     ));
                 }
@@ -308,7 +309,11 @@ impl Overlay2 {
                     "--storage-opt size is only supported for ReadWrite Layers".into(),
                 )
             } else if key == "size" {
-                Error::NotSupported("--storage-opt is supported only for overlay over xfs with 'pquota' mount option".into())
+                Error::NotSupported(
+                    "size: limiting an RW layer needs project quotas (overlay over xfs mounted \
+                     with 'pquota'), which this overlay2 does not set up"
+                        .into(),
+                )
             } else {
                 Error::InvalidOption(format!("Unknown option {key}"))
             });
