@@ -227,6 +227,61 @@ fn rootless_overlay2_loads_dockers_chain_and_runs_the_rw_cycle() {
     assert_eq!(owner(&diff.join("home/u/f")), (sub + 999, sub + 999));
     assert_eq!(owner(&diff.join("nobody")), (sub + 65533, sub + 65533));
 
+    // Whiteouts and an opaque directory, as rootless overlay keeps them: char 0/0 devices,
+    // user.overlay.opaque (trusted.* is root's); a mount in unshare honours both.
+    let mut parent: Option<String> = None;
+    let mut caches = Vec::new();
+    for layer in three_layers() {
+        let mut args = vec!["import", "-"];
+        if let Some(p) = &parent {
+            args.extend(["--parent", p.as_str()]);
+        }
+        let chain = ok(run_with_stdin(r.ctl(&args), &layer)).trim().to_string();
+        let out = run(r.ctl(&["export", &chain]));
+        assert_eq!(out.stdout, layer, "byte-identical export");
+        caches.push(
+            json(run(r.ctl(&["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["chain_id"] == chain.as_str())
+                .unwrap()["cache_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        parent = Some(chain);
+    }
+    let diff = |i: usize| r.root.join("overlay2").join(&caches[i]).join("diff");
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let wh = std::fs::symlink_metadata(diff(1).join("etc/b.conf")).unwrap();
+        assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+        assert_eq!((wh.uid(), wh.gid()), (r.user.uid, r.user.gid));
+    }
+    let xattr = |name: &str| {
+        let mut buf = [0u8; 8];
+        rustix::fs::lgetxattr(diff(2).join("opt/app"), name, &mut buf)
+            .ok()
+            .map(|n| buf[..n].to_vec())
+    };
+    assert_eq!(xattr("user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(xattr("trusted.overlay.opaque"), None);
+    ok(run(r.ctl(&[
+        "rw",
+        "create",
+        "c2",
+        "--parent",
+        parent.as_deref().unwrap(),
+    ])));
+    let seen = ok(run(r.unshare_sh(
+        r#"p=$("$L" rw mount c2)
+           (cd "$p" && ls -A etc opt/app)
+           "$L" rw unmount c2"#,
+    )));
+    assert_eq!(seen, "etc:\na.conf\na.hard\na.link\n\nopt/app:\nfresh\n");
+    ok(run(r.ctl(&["rw", "rm", "c2"])));
+
     // Everything else works without unshare.
     ok(run(r.ctl(&["rw", "rm", "c1"])));
     ok(run(r.ctl(&["gc"])));
