@@ -5,11 +5,35 @@
 
 /// Returns the cleaned form of `path`.
 pub fn clean_path(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len().max(1));
+    clean_path_into(path, &mut out);
+    out
+}
+
+/// Whether `path` is already clean, without building it (not empty, no empty, `.` or `..`
+/// element, no trailing slash but the root's). False for a few clean names (`.`, `..`),
+/// which then take the general path.
+pub(crate) fn is_clean(path: &[u8]) -> bool {
+    match path {
+        [] => false,
+        b"/" => true,
+        [.., b'/'] => false,
+        _ => {
+            let rest = path.strip_prefix(b"/").unwrap_or(path);
+            rest.split(|&b| b == b'/')
+                .all(|e| !e.is_empty() && e != b"." && e != b"..")
+        }
+    }
+}
+
+/// Writes the cleaned form of `path` to `out` (cleared first).
+pub(crate) fn clean_path_into(path: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     if path.is_empty() {
-        return b".".to_vec();
+        out.push(b'.');
+        return;
     }
     let rooted = path[0] == b'/';
-    let mut out: Vec<u8> = Vec::with_capacity(path.len());
     if rooted {
         out.push(b'/');
     }
@@ -45,7 +69,6 @@ pub fn clean_path(path: &[u8]) -> Vec<u8> {
     if out.is_empty() {
         out.push(b'.');
     }
-    out
 }
 
 #[cfg(test)]
@@ -102,6 +125,13 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(c(input), want, "clean({input:?})");
+            // Sound (never claims a name is clean when cleaning changes it), and exact
+            // for the names archives hold.
+            if super::is_clean(input.as_bytes()) {
+                assert_eq!(input, want, "is_clean({input:?})");
+            } else {
+                assert!(input != want || [".", "..", "../..", "../../abc"].contains(&input));
+            }
         }
     }
 }

@@ -61,11 +61,20 @@
 //! without bound; an archive truncated anywhere, padding included, is an error; GNU sparse
 //! files are recorded so that they reassemble byte for byte; hard-link headers that carry a
 //! size reassemble from an extracted tree; [`storage::PathFileGetter`] (Linux) cannot leave its root.
+//!
+//! Go's duplicate-path rule (packer and unpacker refuse a second file entry with the same
+//! cleaned name) is kept in fixed memory per name: a 128-bit SipHash of each cleaned name
+//! under a random per-process key, about 20 bytes per entry instead of the name itself.
+//! Equal names always collide, so no duplicate Go refuses is ever accepted; two different
+//! names would have to collide by chance (probability below n²/2¹²⁹ for n names, under
+//! 10⁻²¹ for 10⁹) to be refused where Go accepts, and the secret key keeps an archive from
+//! aiming for that.
 
 pub mod asm;
 mod clean;
 pub mod crc;
 mod error;
+mod seen;
 pub mod storage;
 
 pub use clean::clean_path;

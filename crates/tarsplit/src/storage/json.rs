@@ -6,34 +6,17 @@
 //! decoder accepts here: any whitespace between objects, case-insensitive keys, unknown
 //! keys, base64 with escaped CR/LF inside.
 
-use std::collections::HashSet;
 use std::io::{BufRead, Read, Write};
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{Entry, EntryKind, Packer, Unpacker};
-use crate::clean::clean_path;
-use crate::error::{EntryName, Error, Result};
+use crate::error::{Error, Result};
+use crate::seen::SeenPaths;
 
 /// Largest JSON object the unpacker buffers. Legitimate lines are at most a few MiB of
 /// base64 (a 1 MiB trailing chunk, or a header group under the disassembler's cap).
 pub const MAX_JSON_OBJECT: usize = 64 << 20;
-
-/// Remembers cleaned file paths to enforce Go's duplicate rule.
-#[derive(Debug, Default)]
-pub(crate) struct SeenPaths(HashSet<Vec<u8>>);
-
-impl SeenPaths {
-    pub(crate) fn insert(&mut self, name: &[u8]) -> Result<()> {
-        if self.0.insert(clean_path(name)) {
-            Ok(())
-        } else {
-            Err(Error::DuplicatePath {
-                name: EntryName(name.to_vec()),
-            })
-        }
-    }
-}
 
 /// Writes entries as Go tar-split JSON lines to `W` (Go `storage.NewJSONPacker`).
 ///

@@ -70,7 +70,7 @@ impl Unpacker for std::vec::IntoIter<Entry> {
 pub struct VecPacker {
     /// The entries recorded so far.
     pub entries: Vec<Entry>,
-    seen: json::SeenPaths,
+    seen: crate::seen::SeenPaths,
 }
 
 impl Packer for VecPacker {
