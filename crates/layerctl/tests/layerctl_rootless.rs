@@ -163,6 +163,24 @@ fn rootless_overlay2_loads_dockers_chain_and_runs_the_rw_cycle() {
     ])));
     let line = fails(run(r.ctl(&["rw", "mount", "c1"])));
     assert!(line.contains("layerctl unshare"), "{line}");
+    // unshare: root of the namespace, LAYERCTL_ROOT the store, the command's exit status.
+    let out = run(r.ctl(&[
+        "unshare",
+        "--",
+        "sh",
+        "-c",
+        r#"test "$(id -u):$(id -g)" = 0:0 && test "$LAYERCTL_ROOT" = "$1" && exit 3"#,
+        "sh",
+        r.root.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = fails(run(r.ctl(&["unshare", "--", "/no/such/command"])));
+    assert!(line.contains("/no/such/command"), "{line}");
     // Inside: the printed path is usable; a new file, a changed one, a deleted one.
     ok(run(r.unshare_sh(
         r#"p=$("$L" rw mount c1)
