@@ -472,3 +472,144 @@ fn remapped_one_driver(user: &layerctl_util::testuser::TestUser, base: u32, driv
         differences.join("\n")
     );
 }
+
+/// `dockremap` as the host's files hold it: its passwd entry without the UID/GID numbers
+/// (name, shell, home, comment), whether it is a system user, its group, and its subuid and
+/// subgid lines.
+fn dockremap_entry() -> Option<Vec<String>> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let line = passwd.lines().find(|l| l.starts_with("dockremap:"))?;
+    let f: Vec<&str> = line.split(':').collect();
+    let uid: u32 = f[2].parse().unwrap();
+    let group = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("dockremap:") && l.split(':').nth(2) == Some(f[3]));
+    let sub = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("dockremap:"))
+            .collect::<Vec<_>>()
+            .join(";")
+    };
+    Some(vec![
+        format!("{}:{}:{}:{}", f[0], f[4], f[5], f[6]),
+        format!("system user: {}", uid < 1000),
+        format!("own group: {group}"),
+        format!("subuid {}", sub("/etc/subuid")),
+        format!("subgid {}", sub("/etc/subgid")),
+    ])
+}
+
+/// Deletes `dockremap` on drop (with its group and ranges), when this test made it.
+struct DeleteDockremap(bool);
+
+impl Drop for DeleteDockremap {
+    fn drop(&mut self) {
+        if self.0 && dockremap_entry().is_some() {
+            let _ = std::process::Command::new("userdel")
+                .arg("dockremap")
+                .status();
+        }
+    }
+}
+
+/// `--userns-remap default`: the `dockremap` user layerctl creates is the one dockerd creates
+/// (same account kind, same subordinate ranges), and the store lands where dockerd `default`
+/// looks, so dockerd runs the image. The host's accounts are left as they were: dockremap is
+/// deleted again when the test made it; where it existed already, it is used as it is and the
+/// creation comparison is skipped (said on stderr).
+#[test]
+fn remap_default_creates_dockremap_as_dockerd_does() {
+    use layerctl_util::testuser::can_create_users;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(why) = dockerd::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if !can_create_users("remap_default_creates_dockremap_as_dockerd_does") {
+        return;
+    }
+    let existed = dockremap_entry().is_some();
+    let _cleanup = DeleteDockremap(!existed);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let root = dir.path().join("root");
+    let default = |args: &[&str]| {
+        let mut c = ctl(&root, "vfs");
+        c.args(["--userns-remap", "default"]).args(args);
+        c
+    };
+    if existed {
+        eprintln!(
+            "note: dockremap exists on this host: used as it is; layerctl's and dockerd's creation of it not compared"
+        );
+    } else {
+        // layerctl creates it, and it goes again; then dockerd creates it.
+        let scratch = dir.path().join("scratch");
+        let mut c = ctl(&scratch, "vfs");
+        c.args(["--userns-remap", "default", "ls"]);
+        let out = run(c);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours = dockremap_entry().expect("layerctl created dockremap");
+        let gone = std::process::Command::new("userdel")
+            .arg("dockremap")
+            .status()
+            .unwrap();
+        assert!(gone.success());
+        assert_eq!(dockremap_entry(), None, "userdel removed dockremap");
+        let d = Dockerd::start_with(
+            &dir.path().join("d0"),
+            &dir.path().join("docker-root"),
+            "vfs",
+            &["--userns-remap", "default"],
+        );
+        d.stop();
+        let theirs = dockremap_entry().expect("dockerd created dockremap");
+        assert_eq!(ours, theirs, "dockremap: layerctl's vs dockerd's");
+    }
+
+    // dockerd `default` and layerctl `default` meet in one <uid>.<gid>/.
+    let d = Dockerd::start_with(
+        &dir.path().join("d"),
+        &root,
+        "vfs",
+        &["--userns-remap", "default"],
+    );
+    d.stop();
+    let (archive, config, _) = busybox_image("lsdefault:v1");
+    let input = dir.path().join("lsdefault.tar");
+    std::fs::write(&input, &archive).unwrap();
+    let out = ok(run(default(&["load", input.to_str().unwrap()])));
+    assert_eq!(out, "Loaded image: lsdefault:v1\n");
+    let remapped: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains('.'))
+        .collect();
+    assert_eq!(remapped.len(), 1, "one remapped root: {remapped:?}");
+    let d = Dockerd::start_with(
+        &dir.path().join("d"),
+        &root,
+        "vfs",
+        &["--userns-remap", "default"],
+    );
+    let listed = d.ok(&["images", "--no-trunc", "--format", "{{.ID}}"]);
+    assert_eq!(listed.trim(), sha256(&config));
+    let ran = d.ok(&[
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "lsdefault:v1",
+    ]);
+    assert_eq!(ran, format!("{BUSYBOX_MARKER}\nabsent\n"));
+    d.stop();
+}
