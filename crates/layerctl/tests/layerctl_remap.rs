@@ -186,6 +186,9 @@ fn remapped_layers_are_owned_by_host_ids_and_export_byte_identical() {
             changes.lines().any(|l| l == "A /home/u/new"),
             "{driver}: {changes}"
         );
+        // `rw diff` maps owners back too: it is the tar the commit registers, byte for byte.
+        let diff = run(remap_cmd(data.path(), driver, spec, &["rw", "diff", "c1"]));
+        assert!(diff.status.success(), "{driver}");
         let committed = ok(run(remap_cmd(data.path(), driver, spec, &["commit", "c1"])));
         let out = run(remap_cmd(
             data.path(),
@@ -194,6 +197,10 @@ fn remapped_layers_are_owned_by_host_ids_and_export_byte_identical() {
             &["export", committed.trim()],
         ));
         assert!(out.status.success());
+        assert_eq!(
+            out.stdout, diff.stdout,
+            "{driver}: rw diff vs the commit's export"
+        );
         let mut seen = false;
         for e in tar::Archive::new(&out.stdout[..]).entries().unwrap() {
             let e = e.unwrap();

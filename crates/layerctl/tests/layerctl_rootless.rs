@@ -195,9 +195,12 @@ fn rootless_overlay2_loads_dockers_chain_and_runs_the_rw_cycle() {
     for want in ["A /new", "C /etc/a.conf", "D /etc/d.conf"] {
         assert!(changes.lines().any(|l| l == want), "{want}: {changes}");
     }
+    let diff = run(r.ctl(&["rw", "diff", "c1"]));
+    assert!(diff.status.success());
     let committed = ok(run(r.ctl(&["commit", "c1"])));
     let out = run(r.ctl(&["export", committed.trim()]));
     assert!(out.status.success());
+    assert_eq!(out.stdout, diff.stdout, "rw diff vs the commit's export");
     let tar = entries(&out.stdout);
     let new = tar
         .iter()
