@@ -258,25 +258,38 @@ impl<U: Unpacker, G: FileGetter> Read for Assembler<U, G> {
     }
 }
 
+/// Size of [`assemble`]'s one output buffer: it stays in a core's L2 cache while the
+/// CRC-64 reads back what was just read into it.
+const OUT_BUFFER: usize = 256 << 10;
+
+/// [`assemble`] writes its buffer out once less than this is free, so that body reads
+/// stay large.
+const MIN_READ: usize = 64 << 10;
+
 /// Writes the reassembled archive to `out`; returns the number of bytes written.
+///
+/// Bodies are read straight into one output buffer and segments are copied into it once,
+/// so many small headers and bodies go out in few large writes.
 pub fn assemble<U: Unpacker, G: FileGetter, W: Write>(
     unpacker: U,
     getter: G,
-    out: W,
+    mut out: W,
 ) -> Result<u64> {
-    // Many archives are mostly small headers and bodies: batch them into large writes.
-    let mut out = io::BufWriter::with_capacity(256 << 10, out);
     let mut asm = Assembler::new(unpacker, getter);
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; OUT_BUFFER];
+    let mut len = 0;
     loop {
-        let n = match asm.read_inner(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buf[..n])
-            .map_err(Error::io("writing the tar stream"))?;
+        let n = asm.read_inner(&mut buf[len..])?;
+        len += n;
         asm.written += n as u64;
+        if n == 0 || OUT_BUFFER - len < MIN_READ {
+            out.write_all(&buf[..len])
+                .map_err(Error::io("writing the tar stream"))?;
+            len = 0;
+        }
+        if n == 0 {
+            break;
+        }
     }
     out.flush().map_err(Error::io("writing the tar stream"))?;
     Ok(asm.written)

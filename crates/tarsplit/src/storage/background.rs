@@ -1,6 +1,8 @@
-//! Decoding metadata on a second thread, so that JSON parsing and base64 decoding overlap
-//! with reading file bodies during reassembly.
+//! Work on a second thread: decoding metadata ([`BackgroundUnpacker`]), so that JSON
+//! parsing and base64 decoding overlap with reading file bodies during reassembly, and
+//! writing it ([`BackgroundWriter`]), so that gzip compression overlaps with disassembly.
 
+use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -116,6 +118,116 @@ impl Drop for BackgroundUnpacker {
     }
 }
 
+/// Bytes per chunk handed to the [`BackgroundWriter`] thread.
+const WRITE_CHUNK: usize = 128 << 10;
+
+/// A `Write` whose bytes are written to the inner writer on a thread of its own, in
+/// 128 KiB chunks (the metadata's gzip encoder, typically: compression then overlaps with
+/// disassembly on another core).
+///
+/// Memory is bounded: at most `QUEUE_DEPTH` chunks wait, and chunks go back to the writer
+/// for reuse. Call [`BackgroundWriter::finish`] to flush and get the inner writer back with
+/// any error; an error on the thread also fails the next `write`.
+#[derive(Debug)]
+pub struct BackgroundWriter<W: Write + Send + 'static> {
+    current: Vec<u8>,
+    tx: Option<SyncSender<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
+    worker: Option<JoinHandle<io::Result<W>>>,
+}
+
+impl<W: Write + Send + 'static> BackgroundWriter<W> {
+    /// Starts writing to `inner` on a new thread.
+    pub fn spawn(inner: W) -> io::Result<Self> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_DEPTH);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(QUEUE_DEPTH + 1);
+        let worker = std::thread::Builder::new()
+            .name("tarsplit-write".into())
+            .spawn(move || {
+                let mut inner = inner;
+                for mut chunk in rx {
+                    inner.write_all(&chunk)?;
+                    chunk.clear();
+                    let _ = spare_tx.try_send(chunk);
+                }
+                inner.flush()?;
+                Ok(inner)
+            })?;
+        Ok(BackgroundWriter {
+            current: Vec::with_capacity(WRITE_CHUNK),
+            tx: Some(tx),
+            spare,
+            worker: Some(worker),
+        })
+    }
+
+    fn send_current(&mut self) -> io::Result<()> {
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_CHUNK));
+        let full = std::mem::replace(&mut self.current, next);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
+        if !sent {
+            // The thread stopped: its error is the one to report.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("the metadata writer thread stopped early")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> io::Result<W> {
+        self.tx.take();
+        match self.worker.take() {
+            Some(worker) => worker
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the metadata writer thread panicked"))),
+            None => Err(io::Error::other(
+                "the metadata writer thread already stopped",
+            )),
+        }
+    }
+
+    /// Writes what is buffered, waits for the thread to flush the inner writer, and
+    /// returns it.
+    pub fn finish(mut self) -> io::Result<W> {
+        if !self.current.is_empty() {
+            self.send_current()?;
+        }
+        self.join()
+    }
+}
+
+impl<W: Write + Send + 'static> Write for BackgroundWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(WRITE_CHUNK - self.current.len());
+        self.current.extend_from_slice(&data[..n]);
+        if self.current.len() == WRITE_CHUNK {
+            self.send_current()?;
+        }
+        Ok(n)
+    }
+
+    /// Hands the buffered bytes to the thread; they are written (and the inner writer
+    /// flushed) by [`BackgroundWriter::finish`].
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.current.is_empty() {
+            self.send_current()?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for BackgroundWriter<W> {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread after what was sent; not joined, so a slow
+        // writer never blocks a drop.
+        self.tx.take();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +248,40 @@ mod tests {
         }
         assert!(matches!(bg.next_entry(), Err(Error::DuplicatePath { .. })));
         assert!(bg.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn background_writer_keeps_order_and_reports_errors() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = BackgroundWriter::spawn(Vec::new()).unwrap();
+        for piece in data.chunks(70_001) {
+            w.write_all(piece).unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(w.finish().unwrap(), data);
+
+        #[derive(Debug)]
+        struct Failing;
+        impl Write for Failing {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = BackgroundWriter::spawn(Failing).unwrap();
+        let mut failed = None;
+        for _ in 0..64 {
+            if let Err(e) = w.write_all(&[0u8; 100_000]) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let err = match failed {
+            Some(e) => e,
+            None => w.finish().unwrap_err(),
+        };
+        assert_eq!(err.to_string(), "disk full");
     }
 }

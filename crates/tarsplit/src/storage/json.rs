@@ -255,8 +255,50 @@ impl<R: BufRead> JsonUnpacker<R> {
     }
 }
 
+impl<R: BufRead> JsonUnpacker<R> {
+    /// The next entry straight from the reader's buffer, when nothing is carried over and
+    /// the whole object is there in the layout [`encode_entry`] writes (the common case:
+    /// no copy of the line). `None` leaves the rest to the general path.
+    fn next_in_place(&mut self) -> Result<Option<Entry>> {
+        if self.pos != self.buf.len() || self.eof {
+            return Ok(None);
+        }
+        loop {
+            let avail = self
+                .input
+                .fill_buf()
+                .map_err(Error::io("reading tar-split metadata"))?;
+            let ws = avail
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                .count();
+            if ws == 0 {
+                break;
+            }
+            self.input.consume(ws);
+        }
+        let avail = self
+            .input
+            .fill_buf()
+            .map_err(Error::io("reading tar-split metadata"))?;
+        let Some((wire, used)) = fast_entry(avail) else {
+            return Ok(None);
+        };
+        self.input.consume(used);
+        let entry = wire.into_entry().map_err(|m| self.meta_err(m))?;
+        if entry.kind == EntryKind::File {
+            self.seen.insert(&entry.name)?;
+        }
+        self.index += 1;
+        Ok(Some(entry))
+    }
+}
+
 impl<R: BufRead> Unpacker for JsonUnpacker<R> {
     fn next_entry(&mut self) -> Result<Option<Entry>> {
+        if let Some(entry) = self.next_in_place()? {
+            return Ok(Some(entry));
+        }
         loop {
             let rest = &self.buf[self.pos..];
             let ws = rest
@@ -640,6 +682,28 @@ mod tests {
         let err = unpack("{\"type\":1,\"name\":\"d/\",\"payload\":null,\"position\":0}\n{\"type\":1,\"name\":\"d\",\"payload\":null,\"position\":1}")
             .unwrap_err();
         assert!(matches!(err, Error::DuplicatePath { .. }), "{err}");
+    }
+
+    #[test]
+    fn objects_split_across_reads() {
+        let text = pack(&[
+            Entry::segment(vec![0; 1500]),
+            Entry::file("dir/", 0, None),
+            Entry::file(&b"caf\xe9"[..], 7, Some([1; 8])),
+            Entry::file("q\"<&>", 3, Some([2; 8])),
+            Entry::segment(b"tail".to_vec()),
+        ]) + "  \n{\"TYPE\":2,\"payload\":\"QUI=\"}\n";
+        let whole = unpack(&text).unwrap();
+        assert_eq!(whole.len(), 6);
+        // Every buffer size puts object and whitespace boundaries at every offset.
+        for cap in 1..64 {
+            let mut u = JsonUnpacker::new(std::io::BufReader::with_capacity(cap, text.as_bytes()));
+            let mut got = Vec::new();
+            while let Some(e) = u.next_entry().unwrap() {
+                got.push(e);
+            }
+            assert_eq!(got, whole, "buffer of {cap} bytes");
+        }
     }
 
     #[test]

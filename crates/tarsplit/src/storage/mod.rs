@@ -7,6 +7,8 @@
 //!   reassembly: [`PathFileGetter`] (a directory tree, confined to it; Linux only),
 //!   [`BufferFileGetPutter`] (memory), [`DiscardFilePutter`] (nothing).
 //! * [`gzip_writer`] / [`gzip_reader`]: the metadata is stored gzip-compressed in practice.
+//! * [`BackgroundUnpacker`] / [`BackgroundWriter`]: decode or write (compress) the
+//!   metadata on a second thread.
 
 mod b64;
 mod background;
@@ -16,7 +18,7 @@ mod json;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-pub use background::BackgroundUnpacker;
+pub use background::{BackgroundUnpacker, BackgroundWriter};
 pub use entry::{Entry, EntryKind};
 pub use files::{BufferFileGetPutter, DiscardFilePutter, FileGetter, FilePutter, SharedBody};
 #[cfg(target_os = "linux")]
