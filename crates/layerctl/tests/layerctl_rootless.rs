@@ -303,7 +303,25 @@ fn rootless_overlay2_loads_dockers_chain_and_runs_the_rw_cycle() {
     assert_eq!(seen, "etc:\na.conf\na.hard\na.link\n\nopt/app:\nfresh\n");
     ok(run(r.ctl(&["rw", "rm", "c2"])));
 
-    // Everything else works without unshare.
+    // Everything else works without unshare, images included.
+    let images = ok(run(r.ctl(&["images"])));
+    assert!(images.contains("peerchain"), "{images}");
+    let saved = r.user.home.join("saved.tar");
+    ok(run(r.ctl(&[
+        "save",
+        "peerchain:committed",
+        "-o",
+        saved.to_str().unwrap(),
+    ])));
+    let mut second = r.user.command(&r.bin);
+    second
+        .arg("--root")
+        .arg(r.user.home.join("store2"))
+        .args(["load", saved.to_str().unwrap()]);
+    let out = ok(run(second));
+    assert!(out.contains("peerchain:committed"), "{out}");
+    let out = ok(run(r.ctl(&["rmi", "peerchain:committed"])));
+    assert!(out.contains("Untagged: peerchain:committed"), "{out}");
     ok(run(r.ctl(&["rw", "rm", "c1"])));
     ok(run(r.ctl(&["gc"])));
     let check = ok(run(r.ctl(&["check"])));
