@@ -1,7 +1,8 @@
 //! Rootless `layerctl`: run as unprivileged users the tests create (root creates them and
 //! deletes them). With subordinate IDs the default driver is overlay2 in layerctl's own user
 //! namespace; without, a single-ID namespace keeps owners in xattrs and tar-split; with too
-//! few, a layer that needs more is refused as rootless Docker refuses it.
+//! few, a layer that needs more is refused as rootless Docker refuses it. The peer for
+//! rootless overlay is containers/storage (rootless Podman's store), run in the same namespace.
 
 mod layerctl_util;
 
@@ -514,4 +515,162 @@ fn rootless_falls_back_to_vfs_where_overlay_cannot_work_and_says_why_once() {
     ok(run(r.ctl(&["rw", "rm", "c1"])));
     let check = ok(run(r.ctl(&["check"])));
     assert!(check.lines().any(|l| l == "ok"), "{check}");
+}
+
+/// `(kind, uid, gid, mode, rdev, user.* xattrs)` of every path under `dir` ("" for itself).
+fn tree_with_xattrs(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let t = m.file_type();
+        let kind = match () {
+            _ if t.is_dir() => "dir",
+            _ if t.is_symlink() => "symlink",
+            _ if t.is_char_device() => "char",
+            _ if t.is_file() => "file",
+            _ => "other",
+        };
+        let mut names = vec![0u8; 4096];
+        let n = rustix::fs::llistxattr(&p, &mut names).unwrap_or(0);
+        let mut xattrs = Vec::new();
+        for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let mut value = vec![0u8; 256];
+            let len = rustix::fs::lgetxattr(&p, name.as_str(), &mut value).unwrap_or(0);
+            xattrs.push(format!("{name}={}", String::from_utf8_lossy(&value[..len])));
+        }
+        xattrs.sort();
+        let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        out.insert(
+            rel,
+            format!(
+                "{kind} {}:{} {:o} rdev {} {}",
+                m.uid(),
+                m.gid(),
+                m.mode() & 0o7777,
+                m.rdev(),
+                xattrs.join(",")
+            ),
+        );
+        if t.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// The peer for rootless overlay: containers/storage (rootless Podman's store), run by the
+/// same user inside `layerctl unshare` (so with the same ID map; `_CONTAINERS_USERNS_CONFIGURED`
+/// tells it that it is rootless, as podman unshare does), applies the same layer. Every file
+/// has the same kind, host owner, mode, device number and `user.*` xattrs in both (whiteouts
+/// 0/0, `user.overlay.opaque`), and both export the input byte for byte. One documented
+/// difference: a layer root the tar does not name is 0555 in containers/storage and 0755 in
+/// moby and here (Docker's layout is the one we keep).
+#[test]
+fn rootless_overlay2_applies_as_rootless_containers_storage_does() {
+    const CS: &str = "/usr/bin/containers-storage";
+    if !can_create_users("rootless_overlay2_applies_as_rootless_containers_storage_does") {
+        return;
+    }
+    if !Path::new(CS).exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI installs containers-storage (.ci/run)"
+        );
+        eprintln!(
+            "skipped: rootless_overlay2_applies_as_rootless_containers_storage_does: {CS} missing (apt-get install containers-storage)"
+        );
+        return;
+    }
+    let r = Rootless::new("lscs", Some(65536));
+    let mut layer = owned_layer();
+    // A whiteout and an opaque dir too.
+    {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind) in [
+            ("opq/", tar::EntryType::Directory),
+            ("opq/.wh..wh..opq", tar::EntryType::Regular),
+            (".wh.gone", tar::EntryType::Regular),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(if kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_mtime(1_700_000_000);
+            h.set_size(0);
+            h.set_cksum();
+            b.append_data(&mut h, name, &[][..]).unwrap();
+        }
+        let extra = b.into_inner().unwrap();
+        // Both are plain ustar: drop the first one's end blocks and append.
+        let end = layer
+            .chunks(512)
+            .position(|c| c.iter().all(|b| *b == 0))
+            .unwrap()
+            * 512;
+        layer.truncate(end);
+        layer.extend_from_slice(&extra);
+    }
+    let input = r.user.home.join("l.tar");
+    std::fs::write(&input, &layer).unwrap();
+    std::os::unix::fs::chown(&input, Some(r.user.uid), Some(r.user.gid)).unwrap();
+
+    let chain = ok(run(r.ctl(&["import", input.to_str().unwrap()])));
+    let chain = chain.trim();
+    let out = run(r.ctl(&["export", chain]));
+    assert_eq!(out.stdout, layer, "our export");
+    let cs = r.user.home.join("cs");
+    let theirs_tar = r.user.home.join("cs-out.tar");
+    let script = format!(
+        r#"CS="{CS} -g {g}/graph -R {g}/run -s overlay"
+           $CS import-layer -f "{input}" --id L1 >/dev/null
+           $CS diff -u -f "{out}" L1
+           $CS shutdown >/dev/null"#,
+        g = cs.display(),
+        input = input.display(),
+        out = theirs_tar.display(),
+    );
+    let mut c = r.unshare_sh(&script);
+    c.env("_CONTAINERS_USERNS_CONFIGURED", "done");
+    ok(run(c));
+    assert_eq!(
+        std::fs::read(&theirs_tar).unwrap(),
+        layer,
+        "containers/storage's export"
+    );
+
+    let cache = json(run(r.ctl(&["--json", "ls"])))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["chain_id"] == chain)
+        .unwrap()["cache_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ours = tree_with_xattrs(&r.root.join("overlay2").join(cache).join("diff"));
+    let mut theirs = tree_with_xattrs(&cs.join("graph/overlay/L1/diff"));
+    let (our_root, their_root) = (ours.remove("").unwrap(), theirs.remove("").unwrap());
+    assert_eq!(
+        ours, theirs,
+        "rootless overlay: ours vs containers/storage's"
+    );
+    let uid = format!("{}:{}", r.user.uid, r.user.gid);
+    assert_eq!(our_root, format!("dir {uid} 755 rdev 0 "));
+    assert_eq!(their_root, format!("dir {uid} 555 rdev 0 "));
+    // Sanity: the comparison saw what it is about.
+    let sub = r.user.subid_start.unwrap();
+    assert!(
+        ours["nobody"].starts_with(&format!("file {0}:{0} 644", sub + 65533)),
+        "{ours:?}"
+    );
+    assert!(ours["gone"].starts_with("char"));
+    assert!(ours["opq"].contains("user.overlay.opaque=y"));
 }
