@@ -123,7 +123,8 @@ pub enum Corruption {
     NotUtf8,
     /// The digest inside does not parse.
     InvalidDigest(DigestError),
-    /// `size` is not a canonical non-negative decimal (Docker never trims it, so neither do we).
+    /// `size` is not an integer as Go's `strconv.ParseInt(s, 10, 64)` reads it (Docker never
+    /// trims it, so neither do we).
     InvalidSize(String),
     /// `cache-id` is not usable as a graphdriver directory name.
     InvalidCacheId(String),
@@ -146,7 +147,7 @@ impl fmt::Display for Corruption {
             Corruption::NotUtf8 => f.write_str("file is not UTF-8 text"),
             Corruption::InvalidDigest(e) => write!(f, "{e}"),
             Corruption::InvalidSize(v) => {
-                write!(f, "invalid size {v:?}: want a non-negative decimal")
+                write!(f, "invalid size {v:?}: want a decimal int64 without spaces")
             }
             Corruption::InvalidCacheId(v) => write!(f, "invalid cache id {v:?}"),
             Corruption::InvalidMountId(v) => {

@@ -1,7 +1,10 @@
-//! The byte formats of the small metadata files, and their strict parsers.
+//! The byte formats of the small metadata files, and their parsers.
 //!
-//! Writers produce exactly Docker's bytes (no trailing newline). Readers trim surrounding
-//! whitespace, as moby does, for every file except `size`, which moby parses untrimmed.
+//! Writers produce exactly Docker's bytes (no trailing newline). Readers accept what moby's
+//! readers accept (Go's `strings.TrimSpace`, `digest.Parse`, `strconv.ParseInt` and
+//! `json.Unmarshal`), no less: a layer Docker loads must load here. They trim surrounding
+//! whitespace for every file except `size`, which moby parses untrimmed. The only values
+//! refused beyond moby's rules are cache IDs that are unsafe as a directory name or not UTF-8.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -168,18 +171,17 @@ pub(crate) fn parse_chain_id(bytes: &[u8]) -> Result<ChainId, Corruption> {
     trimmed(bytes)?.parse().map_err(Corruption::InvalidDigest)
 }
 
-/// `size`: Go's `strconv.FormatInt` output; untrimmed, canonical, non-negative.
-pub(crate) fn parse_size(bytes: &[u8]) -> Result<u64, Corruption> {
+/// `size`, read exactly as moby reads it: Go's `strconv.ParseInt(text, 10, 64)` on the
+/// untrimmed bytes. That accepts an optional `+` or `-`, then one or more ASCII digits
+/// (leading zeros too: `00` is 0), within `i64`; nothing else (no whitespace, no `_`, no
+/// base prefix). Rust's `i64::from_str` accepts exactly that language.
+pub(crate) fn parse_size(bytes: &[u8]) -> Result<i64, Corruption> {
     let text = std::str::from_utf8(bytes).map_err(|_| Corruption::NotUtf8)?;
     if text.is_empty() {
         return Err(Corruption::Empty);
     }
-    let canonical =
-        text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
-    match text.parse::<u64>() {
-        Ok(size) if canonical && size <= i64::MAX as u64 => Ok(size),
-        _ => Err(Corruption::InvalidSize(text.to_owned())),
-    }
+    text.parse::<i64>()
+        .map_err(|_| Corruption::InvalidSize(text.to_owned()))
 }
 
 pub(crate) fn parse_cache_id(bytes: &[u8]) -> Result<String, Corruption> {
@@ -199,8 +201,197 @@ pub(crate) fn parse_mount_id(bytes: &[u8]) -> Result<String, Corruption> {
     }
 }
 
+/// `descriptor.json`, read as Go's `json.Unmarshal` into moby's descriptor reads it (see
+/// [`go_descriptor`]).
 pub(crate) fn parse_descriptor(bytes: &[u8]) -> Result<Descriptor, Corruption> {
-    serde_json::from_slice(bytes).map_err(Corruption::InvalidJson)
+    go_descriptor::parse(bytes).map_err(Corruption::InvalidJson)
+}
+
+/// Go's `encoding/json` rules for decoding a descriptor, which are looser than serde's derive:
+///
+/// * object keys match field names case-insensitively (with Go's extra folds `ſ` = `s` and
+///   the Kelvin sign = `k`); unknown keys are ignored; a repeated key is decoded again, the
+///   later value winning (maps and the platform object are merged into, as Go does);
+/// * `null` leaves a string or number field unchanged and clears a list, map or object; a
+///   top-level `null` is an empty descriptor;
+/// * the digest is not validated (Go's `digest.Digest` is a plain string): a value that is
+///   not a valid digest reads as no digest;
+/// * invalid UTF-8 inside strings becomes U+FFFD instead of an error.
+///
+/// Numbers must fit `int64` and be integers, as in Go; any type mismatch is an error.
+mod go_descriptor {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::{Descriptor, Digest, Platform};
+
+    pub(super) fn parse(bytes: &[u8]) -> Result<Descriptor, serde_json::Error> {
+        let text = String::from_utf8_lossy(bytes);
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let mut descriptor = Descriptor::default();
+        let mut digest = None;
+        Top {
+            descriptor: &mut descriptor,
+            digest: &mut digest,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        descriptor.digest = digest
+            .filter(|d: &String| !d.is_empty())
+            .and_then(|d| Digest::parse(&d).ok());
+        Ok(descriptor)
+    }
+
+    /// A JSON object key folded as Go compares it with a field name.
+    fn fold(key: &str) -> String {
+        key.chars()
+            .map(|c| match c {
+                '\u{17f}' => 's',
+                '\u{212a}' => 'k',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect()
+    }
+
+    struct Top<'a> {
+        descriptor: &'a mut Descriptor,
+        digest: &'a mut Option<String>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Top<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a descriptor object")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                let d = &mut *self.descriptor;
+                match fold(&key).as_str() {
+                    "mediatype" => {
+                        if let Some(v) = map.next_value::<Option<String>>()? {
+                            d.media_type = v;
+                        }
+                    }
+                    "size" => {
+                        if let Some(v) = map.next_value::<Option<i64>>()? {
+                            d.size = v;
+                        }
+                    }
+                    "digest" => {
+                        if let Some(v) = map.next_value::<Option<String>>()? {
+                            *self.digest = Some(v);
+                        }
+                    }
+                    "urls" => d.urls = map.next_value::<Strings>()?.0,
+                    "annotations" => match map.next_value::<Option<Annotations>>()? {
+                        None => d.annotations.clear(),
+                        Some(Annotations(more)) => d.annotations.extend(more),
+                    },
+                    "platform" => map.next_value_seed(PlatformSeed(&mut d.platform))?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A Go `[]string`: `null` is empty, a `null` element is `""`.
+    struct Strings(Vec<String>);
+
+    impl<'de> de::Deserialize<'de> for Strings {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let items = Option::<Vec<Option<String>>>::deserialize(d)?;
+            Ok(Strings(
+                items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
+            ))
+        }
+    }
+
+    /// A Go `map[string]string` object, a `null` value being `""`; later keys win.
+    struct Annotations(Vec<(String, String)>);
+
+    impl<'de> de::Deserialize<'de> for Annotations {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Annotations;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object of strings")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Annotations, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some((k, v)) = map.next_entry::<String, Option<String>>()? {
+                        out.push((k, v.unwrap_or_default()));
+                    }
+                    Ok(Annotations(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    /// Decodes into the platform in place (Go reuses an existing pointer's struct).
+    struct PlatformSeed<'a>(&'a mut Option<Platform>);
+
+    impl<'de> DeserializeSeed<'de> for PlatformSeed<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for PlatformSeed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a platform object or null")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            *self.0 = None;
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let p = self.0.get_or_insert_with(Platform::default);
+            while let Some(key) = map.next_key::<String>()? {
+                let text = |map: &mut A, field: &mut String| -> Result<(), A::Error> {
+                    if let Some(v) = map.next_value::<Option<String>>()? {
+                        *field = v;
+                    }
+                    Ok(())
+                };
+                match fold(&key).as_str() {
+                    "architecture" => text(&mut map, &mut p.architecture)?,
+                    "os" => text(&mut map, &mut p.os)?,
+                    "os.version" => text(&mut map, &mut p.os_version)?,
+                    "variant" => text(&mut map, &mut p.variant)?,
+                    "os.features" => p.os_features = map.next_value::<Strings>()?.0,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+            Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -208,18 +399,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn size_is_strict_and_untrimmed() {
-        assert_eq!(parse_size(b"0").unwrap(), 0);
-        assert_eq!(parse_size(b"186928").unwrap(), 186928);
+    fn size_reads_as_go_parse_int() {
+        for (text, want) in [
+            (&b"0"[..], 0),
+            (b"186928", 186928),
+            (b"00", 0),
+            (b"007", 7),
+            (b"+12", 12),
+            (b"-1", -1),
+            (b"-0", 0),
+            (b"9223372036854775807", i64::MAX),
+            (b"-9223372036854775808", i64::MIN),
+        ] {
+            assert_eq!(parse_size(text).unwrap(), want, "{:?}", text);
+        }
         for bad in [
             &b"12\n"[..],
             b" 12",
-            b"+12",
-            b"-1",
-            b"012",
+            b"1_000",
+            b"0x10",
             b"1e3",
+            b"+",
+            b"-",
+            b"+-1",
             b"",
             b"9223372036854775808",
+            b"-9223372036854775809",
+            b"\xff",
         ] {
             assert!(
                 parse_size(bad).is_err(),
@@ -270,5 +476,45 @@ mod tests {
         assert_eq!(encode_descriptor(&Descriptor::default()), b"{}");
         let go_empty = br#"{"mediaType":"","digest":"","urls":null,"annotations":null,"extra":1}"#;
         assert_eq!(parse_descriptor(go_empty).unwrap(), Descriptor::default());
+    }
+
+    #[test]
+    fn descriptor_reads_as_go_json_unmarshal() {
+        let d = parse_descriptor(
+            br#"{"MEDIATYPE":"a","mediaType":null,"Size":5,"digest":"not a digest",
+                "urls":["x",null],"annotations":{"k":"1"},"ANNOTATIONS":{"j":null},
+                "platform":{"OS":"linux"},"Platform":{"architecture":"amd64","os.Features":null},
+                "unknown":{"deep":[1,2,{"x":null}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.media_type, "a");
+        assert_eq!(d.size, 5);
+        assert_eq!(d.digest, None);
+        assert_eq!(d.urls, vec!["x".to_owned(), String::new()]);
+        assert_eq!(d.annotations.len(), 2);
+        assert_eq!(d.annotations["j"], "");
+        let p = d.platform.unwrap();
+        assert_eq!((p.os.as_str(), p.architecture.as_str()), ("linux", "amd64"));
+        // Go's extra case folds: U+017F matches 's', U+212A matches 'k'.
+        let d = parse_descriptor("{\"\u{17f}ize\":3}".as_bytes()).unwrap();
+        assert_eq!(d.size, 3);
+        assert_eq!(parse_descriptor(b"null").unwrap(), Descriptor::default());
+        let d = parse_descriptor(b"{\"mediaType\":\"a\xffb\"}").unwrap();
+        assert_eq!(d.media_type, "a\u{fffd}b");
+        for bad in [
+            &br#"{"size":1.5}"#[..],
+            br#"{"size":"1"}"#,
+            br#"{"size":9223372036854775808}"#,
+            br#"{"mediaType":5}"#,
+            br#"[]"#,
+            br#"{} x"#,
+            br#"{"platform":[]}"#,
+        ] {
+            assert!(
+                parse_descriptor(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

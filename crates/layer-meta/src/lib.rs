@@ -96,12 +96,15 @@
 //! 6. **Orphans without a readable `cache-id` are reported** (`cache_id: None`); moby skips
 //!    them forever. `finish_removal` deletes exactly the named directory, `cache-id` last;
 //!    moby's `Remove` matches every `<hex>*-removing` with the same cache ID.
-//! 7. **Stricter validation**: `size` must be a canonical non-negative decimal (moby's
-//!    `ParseInt` would accept `+5`, `007`, `-1`); `cache-id` must be a single safe UTF-8 directory
-//!    name without surrounding whitespace (moby accepts any non-empty string; BuildKit IDs
-//!    still pass); `descriptor.json`'s digest must be valid or empty; mount names may not
-//!    contain `/`. Only sha256 chain IDs are stored (moby would write `sha512/<hex>` but never
-//!    list it).
+//! 7. **Reading is as lenient as moby's, writing as exact**: every reader accepts what moby's
+//!    Go reader accepts (`size` through `strconv.ParseInt`: `+5`, `007`, `00`, `-1`; digests
+//!    through `digest.Parse` after `TrimSpace`; `descriptor.json` through `json.Unmarshal`'s
+//!    rules, see the `format` module). Two refusals remain, both reported and never acted on: a `cache-id`
+//!    that is unsafe as one directory name (`/`, `..`, NUL, over 255 bytes) or not UTF-8
+//!    (moby accepts any non-empty string; BuildKit IDs pass), and a `descriptor.json` digest
+//!    that does not parse, which reads as no digest. Writers only produce Docker's canonical
+//!    bytes; mount names may not contain `/`. Only sha256 chain IDs are stored (moby would
+//!    write `sha512/<hex>` but never list it).
 //! 8. **`remove_layer` reports rename errors** (moby ignores non-`EEXIST` rename errors and
 //!    goes on deleting the driver directory).
 //! 9. **Exact modes**: files and directories are `chmod`ed to Docker's modes whatever the
@@ -130,6 +133,7 @@ pub use mounts::{BrokenMount, MountListing, MountRecord};
 pub use recovery::{Leftover, LeftoverKind, Leftovers, Orphan};
 pub use seam::{FaultInjector, FsOp};
 pub use store::{
-    BrokenLayer, Durability, LayerListing, LayerRecord, MetaOptions, MetaStore, TarSplitReader,
+    BrokenLayer, Durability, LayerListing, LayerRecord, MetaOptions, MetaStore, Reference,
+    TarSplitReader,
 };
 pub use transaction::{TarSplitWriter, Transaction};

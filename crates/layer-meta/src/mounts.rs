@@ -14,7 +14,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::format::{self, SMALL_FILE_LIMIT};
 use crate::fsio::ReadSmall;
 use crate::layout::{self, MOUNTS_DIR, mount_file};
-use crate::store::{Durability, MetaStore};
+use crate::store::{Durability, MetaStore, Reference};
 
 /// What is stored about one RW layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,12 @@ pub struct BrokenMount {
     pub path: PathBuf,
     /// Why it cannot be loaded.
     pub error: Error,
+    /// The RW layer's driver directory its `mount-id` names.
+    pub mount_id: Reference<String>,
+    /// The init layer's driver directory its `init-id` names.
+    pub init_id: Reference<String>,
+    /// The image layer its `parent` names.
+    pub parent: Reference<ChainId>,
 }
 
 /// The result of [`MetaStore::list_mounts`].
@@ -214,10 +220,33 @@ impl MetaStore {
                 Ok(record) => listing.mounts.push((lossy, record)),
                 Err(error) => {
                     tracing::warn!(mount = %lossy, %error, "mount metadata cannot be loaded");
+                    let (mount_id, init_id, parent) = match entry.utf8_name() {
+                        _ if entry.file_type != FileType::Directory => {
+                            (Reference::Absent, Reference::Absent, Reference::Absent)
+                        }
+                        Some(name) => {
+                            let file = |f: &str| format!("{MOUNTS_DIR}/{name}/{f}");
+                            let inner = &self.inner;
+                            (
+                                inner
+                                    .reference(&file(mount_file::MOUNT_ID), format::parse_mount_id),
+                                inner.reference(&file(mount_file::INIT_ID), format::parse_mount_id),
+                                inner.reference(&file(mount_file::PARENT), format::parse_chain_id),
+                            )
+                        }
+                        None => (
+                            Reference::Unreadable,
+                            Reference::Unreadable,
+                            Reference::Unreadable,
+                        ),
+                    };
                     listing.broken.push(BrokenMount {
                         name: lossy,
                         path,
                         error,
+                        mount_id,
+                        init_id,
+                        parent,
                     });
                 }
             }

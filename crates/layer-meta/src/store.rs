@@ -55,14 +55,43 @@ pub struct LayerRecord {
     pub chain_id: ChainId,
     /// `diff`.
     pub diff_id: DiffId,
-    /// `size`.
-    pub size: u64,
+    /// `size`, as Go's `strconv.ParseInt` reads it (Docker only writes non-negative values,
+    /// but reads any `int64`).
+    pub size: i64,
     /// `cache-id`: the graphdriver directory.
     pub cache_id: String,
     /// `parent`, absent for a base layer.
     pub parent: Option<ChainId>,
     /// `descriptor.json`, absent unless one was stored.
     pub descriptor: Option<Descriptor>,
+}
+
+/// What a record names through one of its files, as far as that file can be read.
+///
+/// An unloadable record still names things: a layer whose `size` is corrupt still owns the
+/// driver directory its `cache-id` names and still sits on its `parent`. Whoever removes
+/// anything must treat those names as references, and an [`Reference::Unreadable`] one as a
+/// reference to anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference<T> {
+    /// The file is absent: nothing is named (a record missing a required file loads in
+    /// neither moby nor here, and names nothing through it).
+    Absent,
+    /// The file names this.
+    Named(T),
+    /// The file is there but does not read as a name (empty, corrupt, unsafe, unreadable):
+    /// it may be a damaged name of anything.
+    Unreadable,
+}
+
+impl<T> Reference<T> {
+    /// The name, if the file gives one.
+    pub fn named(&self) -> Option<&T> {
+        match self {
+            Reference::Named(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// A layer directory that exists but cannot be loaded.
@@ -74,6 +103,10 @@ pub struct BrokenLayer {
     pub path: PathBuf,
     /// Why it cannot be loaded (names the file and the problem).
     pub error: Error,
+    /// The driver directory its `cache-id` names.
+    pub cache_id: Reference<String>,
+    /// The parent layer its `parent` names.
+    pub parent: Reference<ChainId>,
 }
 
 /// The result of [`MetaStore::list_layers`].
@@ -201,7 +234,7 @@ impl MetaStore {
     }
 
     /// `size`.
-    pub fn size(&self, chain_id: &ChainId) -> Result<u64> {
+    pub fn size(&self, chain_id: &ChainId) -> Result<i64> {
         let (path, bytes) =
             self.inner
                 .read_layer_file(chain_id, layer_file::SIZE, SMALL_FILE_LIMIT, true)?;
@@ -245,10 +278,7 @@ impl MetaStore {
         let rel = format!("{dir}/{}", layer_file::TAR_SPLIT);
         let path = self.inner.fs.path(&rel);
         match self.inner.fs.open_read(&rel) {
-            Ok(Some(file)) => Ok(TarSplitReader {
-                inner: MultiGzDecoder::new(file),
-                path,
-            }),
+            Ok(Some(file)) => Ok(TarSplitReader::new(file, path)),
             Ok(None) => Err(self.inner.missing(chain_id, &dir, path)?),
             Err(e) => Err(self.inner.read_error(&dir, &rel, e)),
         }
@@ -307,16 +337,32 @@ impl MetaStore {
             })
         };
         let mut listing = LayerListing::default();
-        for ((chain_id, _), loaded) in candidates.into_iter().zip(loaded) {
+        for ((chain_id, is_dir), loaded) in candidates.into_iter().zip(loaded) {
             match loaded {
                 Ok(record) => listing.layers.push(record),
                 Err(error) => {
                     tracing::warn!(layer = %chain_id, %error, "layer metadata cannot be loaded");
                     let dir = format!("{LAYERS_DIR}/{}", chain_id.hex());
+                    let (cache_id, parent) = if is_dir {
+                        (
+                            self.inner.reference(
+                                &format!("{dir}/{}", layer_file::CACHE_ID),
+                                format::parse_cache_id,
+                            ),
+                            self.inner.reference(
+                                &format!("{dir}/{}", layer_file::PARENT),
+                                format::parse_chain_id,
+                            ),
+                        )
+                    } else {
+                        (Reference::Absent, Reference::Absent)
+                    };
                     listing.broken.push(BrokenLayer {
                         chain_id,
                         path: fs.path(&dir),
                         error,
+                        cache_id,
+                        parent,
                     });
                 }
             }
@@ -351,6 +397,22 @@ fn parse_at<T>(
 }
 
 impl Inner {
+    /// What the file at `rel` names, read on its own (see [`Reference`]).
+    pub(crate) fn reference<T>(
+        &self,
+        rel: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, Corruption>,
+    ) -> Reference<T> {
+        match self.fs.read_small(rel, SMALL_FILE_LIMIT) {
+            Ok(ReadSmall::Data(bytes)) => match parse(&bytes) {
+                Ok(v) => Reference::Named(v),
+                Err(_) => Reference::Unreadable,
+            },
+            Ok(ReadSmall::Missing) => Reference::Absent,
+            Ok(ReadSmall::TooLarge) | Err(_) => Reference::Unreadable,
+        }
+    }
+
     /// Creates `tmp/write-set-<random u32>` with `mode` (moby's `os.MkdirTemp`).
     pub(crate) fn new_write_set(self: &Arc<Self>, mode: u32) -> Result<WriteSet> {
         if self.fs.ensure_dir(TMP_DIR, layout::SHARED_DIR_MODE)?
@@ -620,6 +682,15 @@ impl Drop for WriteSet {
 pub struct TarSplitReader {
     inner: MultiGzDecoder<std::fs::File>,
     path: PathBuf,
+}
+
+impl TarSplitReader {
+    pub(crate) fn new(file: std::fs::File, path: PathBuf) -> TarSplitReader {
+        TarSplitReader {
+            inner: MultiGzDecoder::new(file),
+            path,
+        }
+    }
 }
 
 impl Read for TarSplitReader {

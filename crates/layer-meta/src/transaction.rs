@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::{self, Descriptor};
 use crate::fsio::SeamFile;
 use crate::layout::{self, LAYERS_DIR, layer_file};
-use crate::store::{Durability, Inner, WriteSet};
+use crate::store::{Durability, Inner, TarSplitReader, WriteSet};
 
 /// A layer being written. Nothing is visible under `sha256/` until [`Transaction::commit`].
 ///
@@ -122,6 +122,31 @@ impl Transaction {
         }));
         self.tar_split = Some(Arc::clone(&state));
         Ok(TarSplitWriter { state, path })
+    }
+
+    /// Reads back the gunzipped `tar-split.json.gz` of this transaction, once its writer is
+    /// finished: what the commit would publish.
+    pub fn tar_split_reader(&self) -> Result<TarSplitReader> {
+        let rel = format!("{}/{}", self.ws().rel, layer_file::TAR_SPLIT);
+        let path = self.store.fs.path(&rel);
+        let finished = self
+            .tar_split
+            .as_ref()
+            .is_some_and(|s| matches!(*lock(s), TarSplitState::Finished));
+        if !finished {
+            return Err(Error::TarSplit {
+                path,
+                reason: "not finished",
+            });
+        }
+        match self.store.fs.open_read(&rel) {
+            Ok(Some(file)) => Ok(TarSplitReader::new(file, path)),
+            Ok(None) => Err(Error::Corrupt {
+                path,
+                problem: crate::Corruption::Missing,
+            }),
+            Err(e) => Err(self.store.fs.io_error("open", &rel, e)),
+        }
     }
 
     /// Publishes the write-set as the layer `chain_id`.

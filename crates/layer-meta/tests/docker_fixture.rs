@@ -135,7 +135,7 @@ fn opens_docker_layerdb_and_returns_the_readme_contents() {
         assert_eq!(record.diff_id.as_str(), diff);
         assert_eq!(record.cache_id, cache);
         assert_eq!(record.parent, parent.map(id));
-        assert_eq!(record.size, size);
+        assert_eq!(record.size as u64, size);
         assert_eq!(record.descriptor, None);
         // The tar-split stream decodes and is JSON lines.
         let mut json = String::new();

@@ -10,7 +10,7 @@ use common::*;
 use layer_digest::ChainId;
 use layer_meta::{
     Corruption, Descriptor, Durability, Error, LeftoverKind, MetaOptions, MetaStore, MountRecord,
-    is_valid_mount_id,
+    Reference, is_valid_mount_id,
 };
 use rustix::io::Errno;
 
@@ -257,9 +257,15 @@ fn readers_report_path_and_problem() {
     is(corrupt("size", b"12\n"), |p| {
         matches!(p, Corruption::InvalidSize(_))
     });
-    is(corrupt("size", b"-1"), |p| {
+    is(corrupt("size", b"1_000"), |p| {
         matches!(p, Corruption::InvalidSize(_))
     });
+    // What Go's strconv.ParseInt accepts, moby loads, and so do we.
+    for (odd, want) in [("00", 0), ("+7", 7), ("0012", 12), ("-1", -1)] {
+        fs::write(layer_dir.join("size"), odd).unwrap();
+        assert_eq!(store.layer(&ids[1]).unwrap().size, want, "size {odd:?}");
+    }
+    fs::write(layer_dir.join("size"), "0").unwrap();
     is(corrupt("size", b""), |p| matches!(p, Corruption::Empty));
     is(corrupt("diff", b"sha256:abc"), |p| {
         matches!(p, Corruption::InvalidDigest(_))
@@ -325,6 +331,35 @@ fn readers_report_path_and_problem() {
     assert_eq!(listing.ids(), vec![ids[0].clone()]);
     assert_eq!(listing.broken.len(), 1);
     assert_eq!(listing.broken[0].chain_id, ids[1]);
+}
+
+#[test]
+fn broken_layers_still_name_their_directory_and_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ids = chain(2);
+    for n in 0..2 {
+        commit_layer(&store, &ids, n).unwrap();
+    }
+    let layer_dir = store.layer_path(&ids[1]).unwrap();
+    let cache = fs::read_to_string(layer_dir.join("cache-id")).unwrap();
+    fs::write(layer_dir.join("size"), "12\n").unwrap();
+    let listing = store.list_layers().unwrap();
+    let b = &listing.broken[0];
+    assert_eq!(b.chain_id, ids[1]);
+    assert_eq!(b.cache_id, Reference::Named(cache));
+    assert_eq!(b.parent, Reference::Named(ids[0].clone()));
+    // A corrupt or empty name may be a damaged name of anything; a missing one names nothing.
+    fs::write(layer_dir.join("parent"), "sha256:XYZ").unwrap();
+    fs::write(layer_dir.join("cache-id"), " \n").unwrap();
+    let listing = store.list_layers().unwrap();
+    assert_eq!(listing.broken[0].cache_id, Reference::Unreadable);
+    assert_eq!(listing.broken[0].parent, Reference::Unreadable);
+    fs::remove_file(layer_dir.join("parent")).unwrap();
+    fs::remove_file(layer_dir.join("cache-id")).unwrap();
+    let listing = store.list_layers().unwrap();
+    assert_eq!(listing.broken[0].parent, Reference::Absent);
+    assert_eq!(listing.broken[0].cache_id, Reference::Absent);
 }
 
 #[test]
@@ -472,6 +507,15 @@ fn half_written_and_corrupt_mounts_are_reported() {
     let mut broken: Vec<_> = listing.broken.iter().map(|b| b.name.as_str()).collect();
     broken.sort();
     assert_eq!(broken, ["bad", "badinit", "blank", "empty"]);
+    // What each still names: an unreadable mount-id may name any directory.
+    let badinit = listing.broken.iter().find(|b| b.name == "badinit").unwrap();
+    assert_eq!(badinit.mount_id, Reference::Named("a".repeat(64)));
+    assert_eq!(badinit.init_id, Reference::Unreadable);
+    assert_eq!(badinit.parent, Reference::Absent);
+    let empty = listing.broken.iter().find(|b| b.name == "empty").unwrap();
+    assert_eq!(empty.mount_id, Reference::Absent);
+    let blank = listing.broken.iter().find(|b| b.name == "blank").unwrap();
+    assert_eq!(blank.mount_id, Reference::Unreadable);
     let leftovers = store.leftovers().unwrap();
     let mut half: Vec<_> = leftovers
         .half_mounts

@@ -361,7 +361,8 @@ impl Store {
             chain_id: rec.chain_id.clone(),
             diff_id: rec.diff_id.clone(),
             cache_id: rec.cache_id.clone(),
-            size: rec.size,
+            // moby reads any int64; Docker writes only non-negative sizes.
+            size: u64::try_from(rec.size).unwrap_or(0),
             parent,
             descriptor: rec.descriptor.clone(),
             backend: self.inner.backend.clone(),

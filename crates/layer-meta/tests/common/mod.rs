@@ -79,7 +79,7 @@ pub fn assert_layer_intact(store: &MetaStore, chain: &[ChainId], n: u32) {
     let id = &chain[n as usize];
     let record = store.layer(id).unwrap_or_else(|e| panic!("layer {n}: {e}"));
     assert_eq!(record.diff_id, diff(n));
-    assert_eq!(record.size, u64::from(n) * 1000);
+    assert_eq!(record.size, i64::from(n) * 1000);
     assert_eq!(record.cache_id, cache_id(n));
     assert_eq!(
         record.parent.as_ref(),
