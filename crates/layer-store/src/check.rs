@@ -1,10 +1,25 @@
-//! The integrity check: is every layer and RW layer whole, and is anything left over?
+//! The integrity check: is every layer and RW layer whole, and is anything left over? And the
+//! repair, which removes garbage and, only when asked, broken layers nothing holds.
+//!
+//! Defects are told apart by what they cost a user:
+//!
+//! * an **unloadable** record (a metadata file moby would not read either) is reported and
+//!   kept, with everything it names;
+//! * an **export defect** (tar-split metadata missing or corrupt, files changed) breaks only
+//!   `export`, `save` and push: containers on the layer still run, so it is never removed;
+//! * a **missing driver directory** makes a layer unusable: it is *broken*. Repair lists the
+//!   broken layers nothing holds and removes them only with
+//!   [`CheckOptions::remove_broken`]; one that anything holds (a reference, a child, an RW
+//!   layer, an unloadable record) is kept;
+//! * RW layers are never removed by repair, whatever their state;
+//! * **leftovers** are garbage, collected by [`Store::collect_garbage`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 
 use layer_digest::ChainId;
+use layer_meta::LeftoverKind;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -15,9 +30,12 @@ pub struct CheckOptions {
     /// Reassemble every layer's tar from tar-split and its files and compare with the DiffID
     /// (reads every byte; off for a quick metadata-only check).
     pub verify_content: bool,
-    /// Remove what is broken (children first, RW layers on them included) and collect
-    /// leftovers.
+    /// Collect leftovers (as [`Store::collect_garbage`]) and list the broken layers nothing
+    /// holds ([`CheckReport::removable`]).
     pub repair: bool,
+    /// With `repair`, also remove those broken layers (children first; their parents only
+    /// lose a count and stay).
+    pub remove_broken: bool,
 }
 
 impl Default for CheckOptions {
@@ -25,6 +43,7 @@ impl Default for CheckOptions {
         CheckOptions {
             verify_content: true,
             repair: false,
+            remove_broken: false,
         }
     }
 }
@@ -32,28 +51,30 @@ impl Default for CheckOptions {
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    /// A layer directory whose metadata does not load, or whose parent is missing.
-    BrokenLayer {
+    /// A layer directory whose metadata does not load, or whose parent is missing or
+    /// unloadable. Kept: it still names its driver directory and its parent.
+    Unloadable {
         /// Chain ID.
         layer: String,
         /// Why.
         reason: String,
     },
-    /// A layer's driver directory is gone.
+    /// A layer's driver directory is gone: it can be neither mounted nor exported.
     MissingDriverDir {
         /// Chain ID.
         layer: String,
         /// The driver directory.
         cache_id: String,
     },
-    /// A layer's content does not reassemble to its DiffID.
-    BadContent {
+    /// A layer's original tar cannot be reproduced (tar-split metadata missing or corrupt,
+    /// files changed): export fails, containers on it still run. Kept.
+    ExportDefect {
         /// Chain ID.
         layer: String,
         /// Why.
         reason: String,
     },
-    /// An RW layer whose metadata or directories are broken.
+    /// An RW layer whose metadata or directories are broken. Kept.
     BrokenMount {
         /// Name.
         name: String,
@@ -65,18 +86,32 @@ pub enum Problem {
         /// What and where.
         what: String,
     },
+    /// An entry in the layerdb this store never creates. Kept.
+    Unknown {
+        /// What and where.
+        what: String,
+    },
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::BrokenLayer { layer, reason } => write!(f, "layer {layer}: broken: {reason}"),
-            Problem::MissingDriverDir { layer, cache_id } => {
-                write!(f, "layer {layer}: driver directory {cache_id} is missing")
+            Problem::Unloadable { layer, reason } => {
+                write!(f, "layer {layer}: unloadable (kept): {reason}")
             }
-            Problem::BadContent { layer, reason } => write!(f, "layer {layer}: content: {reason}"),
+            Problem::MissingDriverDir { layer, cache_id } => {
+                write!(
+                    f,
+                    "layer {layer}: broken: driver directory {cache_id} is missing"
+                )
+            }
+            Problem::ExportDefect { layer, reason } => write!(
+                f,
+                "layer {layer}: export defect (containers still run; export fails): {reason}"
+            ),
             Problem::BrokenMount { name, reason } => write!(f, "rw layer {name}: {reason}"),
             Problem::Leftover { what } => write!(f, "leftover: {what}"),
+            Problem::Unknown { what } => write!(f, "unknown entry (kept): {what}"),
         }
     }
 }
@@ -90,8 +125,15 @@ pub struct CheckReport {
     pub mounts_checked: usize,
     /// What is wrong (before any repair).
     pub problems: Vec<Problem>,
-    /// What repair removed.
+    /// Broken layers nothing holds, which a repair with
+    /// [`CheckOptions::remove_broken`] removes (listed whether or not it does).
+    pub removable: Vec<String>,
+    /// What the repair removed.
     pub repaired: Vec<String>,
+    /// What the repair kept although it is broken or looks like garbage, and why.
+    pub kept: Vec<String>,
+    /// What the repair failed to remove (it went on with the rest).
+    pub failures: Vec<String>,
 }
 
 impl CheckReport {
@@ -104,16 +146,15 @@ impl CheckReport {
 impl Store {
     /// Verifies every layer (metadata loads, parent chain present, driver directory there,
     /// and with `verify_content` the tar-split and files reassemble to the DiffID) and every RW
-    /// layer, and reports leftovers. With `repair`, removes broken layers children first (and
-    /// RW layers on them), then collects leftovers.
+    /// layer, and reports leftovers. With `repair`, collects the leftovers and lists the
+    /// broken layers nothing holds; with `remove_broken` too, removes those (see the module
+    /// docs for what is never removed).
     pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
         let _span = tracing::info_span!("check").entered();
         let mut report = CheckReport::default();
         let driver = self.driver();
         let meta = self.meta();
 
-        let mut bad: BTreeSet<ChainId> = BTreeSet::new();
-        let mut bad_unloaded: Vec<ChainId> = Vec::new();
         for b in self
             .inner
             .broken_layers
@@ -121,10 +162,7 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            if let Ok(c) = b.id.parse::<ChainId>() {
-                bad_unloaded.push(c);
-            }
-            report.problems.push(Problem::BrokenLayer {
+            report.problems.push(Problem::Unloadable {
                 layer: b.id.clone(),
                 reason: b.reason.clone(),
             });
@@ -138,10 +176,11 @@ impl Store {
         {
             report.problems.push(Problem::BrokenMount {
                 name: b.id.clone(),
-                reason: b.reason.clone(),
+                reason: format!("does not load (kept): {}", b.reason),
             });
         }
 
+        let mut broken: BTreeSet<ChainId> = BTreeSet::new();
         for (id, layer) in self.map() {
             report.layers_checked += 1;
             if !driver.exists(layer.cache_id()) {
@@ -149,20 +188,23 @@ impl Store {
                     layer: id.to_string(),
                     cache_id: layer.cache_id().to_owned(),
                 });
-                bad.insert(id);
+                broken.insert(id);
                 continue;
             }
-            if opts.verify_content {
-                let result = layer.tar_stream().and_then(|mut s| {
-                    io::copy(&mut s, &mut io::sink()).map_err(|e| Error::io("read tar stream", e))
+            let result = if opts.verify_content {
+                layer.tar_stream().and_then(|mut s| {
+                    io::copy(&mut s, &mut io::sink())
+                        .map(drop)
+                        .map_err(|e| Error::io("read tar stream", e))
+                })
+            } else {
+                meta.tar_split_reader(&id).map(drop).map_err(Error::from)
+            };
+            if let Err(e) = result {
+                report.problems.push(Problem::ExportDefect {
+                    layer: id.to_string(),
+                    reason: e.to_string(),
                 });
-                if let Err(e) = result {
-                    report.problems.push(Problem::BadContent {
-                        layer: id.to_string(),
-                        reason: e.to_string(),
-                    });
-                    bad.insert(id);
-                }
             }
         }
 
@@ -172,7 +214,7 @@ impl Store {
                 if !driver.exists(id) {
                     report.problems.push(Problem::BrokenMount {
                         name: name.clone(),
-                        reason: format!("driver directory {id} is missing"),
+                        reason: format!("driver directory {id} is missing (kept)"),
                     });
                 }
             }
@@ -180,11 +222,17 @@ impl Store {
 
         let leftovers = meta.leftovers()?;
         for l in leftovers.all() {
-            // Unloadable layers are already reported as broken layers.
-            if l.kind != layer_meta::LeftoverKind::BlockingLayer {
-                report.problems.push(Problem::Leftover {
+            match l.kind {
+                // Reported above as unloadable layers.
+                LeftoverKind::BlockingLayer => {}
+                LeftoverKind::StaleWriteSet => report.problems.push(Problem::Leftover {
                     what: format!("{} ({})", l.rel_path, l.reason),
-                });
+                }),
+                // Reported above as RW layers that do not load.
+                LeftoverKind::HalfMount => {}
+                LeftoverKind::Stray => report.problems.push(Problem::Unknown {
+                    what: format!("{} ({})", l.rel_path, l.reason),
+                }),
             }
         }
         for o in &leftovers.removing {
@@ -192,70 +240,80 @@ impl Store {
                 what: format!("{} (interrupted removal)", o.name),
             });
         }
-        for id in self.unnamed_driver_dirs()? {
+        for id in self.unnamed_driver_dirs()?.ids {
             report.problems.push(Problem::Leftover {
-                what: format!("driver directory {id} (no layer or RW layer names it)"),
+                what: format!("driver directory {id} (no record names it)"),
             });
         }
 
         if opts.repair {
-            self.repair(&bad, &bad_unloaded, &mut report)?;
+            self.repair(&broken, opts.remove_broken, &mut report)?;
         }
         Ok(report)
     }
 
     fn repair(
         &self,
-        bad: &BTreeSet<ChainId>,
-        bad_unloaded: &[ChainId],
+        broken: &BTreeSet<ChainId>,
+        remove: bool,
         report: &mut CheckReport,
     ) -> Result<()> {
-        // Everything built on a bad layer goes with it.
+        // Broken layers nothing holds but other removable broken layers (their children):
+        // grown to a fixed point, then taken children first.
         let map = self.map();
-        let mut doomed: Vec<(usize, ChainId)> = Vec::new();
-        for (id, layer) in &map {
-            let mut cur = Some(layer);
-            while let Some(l) = cur {
-                if bad.contains(l.chain_id()) {
-                    doomed.push((layer.depth(), id.clone()));
-                    break;
+        let children_of = |id: &ChainId, among: &BTreeSet<ChainId>| {
+            among
+                .iter()
+                .filter(|c| {
+                    map.get(*c)
+                        .and_then(|l| l.parent())
+                        .is_some_and(|p| p.chain_id() == id)
+                })
+                .count()
+        };
+        let mut removable: BTreeSet<ChainId> = BTreeSet::new();
+        loop {
+            let more: Vec<ChainId> = broken
+                .iter()
+                .filter(|id| !removable.contains(*id))
+                .filter(|id| {
+                    self.reference_count(id)
+                        .is_some_and(|n| n == children_of(id, &removable))
+                })
+                .cloned()
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            removable.extend(more);
+        }
+        let depth: BTreeMap<ChainId, usize> = removable
+            .iter()
+            .map(|id| (id.clone(), map.get(id).map_or(0, |l| l.depth())))
+            .collect();
+        let mut order: Vec<ChainId> = removable.iter().cloned().collect();
+        order.sort_by_key(|id| std::cmp::Reverse(depth[id]));
+        for id in broken.difference(&removable) {
+            let users = self.users(id).unwrap_or_default();
+            report
+                .kept
+                .push(format!("layer {id} (broken): held by {users}"));
+        }
+        report.removable = order.iter().map(|id| format!("layer {id}")).collect();
+        if remove {
+            for id in &order {
+                match self.delete_unheld(id) {
+                    Ok(()) => report.repaired.push(format!("layer {id}")),
+                    Err(e) => report.failures.push(format!("layer {id}: {e}")),
                 }
-                cur = l.parent();
             }
         }
-        let doomed_set: BTreeSet<ChainId> = doomed.iter().map(|(_, id)| id.clone()).collect();
-        for (name, m) in self.rw_layers() {
-            let on_bad = m
-                .parent()
-                .is_some_and(|p| doomed_set.contains(p.chain_id()));
-            let missing = std::iter::once(m.mount_id())
-                .chain(m.init_id())
-                .any(|id| !self.driver().exists(id));
-            if on_bad || missing {
-                self.force_remove_rw(&name)?;
-                report.repaired.push(format!("rw layer {name}"));
-            }
-        }
-        // Children first: deepest layers go before their parents.
-        doomed.sort_by_key(|d| std::cmp::Reverse(d.0));
-        for (_, id) in doomed {
-            self.force_remove_layer(&id)?;
-            report.repaired.push(format!("layer {id}"));
-        }
-        // Layers that never loaded but whose metadata reads (a parent was missing).
-        for id in bad_unloaded {
-            if let Ok(rec) = self.meta().layer(id) {
-                let orphan = self.meta().remove_layer(id)?;
-                self.driver().remove(&rec.cache_id)?;
-                self.meta().finish_removal(&orphan)?;
-                report.repaired.push(format!("layer {id}"));
-            }
-        }
+
         let gc = self.collect_garbage()?;
         report.repaired.extend(
             gc.finished_removals
                 .into_iter()
-                .map(|s| format!("removal {s}")),
+                .map(|s| format!("interrupted removal of {s}")),
         );
         report
             .repaired
@@ -263,8 +321,10 @@ impl Store {
         report.repaired.extend(
             gc.driver_dirs
                 .into_iter()
-                .map(|s| format!("driver dir {s}")),
+                .map(|s| format!("driver directory {s}")),
         );
+        report.kept.extend(gc.kept);
+        report.failures.extend(gc.failures);
         Ok(())
     }
 }

@@ -11,10 +11,26 @@ use crate::error::{Error, Result};
 /// The drivers this store knows, in Docker's order of preference.
 pub const DRIVERS: &[&str] = &["overlay2", "vfs"];
 
-/// The driver already in use under `root`: its home `<root>/<name>` is a non-empty directory
-/// or `image/<name>/layerdb` exists. Several in use is an error, as in Docker.
-pub fn in_use(root: &Path) -> Result<Option<String>> {
-    let used: Vec<&str> = DRIVERS
+/// Every graph driver Docker has registered on Linux or Windows, in moby's priority order
+/// (`daemon/graphdriver/driver_linux.go`), then the Windows ones: the names whose state under
+/// a data-root means that root belongs to that driver.
+const DOCKER_DRIVERS: &[&str] = &[
+    "btrfs",
+    "zfs",
+    "overlay2",
+    "fuse-overlayfs",
+    "aufs",
+    "overlay",
+    "devicemapper",
+    "vfs",
+    "windowsfilter",
+    "lcow",
+];
+
+/// The drivers whose state is under `root`: home `<root>/<name>` a non-empty directory (moby's
+/// `scanPriorDrivers`), or `image/<name>/layerdb` present.
+fn with_state(root: &Path) -> Vec<&'static str> {
+    DOCKER_DRIVERS
         .iter()
         .copied()
         .filter(|name| {
@@ -23,10 +39,29 @@ pub fn in_use(root: &Path) -> Result<Option<String>> {
                 .unwrap_or(false);
             home_used || root.join("image").join(name).join("layerdb").is_dir()
         })
-        .collect();
-    match used.as_slice() {
+        .collect()
+}
+
+/// The driver already in use under `root` (`None` on a fresh root). A root that another
+/// Docker driver uses ([`Error::ForeignDriver`]) or several drivers use is an error, as in
+/// Docker.
+pub fn in_use(root: &Path) -> Result<Option<String>> {
+    Ok(prior(root)?.map(str::to_owned))
+}
+
+/// The driver a root without an explicit choice must use: the one in use there (`None` when
+/// none is). A root used by a driver this store cannot run is refused, naming it, instead of
+/// being opened empty with overlay2 beside it (after which dockerd refuses the root: "contains
+/// several valid graphdrivers"); several drivers in use is an error, as in Docker.
+pub(crate) fn prior(root: &Path) -> Result<Option<&'static str>> {
+    match with_state(root).as_slice() {
         [] => Ok(None),
-        [one] => Ok(Some((*one).to_owned())),
+        [one] if DRIVERS.contains(one) => Ok(Some(*one)),
+        [one] => Err(Error::ForeignDriver {
+            path: root.to_path_buf(),
+            driver: (*one).to_owned(),
+            supported: DRIVERS.join(", "),
+        }),
         many => Err(Error::InvalidArgument(format!(
             "{} contains several valid graphdrivers: {}; cleanup or explicitly choose storage driver",
             root.display(),
@@ -42,9 +77,9 @@ pub(crate) fn choose_and_open(
     options: &[String],
     id_map: &IdMapping,
 ) -> Result<(String, Arc<dyn Driver>)> {
-    if let Some(name) = in_use(root)? {
-        let d = open(&name, root, options, id_map)?;
-        return Ok((name, d));
+    if let Some(name) = prior(root)? {
+        let d = open(name, root, options, id_map)?;
+        return Ok((name.to_owned(), d));
     }
     match open("overlay2", root, options, id_map) {
         Ok(d) => return Ok(("overlay2".into(), d)),

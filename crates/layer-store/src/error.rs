@@ -77,14 +77,14 @@ pub enum Error {
         /// Why.
         source: Box<Error>,
     },
-    /// While [`crate::Store::register_chain`] ran, another register made a layer in the
-    /// middle of the chain; the layers above it were built on this call's own copy and were
-    /// discarded with everything else. Registering the chain again builds on that layer.
+    /// While [`crate::Store::register_chain`] ran, other registers kept making layers of the
+    /// same chain appear, and rebuilding on them did not settle after a few rounds; nothing of
+    /// the call was kept.
     #[error(
-        "layer {layer} was registered concurrently while its chain was being registered; nothing was kept, retry"
+        "layer {layer} kept being registered concurrently while its chain was being registered; nothing was kept, retry"
     )]
     ChainRaced {
-        /// The layer that appeared.
+        /// The layer that appeared last.
         layer: ChainId,
     },
     /// The data-root is locked by another process.
@@ -94,6 +94,27 @@ pub enum Error {
         path: std::path::PathBuf,
         /// The lock file.
         lock: std::path::PathBuf,
+    },
+    /// This process already has a store open on the data-root (a second one would wait for
+    /// the first one's lock forever).
+    #[error("data-root {path} is already open in this process")]
+    AlreadyOpen {
+        /// The data-root.
+        path: std::path::PathBuf,
+    },
+    /// The data-root holds the layers of a Docker storage driver this store does not run.
+    #[error(
+        "data-root {path} is used by Docker's {driver} storage driver, which this store cannot \
+         run (it runs {supported}); its layers would be invisible here, so nothing was created: \
+         use another data-root"
+    )]
+    ForeignDriver {
+        /// The data-root.
+        path: std::path::PathBuf,
+        /// The driver whose state is there.
+        driver: String,
+        /// The drivers this store runs.
+        supported: String,
     },
     /// The stored metadata.
     #[error(transparent)]
@@ -165,7 +186,9 @@ impl Error {
     pub fn is_layer_does_not_exist(&self) -> bool {
         match self {
             Error::LayerDoesNotExist(_) => true,
-            Error::Register { source, .. } => source.is_layer_does_not_exist(),
+            Error::Register { source, .. } | Error::RegisterChain { source, .. } => {
+                source.is_layer_does_not_exist()
+            }
             _ => false,
         }
     }

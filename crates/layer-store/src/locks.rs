@@ -1,19 +1,28 @@
-//! Locks: one process per data-root, and one operation per RW-layer name.
+//! Locks: one store per data-root, and one operation per RW-layer name.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
 
+/// The lock files (device, inode) this process holds a [`RootLock`] on.
+static OPEN_ROOTS: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
 /// An exclusive `flock` on `<data-root>/layerstore.lock`, held for the store's
 /// life. Two processes opening one root could otherwise both commit, remove and collect
 /// "orphans" that the other is still writing. The kernel drops the lock when the process dies,
 /// so a crash never leaves the root locked.
+///
+/// `flock` belongs to an open file, so a second open of the same root in the same process
+/// would wait for itself forever; that is refused at once instead ([`Error::AlreadyOpen`]),
+/// whatever path names the root.
 #[derive(Debug)]
 pub(crate) struct RootLock {
     _file: File,
+    key: (u64, u64),
 }
 
 impl RootLock {
@@ -25,6 +34,21 @@ impl RootLock {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| Error::io(format!("open lock file {}", lock_path.display()), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat lock file {}", lock_path.display()), e))?;
+        let key = (meta.dev(), meta.ino());
+        {
+            let mut open = OPEN_ROOTS.lock().unwrap_or_else(|e| e.into_inner());
+            if open.contains(&key) {
+                return Err(Error::AlreadyOpen {
+                    path: root.to_path_buf(),
+                });
+            }
+            open.push(key);
+        }
+        let lock = RootLock { _file: file, key };
+        let file = &lock._file;
         if wait {
             file.lock()
                 .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?;
@@ -42,7 +66,16 @@ impl RootLock {
                 }
             }
         }
-        Ok(RootLock { _file: file })
+        Ok(lock)
+    }
+}
+
+impl Drop for RootLock {
+    fn drop(&mut self) {
+        OPEN_ROOTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| *k != self.key);
     }
 }
 

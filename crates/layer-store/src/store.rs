@@ -1,25 +1,27 @@
-//! The [`Store`]: register, get, release, RW layers, restore and cleanup.
+//! The [`Store`]: its options, state and accessors. The operations live in one submodule each:
+//! `open` (open and restore from disk), `register` (register and register_chain), `release`
+//! (references, release and deletion) and `rw` (RW layers). `gc` and `check` are beside this
+//! module.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use graphdriver::{CreateOpts, Driver};
-use layer_digest::{ChainId, DiffId, chain_id};
-use layer_meta::{Descriptor, Durability, MetaOptions, MetaStore, MountRecord};
+use graphdriver::Driver;
+use layer_digest::ChainId;
+use layer_meta::{Durability, MetaStore, Reference};
 
-use crate::drivers;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
-use crate::layer::{Backend, Layer, LayerInner, LayerRef, Metadata};
+use crate::layer::{Backend, Layer};
 use crate::locks::{NameLocks, RootLock};
-use crate::register;
-use crate::rwlayer::{CreateRwOptions, MountInner, RwLayer, RwLayerRef};
+use crate::rwlayer::RwLayer;
 
-mod chain;
+mod open;
+mod register;
+mod release;
+mod rw;
 
 /// moby's limit: 127 lowers is the most some drivers mount, and a container needs two more
 /// (init and RW).
@@ -37,7 +39,8 @@ pub struct StoreOptions {
     /// identity by default.
     pub id_mapping: graphdriver::IdMapping,
     /// The driver name; `None` chooses as Docker does: the one already in use under the root,
-    /// else overlay2 where it works, else vfs.
+    /// else overlay2 where it works, else vfs. A root that another Docker driver (btrfs,
+    /// zfs, devicemapper...) uses is refused rather than opened empty beside it.
     pub driver: Option<String>,
     /// Driver options, `key=value` (e.g. `overlay2.override_kernel_check=true`).
     pub driver_options: Vec<String>,
@@ -52,8 +55,8 @@ pub struct StoreOptions {
     /// `syncfs` the driver's filesystem before each layer's metadata commit, so that a layer
     /// that survives a power cut also has its files. Off by default, as in moby: metadata is
     /// always durable, and a layer whose data was lost to a power cut fails `check` (its tar
-    /// no longer hashes to its DiffID) and is removed by repair. On costs one `syncfs` per
-    /// register, which flushes every dirty page of that filesystem.
+    /// no longer hashes to its DiffID). On costs one `syncfs` per register, which flushes
+    /// every dirty page of that filesystem.
     pub sync_layer_data: bool,
     /// Test seam: consulted before every metadata step (see [`layer_meta::FaultInjector`]).
     #[doc(hidden)]
@@ -87,10 +90,24 @@ impl StoreOptions {
 /// One entry of the layer map: the layer and its reference count (moby's `roLayer` counters).
 struct Entry {
     layer: Layer,
-    /// Handed-out references + children + RW layers on top.
+    /// Handed-out references + children + RW layers on top + unloadable records that name it
+    /// as their parent.
     count: usize,
-    /// The IDs of the live [`LayerRef`]s.
+    /// The IDs of the live [`crate::LayerRef`]s.
     refs: HashSet<u64>,
+    /// The unloadable records counted in `count` (they never go away while the store is open).
+    held_by_records: Vec<String>,
+}
+
+impl Entry {
+    fn new(layer: Layer) -> Entry {
+        Entry {
+            layer,
+            count: 0,
+            refs: HashSet::new(),
+            held_by_records: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -100,13 +117,68 @@ struct State {
     in_flight: HashSet<String>,
 }
 
-/// A layer directory or mount found on disk that could not be loaded at open.
-#[derive(Debug)]
-pub struct BrokenEntry {
+/// A layer directory or mount record found on disk at open that could not be loaded, and what
+/// it still names. It is reported and kept; what it names is kept with it.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokenRecord {
     /// The chain ID or mount name.
-    pub id: String,
+    pub(crate) id: String,
     /// Why.
-    pub reason: String,
+    pub(crate) reason: String,
+    /// The layer it sits on.
+    pub(crate) parent: Reference<ChainId>,
+}
+
+/// Who holds a layer: why a release, `rm` or repair would not delete it
+/// ([`Store::users`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerUsers {
+    /// Live [`crate::LayerRef`]s handed out by register and get (an image store on top
+    /// holds one per image).
+    pub references: usize,
+    /// Layers built on it.
+    pub children: Vec<ChainId>,
+    /// RW layers built on it.
+    pub rw_layers: Vec<String>,
+    /// Unloadable layer or mount records that name it as their parent.
+    pub unloadable_records: Vec<String>,
+}
+
+impl LayerUsers {
+    /// True when nothing holds the layer.
+    pub fn is_empty(&self) -> bool {
+        self.references == 0
+            && self.children.is_empty()
+            && self.rw_layers.is_empty()
+            && self.unloadable_records.is_empty()
+    }
+}
+
+impl fmt::Display for LayerUsers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.references > 0 {
+            parts.push(format!("{} reference(s) held", self.references));
+        }
+        if !self.children.is_empty() {
+            let ids: Vec<String> = self.children.iter().map(ToString::to_string).collect();
+            parts.push(format!("child layer(s) {}", ids.join(", ")));
+        }
+        if !self.rw_layers.is_empty() {
+            parts.push(format!("RW layer(s) {}", self.rw_layers.join(", ")));
+        }
+        if !self.unloadable_records.is_empty() {
+            parts.push(format!(
+                "unloadable record(s) {}",
+                self.unloadable_records.join(", ")
+            ));
+        }
+        if parts.is_empty() {
+            f.write_str("nothing")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -120,8 +192,8 @@ pub(crate) struct Inner {
     store_id: u64,
     max_depth: usize,
     sync_layer_data: bool,
-    pub(crate) broken_layers: Mutex<Vec<BrokenEntry>>,
-    pub(crate) broken_mounts: Mutex<Vec<BrokenEntry>>,
+    pub(crate) broken_layers: Mutex<Vec<BrokenRecord>>,
+    pub(crate) broken_mounts: Mutex<Vec<BrokenRecord>>,
     _lock: RootLock,
 }
 
@@ -153,8 +225,6 @@ impl fmt::Debug for Store {
     }
 }
 
-static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock cannot leave the maps half-updated in a way later calls
     // would trust less than the disk; keep going rather than poison every later call.
@@ -162,246 +232,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under a data-root and restores every layer and RW
-    /// layer recorded there.
-    pub fn open(opts: StoreOptions) -> Result<Store> {
-        Self::open_inner(opts, None)
-    }
-
-    /// Test seam: [`Store::open`] with a driver built by the caller (e.g. one that wraps a
-    /// real driver to inject failures). `opts.driver` names its layerdb (`image/<name>`) and
-    /// defaults to the driver's own name.
-    #[doc(hidden)]
-    pub fn open_with_driver(opts: StoreOptions, driver: Arc<dyn Driver>) -> Result<Store> {
-        Self::open_inner(opts, Some(driver))
-    }
-
-    fn open_inner(opts: StoreOptions, given: Option<Arc<dyn Driver>>) -> Result<Store> {
-        let _span = tracing::info_span!("store_open", root = %opts.root.display()).entered();
-        let root = crate::remap::prepare(&opts.root, &opts.id_mapping)?;
-        // One process per root, taken before the driver touches anything.
-        let lock = RootLock::acquire(&root, root.join("layerstore.lock"), opts.wait_for_lock)?;
-        let ids = &opts.id_mapping;
-        let (name, driver) = match (given, &opts.driver) {
-            (Some(driver), name) => (
-                name.clone().unwrap_or_else(|| driver.name().to_owned()),
-                driver,
-            ),
-            (None, Some(name)) => (
-                name.clone(),
-                drivers::open(name, &root, &opts.driver_options, ids)?,
-            ),
-            (None, None) => drivers::choose_and_open(&root, &opts.driver_options, ids)?,
-        };
-        let image_dir = root.join("image").join(&name);
-        // 0700 for the dirs it makes, as dockerd's MkdirAll of the image root.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&image_dir)
-            .map_err(|e| Error::io(format!("create {}", image_dir.display()), e))?;
-        let driver_home = root.join(&name);
-        let meta = MetaStore::open(
-            &image_dir.join("layerdb"),
-            MetaOptions {
-                durability: opts.durability,
-                fault_injector: opts.fault_injector.clone(),
-            },
-        )?;
-        let store = Store {
-            inner: Arc::new(Inner {
-                backend: Arc::new(Backend { driver, meta }),
-                root,
-                driver_home,
-                state: Mutex::new(State::default()),
-                mounts: Mutex::new(HashMap::new()),
-                names: NameLocks::default(),
-                next_ref: AtomicU64::new(1),
-                store_id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
-                max_depth: opts.max_depth,
-                sync_layer_data: opts.sync_layer_data,
-                broken_layers: Mutex::new(Vec::new()),
-                broken_mounts: Mutex::new(Vec::new()),
-                _lock: lock,
-            }),
-        };
-        store.restore()?;
-        if opts.cleanup_on_open {
-            let report = store.collect_garbage()?;
-            if !report.is_empty() {
-                tracing::info!(?report, "collected leftovers at open");
-            }
-        }
-        Ok(store)
-    }
-
-    /// Reloads the layer map and mounts from disk (moby's `newStoreFromGraphDriver`), except
-    /// that an unloadable layer or mount is recorded (see [`Store::broken`]) instead of only
-    /// logged at debug level.
-    fn restore(&self) -> Result<()> {
-        let meta = &self.inner.backend.meta;
-        let listing = meta.list_layers()?;
-        let mut broken = Vec::new();
-        for b in &listing.broken {
-            tracing::warn!(layer = %b.chain_id, error = %b.error, "layer metadata does not load");
-            broken.push(BrokenEntry {
-                id: b.chain_id.to_string(),
-                reason: b.error.to_string(),
-            });
-        }
-        let records: HashMap<ChainId, layer_meta::LayerRecord> = listing
-            .layers
-            .into_iter()
-            .map(|r| (r.chain_id.clone(), r))
-            .collect();
-        let mut state = lock(&self.inner.state);
-        let mut loading = Vec::new();
-        for id in records.keys() {
-            self.load_layer(id, &records, &mut state, &mut broken, &mut loading);
-        }
-        drop(state);
-        *lock(&self.inner.broken_layers) = broken;
-
-        let mounts = meta.list_mounts()?;
-        let mut broken_mounts = Vec::new();
-        for b in &mounts.broken {
-            tracing::warn!(mount = %b.name, error = %b.error, "mount metadata does not load");
-            broken_mounts.push(BrokenEntry {
-                id: b.name.clone(),
-                reason: b.error.to_string(),
-            });
-        }
-        let mut map = lock(&self.inner.mounts);
-        for (name, rec) in mounts.mounts {
-            let parent = match &rec.parent {
-                None => None,
-                Some(p) => {
-                    let mut state = lock(&self.inner.state);
-                    match state.layers.get_mut(p) {
-                        Some(e) => {
-                            e.count += 1;
-                            Some(e.layer.clone())
-                        }
-                        None => {
-                            tracing::warn!(mount = %name, parent = %p, "mount's parent layer is missing");
-                            broken_mounts.push(BrokenEntry {
-                                id: name.clone(),
-                                reason: format!("parent layer {p} is missing or broken"),
-                            });
-                            continue;
-                        }
-                    }
-                }
-            };
-            map.insert(
-                name.clone(),
-                RwLayer(Arc::new(MountInner {
-                    name,
-                    mount_id: rec.mount_id,
-                    init_id: rec.init_id,
-                    parent,
-                    refs: Mutex::new(HashSet::new()),
-                    backend: self.inner.backend.clone(),
-                })),
-            );
-        }
-        *lock(&self.inner.broken_mounts) = broken_mounts;
-        Ok(())
-    }
-
-    fn load_layer(
-        &self,
-        id: &ChainId,
-        records: &HashMap<ChainId, layer_meta::LayerRecord>,
-        state: &mut State,
-        broken: &mut Vec<BrokenEntry>,
-        loading: &mut Vec<ChainId>,
-    ) -> Option<Layer> {
-        if let Some(e) = state.layers.get(id) {
-            return Some(e.layer.clone());
-        }
-        if broken.iter().any(|b| b.id == id.as_str()) {
-            return None;
-        }
-        let Some(rec) = records.get(id) else {
-            broken.push(BrokenEntry {
-                id: id.to_string(),
-                reason: "layer is missing".into(),
-            });
-            return None;
-        };
-        if loading.contains(id) {
-            broken.push(BrokenEntry {
-                id: id.to_string(),
-                reason: "parent chain loops".into(),
-            });
-            return None;
-        }
-        loading.push(id.clone());
-        let parent = match &rec.parent {
-            None => None,
-            Some(p) => match self.load_layer(p, records, state, broken, loading) {
-                Some(l) => Some(l),
-                None => {
-                    tracing::warn!(layer = %id, parent = %p, "parent layer missing or broken");
-                    broken.push(BrokenEntry {
-                        id: id.to_string(),
-                        reason: format!("parent layer {p} is missing or broken"),
-                    });
-                    loading.pop();
-                    return None;
-                }
-            },
-        };
-        loading.pop();
-        if let Some(p) = &parent
-            && let Some(e) = state.layers.get_mut(p.chain_id())
-        {
-            e.count += 1;
-        }
-        let layer = Layer(Arc::new(LayerInner {
-            chain_id: rec.chain_id.clone(),
-            diff_id: rec.diff_id.clone(),
-            cache_id: rec.cache_id.clone(),
-            // moby reads any int64; Docker writes only non-negative sizes.
-            size: u64::try_from(rec.size).unwrap_or(0),
-            parent,
-            descriptor: rec.descriptor.clone(),
-            backend: self.inner.backend.clone(),
-        }));
-        state.layers.insert(
-            id.clone(),
-            Entry {
-                layer: layer.clone(),
-                count: 0,
-                refs: HashSet::new(),
-            },
-        );
-        Some(layer)
-    }
-
-    /// Takes one count on `parent` for a layer or RW layer about to be built on it; the
-    /// caller's guard gives it back if the build fails.
-    fn count_parent(&self, parent: &ChainId) -> Result<Layer> {
-        let mut state = lock(&self.inner.state);
-        let entry = state
-            .layers
-            .get_mut(parent)
-            .ok_or_else(|| Error::LayerDoesNotExist(parent.clone()))?;
-        entry.count += 1;
-        Ok(entry.layer.clone())
-    }
-
-    fn new_ref(&self, entry: &mut Entry) -> LayerRef {
-        let ref_id = self.inner.next_ref.fetch_add(1, Ordering::Relaxed);
-        entry.count += 1;
-        entry.refs.insert(ref_id);
-        LayerRef {
-            layer: entry.layer.clone(),
-            ref_id,
-            store_id: self.inner.store_id,
-            released: false,
-        }
-    }
-
     /// The driver's name (`overlay2`, `vfs`).
     pub fn driver_name(&self) -> &str {
         self.inner.backend.driver.name()
@@ -432,150 +262,19 @@ impl Store {
         &self.inner.driver_home
     }
 
-    /// Layers and mounts found on disk at open that could not be loaded.
+    /// Layers and mounts found on disk at open that could not be loaded (`"<id>: <why>"`).
+    /// They are kept, and so is everything they name.
     pub fn broken(&self) -> (Vec<String>, Vec<String>) {
-        let l = lock(&self.inner.broken_layers)
-            .iter()
-            .map(|b| format!("{}: {}", b.id, b.reason))
-            .collect();
-        let m = lock(&self.inner.broken_mounts)
-            .iter()
-            .map(|b| format!("{}: {}", b.id, b.reason))
-            .collect();
-        (l, m)
-    }
-
-    /// Registers a layer from its uncompressed tar stream on top of `parent`.
-    ///
-    /// The stream is read once: it is hashed (DiffID), split into tar-split metadata and
-    /// applied by the driver in the same pass. Nothing becomes visible unless everything
-    /// succeeded; on any error every directory and file made for it is removed. Registering
-    /// content that already exists returns a new reference to the existing layer.
-    pub fn register<R: Read + Send>(&self, tar: R, parent: Option<&ChainId>) -> Result<LayerRef> {
-        self.register_with_descriptor(tar, parent, None)
-    }
-
-    /// [`Store::register`] that also stores a distribution descriptor (`descriptor.json`).
-    pub fn register_with_descriptor<R: Read + Send>(
-        &self,
-        tar: R,
-        parent: Option<&ChainId>,
-        descriptor: Option<&Descriptor>,
-    ) -> Result<LayerRef> {
-        let _span =
-            tracing::info_span!("register", parent = ?parent.map(|p| p.to_string())).entered();
-        self.register_inner(tar, parent, descriptor)
-            .map_err(|e| match e {
-                Error::LayerDoesNotExist(_) | Error::MaxDepthExceeded { .. } => e,
-                other => Error::Register {
-                    parent: parent.cloned(),
-                    source: Box::new(other),
-                },
-            })
-    }
-
-    fn register_inner<R: Read + Send>(
-        &self,
-        tar: R,
-        parent: Option<&ChainId>,
-        descriptor: Option<&Descriptor>,
-    ) -> Result<LayerRef> {
-        // Take a reference on the parent for the new layer; the guard gives it back on error.
-        let mut guard = RegisterGuard::new(self);
-        let parent_layer = match parent {
-            None => None,
-            Some(p) => {
-                let layer = self.count_parent(p)?;
-                guard.parent = Some(p.clone());
-                let depth = layer.depth();
-                if depth >= self.inner.max_depth {
-                    return Err(Error::MaxDepthExceeded {
-                        parent: p.clone(),
-                        depth,
-                        max: self.inner.max_depth,
-                    });
-                }
-                Some(layer)
-            }
+        let show = |list: &Mutex<Vec<BrokenRecord>>| {
+            lock(list)
+                .iter()
+                .map(|b| format!("{}: {}", b.id, b.reason))
+                .collect()
         };
-        let cache_id = random_id();
-        lock(&self.inner.state).in_flight.insert(cache_id.clone());
-        guard.in_flight = Some(cache_id.clone());
-
-        let meta = &self.inner.backend.meta;
-        let driver = &self.inner.backend.driver;
-        let mut tx = meta.start_transaction()?;
-        let parent_cache = parent_layer.as_ref().map(|p| p.cache_id().to_owned());
-        // Armed before the call: a driver failing part-way may leave a directory behind, and
-        // removing one that was never made is a no-op.
-        guard.driver_dir = Some(cache_id.clone());
-        driver.create(&cache_id, parent_cache.as_deref(), &CreateOpts::default())?;
-
-        let applied = register::apply_and_split(
-            driver.as_ref(),
-            &mut tx,
-            &cache_id,
-            parent_cache.as_deref(),
-            tar,
-        )?;
-        let diff_id: DiffId = applied.diff_id;
-        let chain = chain_id(parent, &diff_id);
-
-        tx.set_diff_id(&diff_id)?;
-        tx.set_size(applied.size)?;
-        tx.set_cache_id(&cache_id)?;
-        if let Some(d) = descriptor.filter(|d| d.digest.is_some()) {
-            tx.set_descriptor(d)?;
-        }
-        if let Some(p) = parent {
-            tx.set_parent(p)?;
-        }
-        if self.inner.sync_layer_data {
-            // Outside the state lock: a syncfs can take a while on a busy disk.
-            sync_filesystem(&self.inner.driver_home)?;
-        }
-
-        let mut state = lock(&self.inner.state);
-        if let Some(existing) = state.layers.get_mut(&chain) {
-            // Same content registered before (or concurrently, and the other won): hand out
-            // the existing layer; the guard removes what we made and drops our parent ref.
-            tracing::debug!(layer = %chain, "layer already exists");
-            let r = self.new_ref(existing);
-            drop(state);
-            drop(tx);
-            return Ok(r);
-        }
-        tx.commit(&chain)?;
-        let layer = Layer(Arc::new(LayerInner {
-            chain_id: chain.clone(),
-            diff_id,
-            cache_id,
-            size: applied.size,
-            parent: parent_layer,
-            descriptor: descriptor.cloned().filter(|d| d.digest.is_some()),
-            backend: self.inner.backend.clone(),
-        }));
-        let mut entry = Entry {
-            layer,
-            count: 0,
-            refs: HashSet::new(),
-        };
-        let r = self.new_ref(&mut entry);
-        state.layers.insert(chain.clone(), entry);
-        drop(state);
-        guard.disarm();
-        tracing::info!(layer = %chain, diff = %r.diff_id(), size = r.diff_size(), "registered layer");
-        Ok(r)
-    }
-
-    /// A new reference to an existing layer.
-    pub fn get(&self, chain_id: &ChainId) -> Result<LayerRef> {
-        let mut state = lock(&self.inner.state);
-        let entry = state
-            .layers
-            .get_mut(chain_id)
-            .ok_or_else(|| Error::LayerDoesNotExist(chain_id.clone()))?;
-        Ok(self.new_ref(entry))
+        (
+            show(&self.inner.broken_layers),
+            show(&self.inner.broken_mounts),
+        )
     }
 
     /// Every layer, uncounted (moby's `Map`).
@@ -587,7 +286,7 @@ impl Store {
             .collect()
     }
 
-    /// How many references, children and RW layers hold a layer (for tools and tests).
+    /// How many references, children, RW layers and unloadable records hold a layer.
     pub fn reference_count(&self, chain_id: &ChainId) -> Option<usize> {
         lock(&self.inner.state)
             .layers
@@ -595,285 +294,32 @@ impl Store {
             .map(|e| e.count)
     }
 
-    /// Gives back a reference. A layer whose count drops to zero is deleted, then its parent is
-    /// released in turn; returns what was deleted, child first.
-    ///
-    /// Deviation from moby: a failure before the layer's metadata is marked for removal leaves
-    /// the layer in the map, held by nothing, and its parent counted, so memory still matches
-    /// the disk and a later get + release deletes it; moby drops both. A failure after the mark
-    /// forgets the layer and releases its parent (gc finishes the removal on disk).
-    pub fn release(&self, mut layer: LayerRef) -> Result<Vec<Metadata>> {
-        let _span = tracing::info_span!("release", layer = %layer.chain_id()).entered();
-        layer.released = true;
-        if layer.store_id != self.inner.store_id {
-            return Err(Error::LayerNotRetained(layer.chain_id().to_string()));
-        }
-        let mut state = lock(&self.inner.state);
-        let Some(entry) = state.layers.get_mut(layer.chain_id()) else {
-            return Ok(Vec::new());
+    /// Who holds a layer (`None` if there is no such layer). A layer is deleted by a release
+    /// only when this is empty, and never by gc or repair while it is not.
+    pub fn users(&self, chain_id: &ChainId) -> Option<LayerUsers> {
+        let state = lock(&self.inner.state);
+        let entry = state.layers.get(chain_id)?;
+        let mut children: Vec<ChainId> = state
+            .layers
+            .values()
+            .filter(|e| e.layer.parent().is_some_and(|p| p.chain_id() == chain_id))
+            .map(|e| e.layer.chain_id().clone())
+            .collect();
+        children.sort();
+        let users = LayerUsers {
+            references: entry.refs.len(),
+            children,
+            rw_layers: Vec::new(),
+            unloadable_records: entry.held_by_records.clone(),
         };
-        if !entry.refs.remove(&layer.ref_id) {
-            return Err(Error::LayerNotRetained(layer.chain_id().to_string()));
-        }
-        self.release_chain(&mut state, layer.chain_id().clone())
-    }
-
-    /// Drops one count from `id` and deletes what reaches zero, walking up the chain.
-    fn release_chain(&self, state: &mut State, mut id: ChainId) -> Result<Vec<Metadata>> {
-        let mut removed = Vec::new();
-        loop {
-            let entry = state
-                .layers
-                .get_mut(&id)
-                .expect("released layer is in the map");
-            assert!(entry.count > 0, "layer {id} not retained");
-            entry.count -= 1;
-            if entry.count > 0 {
-                return Ok(removed);
-            }
-            let layer = entry.layer.clone();
-            let md = layer.metadata_record();
-            match self.delete_layer(&layer) {
-                Ok(()) => {}
-                // Nothing changed on disk: the layer stays, held by nothing (as a layer
-                // restored after a restart), so a later get + release deletes it; its parent
-                // still counts it as a child.
-                Err(DeleteError::Unchanged(e)) => return Err(e),
-                // The metadata is already marked for removal: the layer is gone (gc or the
-                // next open finishes the removal). Forget it and release its parent, so that
-                // the map and the counts keep matching what the layerdb lists.
-                Err(DeleteError::Marked(e)) => {
-                    state.layers.remove(&id);
-                    if let Some(p) = layer.parent()
-                        && let Err(pe) = self.release_chain(state, p.chain_id().clone())
-                    {
-                        // The first error is the one returned; this one would be lost.
-                        tracing::error!(parent = %p.chain_id(), error = %pe, "releasing the parent failed too");
-                    }
-                    return Err(e);
-                }
-            }
-            state.layers.remove(&id);
-            removed.push(md);
-            match layer.parent() {
-                None => return Ok(removed),
-                Some(p) => id = p.chain_id().clone(),
-            }
-        }
-    }
-
-    /// Removes a layer from disk: metadata renamed to `-removing` first, then the driver
-    /// directory, then the metadata. A crash in between leaves an orphan that cleanup finishes.
-    fn delete_layer(&self, layer: &Layer) -> std::result::Result<(), DeleteError> {
-        let meta = &self.inner.backend.meta;
-        let orphan = meta
-            .remove_layer(layer.chain_id())
-            .map_err(|e| DeleteError::Unchanged(e.into()))?;
-        let finish = || -> Result<()> {
-            self.inner.backend.driver.remove(layer.cache_id())?;
-            meta.finish_removal(&orphan)?;
-            Ok(())
-        };
-        finish().map_err(DeleteError::Marked)?;
-        tracing::info!(layer = %layer.chain_id(), cache = layer.cache_id(), "deleted layer");
-        Ok(())
-    }
-
-    /// Creates a read-write layer `name` on `parent` (with an init layer when
-    /// `opts.init` is set) and returns a reference to it.
-    ///
-    /// Deviation from moby: on any failure, the init layer, the RW directory and any mount
-    /// metadata are all removed (moby leaks the init layer and partial mount files).
-    pub fn create_rw_layer(
-        &self,
-        name: &str,
-        parent: Option<&ChainId>,
-        opts: &CreateRwOptions<'_>,
-    ) -> Result<RwLayerRef> {
-        let _span = tracing::info_span!("create_rw_layer", name).entered();
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(Error::InvalidArgument(format!(
-                "invalid RW layer name {name:?}"
-            )));
-        }
-        let _name_lock = self.inner.names.lock(name);
-        if lock(&self.inner.mounts).contains_key(name) {
-            return Err(Error::MountNameConflict(name.to_owned()));
-        }
-        let mut guard = RegisterGuard::new(self);
-        let parent_layer = parent.map(|p| self.count_parent(p)).transpose()?;
-        guard.parent = parent.cloned();
-        let driver = &self.inner.backend.driver;
-        let mount_id = random_id();
-        lock(&self.inner.state).in_flight.insert(mount_id.clone());
-        guard.in_flight = Some(mount_id.clone());
-        let mut cache_parent = parent_layer.as_ref().map(|p| p.cache_id().to_owned());
-        let mut init_id = None;
-        if let Some(init) = opts.init {
-            let id = format!("{mount_id}-init");
-            lock(&self.inner.state).in_flight.insert(id.clone());
-            guard.in_flight_init = Some(id.clone());
-            let copts = CreateOpts {
-                mount_label: opts.mount_label.clone(),
-                storage_opt: opts.storage_opt.clone(),
-            };
-            guard.init_dir = Some(id.clone());
-            driver.create_read_write(&id, cache_parent.as_deref(), &copts)?;
-            let path = driver.get(&id, "")?;
-            let result = init(&path);
-            let put = driver.put(&id);
-            result.map_err(|source| Error::InitFunc {
-                name: name.to_owned(),
-                source,
-            })?;
-            put?;
-            cache_parent = Some(id.clone());
-            init_id = Some(id);
-        }
-        let copts = CreateOpts {
-            mount_label: String::new(),
-            storage_opt: opts.storage_opt.clone(),
-        };
-        guard.driver_dir = Some(mount_id.clone());
-        driver.create_read_write(&mount_id, cache_parent.as_deref(), &copts)?;
-        let record = MountRecord {
-            mount_id: mount_id.clone(),
-            init_id: init_id.clone(),
-            parent: parent.cloned(),
-        };
-        self.inner.backend.meta.set_mount(name, &record)?;
-        let layer = RwLayer(Arc::new(MountInner {
-            name: name.to_owned(),
-            mount_id,
-            init_id,
-            parent: parent_layer,
-            refs: Mutex::new(HashSet::new()),
-            backend: self.inner.backend.clone(),
-        }));
-        lock(&self.inner.mounts).insert(name.to_owned(), layer.clone());
-        guard.disarm();
-        tracing::info!(name, mount = layer.mount_id(), "created RW layer");
-        Ok(self.new_rw_ref(&layer))
-    }
-
-    fn new_rw_ref(&self, layer: &RwLayer) -> RwLayerRef {
-        let ref_id = self.inner.next_ref.fetch_add(1, Ordering::Relaxed);
-        lock(&layer.0.refs).insert(ref_id);
-        RwLayerRef {
-            layer: layer.clone(),
-            ref_id,
-            store_id: self.inner.store_id,
-        }
-    }
-
-    /// A new reference to an existing RW layer.
-    pub fn get_rw_layer(&self, name: &str) -> Result<RwLayerRef> {
-        let _name_lock = self.inner.names.lock(name);
-        let layer = lock(&self.inner.mounts)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::MountDoesNotExist(name.to_owned()))?;
-        Ok(self.new_rw_ref(&layer))
-    }
-
-    /// The mount ID (driver directory) of an RW layer.
-    pub fn get_mount_id(&self, name: &str) -> Result<String> {
-        lock(&self.inner.mounts)
-            .get(name)
-            .map(|l| l.mount_id().to_owned())
-            .ok_or_else(|| Error::MountDoesNotExist(name.to_owned()))
-    }
-
-    /// Every RW layer, uncounted.
-    pub fn rw_layers(&self) -> BTreeMap<String, RwLayer> {
-        lock(&self.inner.mounts)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// Gives back an RW-layer reference; the last one removes the RW layer (metadata, then
-    /// driver dirs and init layer) and releases its parent, returning the layers that deleted.
-    ///
-    /// Deviation from moby (which removes the directories first and the record last): a
-    /// failure before the record is removed leaves the RW layer in place, held by nothing, so
-    /// [`Store::get_rw_layer`] + release retries; a failure after it forgets the RW layer and
-    /// releases its parent, and gc collects the directories left behind.
-    pub fn release_rw_layer(&self, layer: RwLayerRef) -> Result<Vec<Metadata>> {
-        let _span = tracing::info_span!("release_rw_layer", name = layer.name()).entered();
-        if layer.store_id != self.inner.store_id {
-            return Err(Error::LayerNotRetained(layer.name().to_owned()));
-        }
-        let name = layer.name().to_owned();
-        let _name_lock = self.inner.names.lock(&name);
-        let Some(m) = lock(&self.inner.mounts).get(&name).cloned() else {
-            return Ok(Vec::new());
-        };
-        {
-            let mut refs = lock(&m.0.refs);
-            if !refs.remove(&layer.ref_id) {
-                return Err(Error::LayerNotRetained(name));
-            }
-            if !refs.is_empty() {
-                return Ok(Vec::new());
-            }
-        }
-        match self.remove_rw_from_disk(&name, &m) {
-            Ok(()) => {}
-            // Nothing changed: the RW layer stays, held by nothing (as after a restart), so
-            // get_rw_layer + release_rw_layer retries. (Putting the consumed handle's ID back
-            // would make it unreleasable.)
-            Err(DeleteError::Unchanged(e)) => return Err(e),
-            // The record is gone: so is the RW layer; gc collects its directories.
-            Err(DeleteError::Marked(e)) => {
-                lock(&self.inner.mounts).remove(&name);
-                if let Some(p) = m.parent() {
-                    let mut state = lock(&self.inner.state);
-                    if let Err(pe) = self.release_chain(&mut state, p.chain_id().clone()) {
-                        tracing::error!(parent = %p.chain_id(), error = %pe, "releasing the parent failed too");
-                    }
-                }
-                return Err(e);
-            }
-        }
-        lock(&self.inner.mounts).remove(&name);
-        match m.parent() {
-            None => Ok(Vec::new()),
-            Some(p) => {
-                let mut state = lock(&self.inner.state);
-                self.release_chain(&mut state, p.chain_id().clone())
-            }
-        }
-    }
-
-    /// Removes an RW layer's record, then its directories. The record goes first (one atomic
-    /// step), so an interruption leaves only directories that nothing names, which gc
-    /// collects; never a record whose directories are gone.
-    fn remove_rw_from_disk(&self, name: &str, m: &RwLayer) -> std::result::Result<(), DeleteError> {
-        self.inner
-            .backend
-            .meta
-            .remove_mount(name)
-            .map_err(|e| DeleteError::Unchanged(e.into()))?;
-        let driver = &self.inner.backend.driver;
-        let dirs = || -> Result<()> {
-            driver.remove(m.mount_id())?;
-            if let Some(init) = m.init_id() {
-                driver.remove(init)?;
-            }
-            Ok(())
-        };
-        dirs().map_err(DeleteError::Marked)?;
-        tracing::info!(name, mount = m.mount_id(), "removed RW layer");
-        Ok(())
-    }
-
-    /// Collects what interrupted work left behind (see [`crate::GcReport`]) and releases what
-    /// the driver holds (moby's `Cleanup`, which runs at daemon shutdown).
-    pub fn cleanup(&self) -> Result<crate::GcReport> {
-        let report = self.collect_garbage()?;
-        self.inner.backend.driver.cleanup()?;
-        Ok(report)
+        drop(state);
+        let mut rw_layers: Vec<String> = lock(&self.inner.mounts)
+            .values()
+            .filter(|m| m.parent().is_some_and(|p| p.chain_id() == chain_id))
+            .map(|m| m.name().to_owned())
+            .collect();
+        rw_layers.sort();
+        Some(LayerUsers { rw_layers, ..users })
     }
 
     /// Runs `f` with the layer map locked: no layer enters or leaves the map meanwhile, and
@@ -899,141 +345,6 @@ impl Store {
             }
         }
         ids
-    }
-
-    /// Removes layers from the map and disk without reference checks (repair of broken
-    /// layers). Children must come before parents.
-    pub(crate) fn force_remove_layer(&self, id: &ChainId) -> Result<()> {
-        let mut state = lock(&self.inner.state);
-        if let Some(e) = state.layers.get(id) {
-            let layer = e.layer.clone();
-            match self.delete_layer(&layer) {
-                Ok(()) => {}
-                Err(DeleteError::Unchanged(e)) => return Err(e),
-                Err(DeleteError::Marked(e)) => {
-                    // Gone from the layerdb's listing: forget it (gc finishes the removal).
-                    state.layers.remove(id);
-                    if let Some(p) = layer.parent()
-                        && let Some(pe) = state.layers.get_mut(p.chain_id())
-                    {
-                        pe.count = pe.count.saturating_sub(1);
-                    }
-                    return Err(e);
-                }
-            }
-            state.layers.remove(id);
-            if let Some(p) = layer.parent()
-                && let Some(pe) = state.layers.get_mut(p.chain_id())
-            {
-                pe.count = pe.count.saturating_sub(1);
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes an RW layer without reference checks (repair).
-    pub(crate) fn force_remove_rw(&self, name: &str) -> Result<()> {
-        let _name_lock = self.inner.names.lock(name);
-        let Some(m) = lock(&self.inner.mounts).get(name).cloned() else {
-            return Ok(());
-        };
-        match self.remove_rw_from_disk(name, &m) {
-            Ok(()) => {}
-            Err(DeleteError::Unchanged(e)) => return Err(e),
-            Err(DeleteError::Marked(e)) => {
-                // The record is gone; forget the RW layer below, then report.
-                lock(&self.inner.mounts).remove(name);
-                if let Some(p) = m.parent() {
-                    let mut state = lock(&self.inner.state);
-                    if let Some(pe) = state.layers.get_mut(p.chain_id()) {
-                        pe.count = pe.count.saturating_sub(1);
-                    }
-                }
-                return Err(e);
-            }
-        }
-        lock(&self.inner.mounts).remove(name);
-        if let Some(p) = m.parent() {
-            let mut state = lock(&self.inner.state);
-            if let Some(pe) = state.layers.get_mut(p.chain_id()) {
-                pe.count = pe.count.saturating_sub(1);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Why [`Store::delete_layer`] failed: before anything changed on disk, or after the layer's
-/// metadata was marked for removal (the point of no return).
-enum DeleteError {
-    Unchanged(Error),
-    Marked(Error),
-}
-
-/// Undoes a half-done register or RW-layer creation when dropped without [`disarm`]:
-/// removes the driver directories it made, forgets in-flight IDs and gives back the parent
-/// reference. (The metadata transaction cleans itself up when dropped.)
-///
-/// [`disarm`]: RegisterGuard::disarm
-struct RegisterGuard<'a> {
-    store: &'a Store,
-    parent: Option<ChainId>,
-    in_flight: Option<String>,
-    in_flight_init: Option<String>,
-    driver_dir: Option<String>,
-    init_dir: Option<String>,
-    armed: bool,
-}
-
-impl<'a> RegisterGuard<'a> {
-    fn new(store: &'a Store) -> Self {
-        RegisterGuard {
-            store,
-            parent: None,
-            in_flight: None,
-            in_flight_init: None,
-            driver_dir: None,
-            init_dir: None,
-            armed: true,
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.armed = false;
-        self.parent = None;
-        self.driver_dir = None;
-        self.init_dir = None;
-    }
-}
-
-impl Drop for RegisterGuard<'_> {
-    fn drop(&mut self) {
-        let driver = &self.store.inner.backend.driver;
-        if self.armed {
-            for id in [self.driver_dir.take(), self.init_dir.take()]
-                .into_iter()
-                .flatten()
-            {
-                if let Err(e) = driver.remove(&id) {
-                    tracing::error!(id, error = %e, "cleanup after failure: could not remove driver directory");
-                }
-            }
-        }
-        let mut state = lock(&self.store.inner.state);
-        for id in [self.in_flight.take(), self.in_flight_init.take()]
-            .into_iter()
-            .flatten()
-        {
-            state.in_flight.remove(&id);
-        }
-        // Give back the count taken on the parent without deleting anything: a failed or
-        // duplicate register must leave the store as it found it. (moby releases here, which
-        // deletes a parent that nothing else holds, e.g. right after a restart.)
-        if let Some(p) = self.parent.take()
-            && let Some(e) = state.layers.get_mut(&p)
-        {
-            e.count = e.count.saturating_sub(1);
-        }
     }
 }
 

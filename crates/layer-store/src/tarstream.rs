@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use graphdriver::Driver;
 use layer_digest::{DiffId, Digester};
+use layer_meta::TarSplitReader;
 use tarsplit::asm::Assembler;
 use tarsplit::storage::{FileGetter, JsonUnpacker, PathFileGetter};
 
@@ -42,8 +43,14 @@ impl Drop for LayerFiles {
 }
 
 fn open_files(layer: &Layer) -> Result<LayerFiles> {
-    let driver = layer.0.backend.driver.clone();
-    let id = layer.cache_id();
+    open_dir_files(
+        layer.0.backend.driver.clone(),
+        layer.cache_id(),
+        layer.chain_id().as_ref(),
+    )
+}
+
+fn open_dir_files(driver: Arc<dyn Driver>, id: &str, what: &str) -> Result<LayerFiles> {
     let (root, mounted) = match driver.payload_root(id)? {
         Some(root) => (root, None),
         None => (driver.get(id, "")?, Some((driver.clone(), id.to_owned()))),
@@ -52,12 +59,24 @@ fn open_files(layer: &Layer) -> Result<LayerFiles> {
         if let Some((d, id)) = &mounted {
             let _ = d.put(id);
         }
-        Error::io(
-            format!("layer {}: open {}", layer.chain_id(), root.display()),
-            e,
-        )
+        Error::io(format!("layer {what}: open {}", root.display()), e)
     })?;
     Ok(LayerFiles { getter, mounted })
+}
+
+/// The tar that tar-split metadata `meta` and driver directory `cache_id` reassemble to,
+/// unverified (whoever reads it hashes it): how a register hands its own copy of a layer
+/// to another register.
+pub(crate) fn reassemble(
+    driver: Arc<dyn Driver>,
+    cache_id: &str,
+    meta: TarSplitReader,
+) -> Result<impl Read + Send + use<>> {
+    let files = open_dir_files(driver, cache_id, cache_id)?;
+    Ok(Assembler::new(
+        JsonUnpacker::new(BufReader::with_capacity(256 << 10, meta)),
+        files,
+    ))
 }
 
 /// The layer's original tar bytes, checked against its DiffID at EOF.

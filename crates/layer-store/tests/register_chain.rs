@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{drivers, open, read_all};
 use invariants::{assert_consistent, assert_counts, driver_dirs};
 use layer_digest::ChainId;
-use layer_store::{CreateRwOptions, Error, LayerRef, Store};
+use layer_store::{CreateRwOptions, Error, Layer, LayerRef, Store};
 
 /// A tar entry: a directory, a regular file, or an empty marker (whiteouts are files).
 enum E<'a> {
@@ -368,6 +368,257 @@ fn layers_run_at_the_same_time_where_the_driver_allows() {
             expected_view(),
             "{driver}"
         );
+        assert_consistent(&store, driver);
+    }
+}
+
+/// A chain whose first layers exist already (an image sharing its base with one loaded
+/// before) hands those out, exactly as `register` would, and builds the rest on them: no
+/// error, no retry, and the same layers as one-by-one registration.
+#[test]
+fn an_existing_prefix_is_handed_out_and_built_on() {
+    for driver in drivers() {
+        for existing in 1..=2 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), driver);
+            let layers = image();
+            let mut parent: Option<ChainId> = None;
+            let mut before = Vec::new();
+            for tar in &layers[..existing] {
+                let r = store.register(&tar[..], parent.as_ref()).unwrap();
+                parent = Some(r.chain_id().clone());
+                before.push(r);
+            }
+            let refs = store
+                .register_chain(None, layers.iter().map(|t| &t[..]).collect())
+                .unwrap_or_else(|e| panic!("{driver}, {existing} existing: {e}"));
+            let what = format!("{driver}, {existing} existing");
+            assert_eq!(ids(&refs[..existing]), ids(&before), "{what}: prefix");
+            for (i, r) in refs.iter().enumerate() {
+                assert_eq!(read_all(r.tar_stream().unwrap()), layers[i], "{what}: {i}");
+            }
+            assert_eq!(
+                refs[existing].parent().map(Layer::chain_id),
+                Some(before[existing - 1].chain_id()),
+                "{what}: built on the existing layer"
+            );
+            assert_eq!(view(&store, refs[2].chain_id()), expected_view(), "{what}");
+            let mut held: BTreeMap<ChainId, usize> =
+                ids(&refs).into_iter().map(|c| (c, 1)).collect();
+            for b in &before {
+                *held.get_mut(b.chain_id()).unwrap() += 1;
+            }
+            assert_counts(&store, &held, &what);
+            assert_consistent(&store, &what);
+            // A single register of existing content is the same call.
+            let again = store.register(&layers[0][..], None).unwrap();
+            assert_eq!(again.chain_id(), before[0].chain_id(), "{what}");
+        }
+    }
+}
+
+/// Several threads registering the same image at once: every call succeeds with the same
+/// layers (a layer that appears mid-chain from another call is built on), and the store ends
+/// consistent with the counts of every reference handed out.
+#[test]
+fn concurrent_registers_of_one_image_all_succeed() {
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), driver);
+        let layers = image();
+        for round in 0..4 {
+            let results: Vec<Vec<LayerRef>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..3)
+                    .map(|_| {
+                        s.spawn(|| {
+                            store.register_chain(None, layers.iter().map(|t| &t[..]).collect())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap()
+                            .unwrap_or_else(|e| panic!("{driver}: {e}"))
+                    })
+                    .collect()
+            });
+            let first = ids(&results[0]);
+            for r in &results {
+                assert_eq!(ids(r), first, "{driver}, round {round}");
+            }
+            let mut held: BTreeMap<ChainId, usize> = BTreeMap::new();
+            for r in results.iter().flatten() {
+                *held.entry(r.chain_id().clone()).or_default() += 1;
+            }
+            assert_counts(&store, &held, driver);
+            assert_consistent(&store, driver);
+            for r in results.into_iter().flatten().rev() {
+                store.release(r).unwrap();
+            }
+            assert!(store.map().is_empty(), "{driver}: all released");
+        }
+    }
+}
+
+/// Reads `bytes`, but first runs `before` (once) when it is layer `index` of the chain.
+struct Hooked<'a> {
+    bytes: &'a [u8],
+    before: Option<Box<dyn FnOnce() + Send + 'a>>,
+}
+
+impl Read for Hooked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(f) = self.before.take() {
+            f();
+        }
+        self.bytes.read(buf)
+    }
+}
+
+/// The genuine race: while a chain is being registered, another register makes its first
+/// layer appear after this call made its own copy and built the next layer on it. The call
+/// still succeeds: it hands out the layer that won and registers the rest again on it.
+#[test]
+fn a_layer_that_appears_mid_chain_is_built_on() {
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), driver);
+        let layers = image();
+        let other: Mutex<Option<LayerRef>> = Mutex::new(None);
+        let inputs: Vec<Hooked<'_>> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| Hooked {
+                bytes,
+                before: (i == 2).then(|| {
+                    Box::new(|| {
+                        // Layer 0 is applied by now (vfs: one after another; overlay2: every
+                        // layer reads on its own worker, and layer 2 waits here meanwhile).
+                        let r = std::thread::scope(|s| {
+                            s.spawn(|| store.register(&layers[0][..], None).unwrap())
+                                .join()
+                                .unwrap()
+                        });
+                        *other.lock().unwrap() = Some(r);
+                    }) as Box<dyn FnOnce() + Send>
+                }),
+            })
+            .collect();
+        let refs = store
+            .register_chain(None, inputs)
+            .unwrap_or_else(|e| panic!("{driver}: {e}"));
+        let winner = other.lock().unwrap().take().unwrap();
+        assert_eq!(refs[0].chain_id(), winner.chain_id(), "{driver}");
+        assert_eq!(
+            refs[0].cache_id(),
+            winner.cache_id(),
+            "{driver}: the layer that won is handed out"
+        );
+        assert_eq!(
+            refs[1].parent().map(|p| p.cache_id().to_owned()),
+            Some(winner.cache_id().to_owned()),
+            "{driver}: built on the layer that won"
+        );
+        assert_eq!(
+            view(&store, refs[2].chain_id()),
+            expected_view(),
+            "{driver}"
+        );
+        let mut held: BTreeMap<ChainId, usize> = ids(&refs).into_iter().map(|c| (c, 1)).collect();
+        *held.get_mut(winner.chain_id()).unwrap() += 1;
+        assert_counts(&store, &held, driver);
+        assert_consistent(&store, driver);
+    }
+}
+
+/// Fails the commit of one layer and the rollback of the one below it.
+#[derive(Debug)]
+struct FailCommitAndRollback {
+    commit_of: String,
+    rollback_of: String,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl layer_meta::FaultInjector for FailCommitAndRollback {
+    fn before(&self, op: &layer_meta::FsOp<'_>) -> io::Result<()> {
+        if !self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        match op {
+            layer_meta::FsOp::Rename { to, .. } if *to == self.commit_of => Err(
+                io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+            ),
+            layer_meta::FsOp::Rename { from, to }
+                if *from == self.rollback_of && to.ends_with("-removing") =>
+            {
+                Err(io::Error::from_raw_os_error(
+                    rustix::io::Errno::IO.raw_os_error(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A chain whose third commit fails and whose rollback then cannot remove the second layer
+/// keeps the first two, complete and with their parent link, in the map and on disk: never a
+/// layer without its parent. Registering the chain again builds the third on them.
+#[test]
+fn a_failed_rollback_never_leaves_a_layer_without_its_parent() {
+    for driver in drivers() {
+        let layers = image();
+        let mut chains: Vec<ChainId> = Vec::new();
+        for l in &layers {
+            let diff = layer_digest::DiffId::new(layer_digest::Digester::sha256_of(l));
+            chains.push(layer_digest::chain_id(chains.last(), &diff));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = layer_store::StoreOptions::new(dir.path()).driver(driver);
+        opts.durability = layer_meta::Durability::None;
+        let faults = Arc::new(FailCommitAndRollback {
+            commit_of: format!("sha256/{}", chains[2].hex()),
+            rollback_of: format!("sha256/{}", chains[1].hex()),
+            armed: true.into(),
+        });
+        opts.fault_injector = Some(faults.clone());
+        let store = Store::open(opts).unwrap();
+        let err = store
+            .register_chain(None, layers.iter().map(|t| &t[..]).collect())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::RegisterChain { index: 2, .. }),
+            "{driver}: {err}"
+        );
+        let map = store.map();
+        assert_eq!(
+            map.keys().cloned().collect::<Vec<_>>(),
+            {
+                let mut v = chains[..2].to_vec();
+                v.sort();
+                v
+            },
+            "{driver}: the layers the rollback could not remove stay"
+        );
+        assert_eq!(
+            map[&chains[1]].parent().map(Layer::chain_id),
+            Some(&chains[0]),
+            "{driver}"
+        );
+        assert_counts(&store, &BTreeMap::new(), driver);
+        faults
+            .armed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        store.collect_garbage().unwrap();
+        assert_consistent(&store, driver);
+        let refs = store
+            .register_chain(None, layers.iter().map(|t| &t[..]).collect())
+            .unwrap();
+        assert_eq!(ids(&refs), chains, "{driver}");
+        assert_eq!(view(&store, &chains[2]), expected_view(), "{driver}");
+        drop(store);
+        let store = open(dir.path(), driver);
         assert_consistent(&store, driver);
     }
 }

@@ -13,10 +13,15 @@ use crate::output;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Remove broken layers (and what is built on them) and leftovers. The exit status still
-    /// says whether anything was wrong before the repair.
+    /// Collect leftovers (as gc) and list the broken layers nothing holds. Nothing else is
+    /// removed: unloadable records, export defects and RW layers are kept. The exit status
+    /// still says whether anything was wrong before the repair.
     #[arg(long)]
     repair: bool,
+    /// With --repair, also remove the broken layers it lists (a layer whose driver directory
+    /// is gone and that no reference, child, RW layer or unloadable record holds).
+    #[arg(long, requires = "repair")]
+    remove_broken: bool,
     /// Check metadata and directories only; don't reassemble every layer's tar.
     #[arg(long)]
     quick: bool,
@@ -28,7 +33,10 @@ struct CheckJson {
     rw_layers_checked: usize,
     clean: bool,
     problems: Vec<String>,
+    removable: Vec<String>,
     repaired: Vec<String>,
+    kept: Vec<String>,
+    failures: Vec<String>,
 }
 
 pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
@@ -44,6 +52,7 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
     let report = ctx.store.check(&CheckOptions {
         verify_content: !args.quick,
         repair: args.repair,
+        remove_broken: args.remove_broken,
     });
     if let Some(s) = spinner {
         s.finish_and_clear();
@@ -59,7 +68,10 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
         rw_layers_checked: report.mounts_checked,
         clean: problems.is_empty(),
         problems,
+        removable: report.removable.clone(),
         repaired,
+        kept: report.kept.clone(),
+        failures: report.failures.clone(),
     };
     if ctx.json {
         output::json(&json)?;
@@ -72,19 +84,42 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<()> {
         for p in &json.problems {
             outln!("problem: {p}");
         }
+        // What removal of broken layers takes, listed before anything is removed.
+        for r in &json.removable {
+            if args.remove_broken {
+                outln!("removing broken {r} (nothing holds it)");
+            } else {
+                outln!("would remove broken {r} (nothing holds it; --remove-broken removes it)");
+            }
+        }
         for r in &json.repaired {
             outln!("repaired: removed {r}");
+        }
+        for k in &json.kept {
+            outln!("kept: {k}");
+        }
+        for f in &json.failures {
+            outln!("failed: {f}");
         }
         if json.clean {
             outln!("ok");
         }
     }
+    if !json.failures.is_empty() {
+        bail!(
+            "check --repair could not remove {} item(s): {}",
+            json.failures.len(),
+            json.failures.join("; ")
+        );
+    }
     if !json.clean {
         let n = json.problems.len();
         if args.repair {
-            bail!("check found {n} problem(s); repaired");
+            bail!("check found {n} problem(s); leftovers collected, the rest is listed above");
         }
-        bail!("check found {n} problem(s); `layerctl check --repair` removes what is broken");
+        bail!(
+            "check found {n} problem(s); `layerctl check --repair` collects leftovers and lists broken layers"
+        );
     }
     Ok(())
 }
@@ -139,8 +174,12 @@ struct GcJson {
     leftovers: Vec<String>,
     driver_dirs: Vec<String>,
     image_leftovers: Vec<String>,
+    kept: Vec<String>,
+    failures: Vec<String>,
 }
 
+/// Removes garbage only (stale write-sets, interrupted removals, driver directories nothing
+/// names); goes on past what it cannot remove and exits 1 if anything failed.
 pub fn gc(ctx: &Context) -> Result<()> {
     let report = ctx.store.collect_garbage()?;
     // Interrupted image-metadata writes leave only `.tmp-*` files (the targets are renamed
@@ -152,28 +191,45 @@ pub fn gc(ctx: &Context) -> Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    let failures = report.failures.clone();
     if ctx.json {
-        return output::json(&GcJson {
+        output::json(&GcJson {
             finished_removals: report.finished_removals,
             leftovers: report.leftovers,
             driver_dirs: report.driver_dirs,
             image_leftovers,
-        });
+            kept: report.kept,
+            failures: report.failures,
+        })?;
+    } else {
+        for l in &image_leftovers {
+            outln!("removed image metadata leftover {l}");
+        }
+        for r in &report.finished_removals {
+            outln!("finished removal of layer {r}");
+        }
+        for l in &report.leftovers {
+            outln!("removed metadata leftover {l}");
+        }
+        for d in &report.driver_dirs {
+            outln!("removed driver directory {d}");
+        }
+        for k in &report.kept {
+            outln!("kept: {k}");
+        }
+        for f in &report.failures {
+            outln!("failed: {f}");
+        }
+        if report.is_empty() && image_leftovers.is_empty() {
+            outln!("nothing to remove");
+        }
     }
-    for l in &image_leftovers {
-        outln!("removed image metadata leftover {l}");
-    }
-    for r in &report.finished_removals {
-        outln!("finished removal of layer {r}");
-    }
-    for l in &report.leftovers {
-        outln!("removed metadata leftover {l}");
-    }
-    for d in &report.driver_dirs {
-        outln!("removed driver directory {d}");
-    }
-    if report.is_empty() && image_leftovers.is_empty() {
-        outln!("nothing to remove");
+    if !failures.is_empty() {
+        bail!(
+            "gc could not remove {} item(s): {}",
+            failures.len(),
+            failures.join("; ")
+        );
     }
     Ok(())
 }

@@ -685,17 +685,63 @@ fn check_reports_repairs_and_gc_collects() {
         assert_eq!(js["clean"], false);
         assert!(!js["problems"].as_array().unwrap().is_empty());
 
+        // Repair collects the garbage and keeps the layer: changed files break only its
+        // export (containers on it still run).
         let out = run(cmd(&root, driver, &["check", "--repair"]));
         assert_eq!(out.status.code(), Some(1), "wrong before repair");
         let report = String::from_utf8_lossy(&out.stdout);
-        assert!(report.contains("repaired:"), "{report}");
-        assert_check_clean(&root, driver);
+        assert!(
+            report.contains("repaired: removed driver directory"),
+            "{report}"
+        );
+        assert!(report.contains("export defect"), "{report}");
         assert!(!orphan_dir.exists());
+        let ls = json(run(cmd(&root, driver, &["--json", "ls"])));
+        assert_eq!(ls.as_array().unwrap().len(), 1, "the layer stays");
+
+        // Without its driver directory the layer is broken: listed, removed only with
+        // --remove-broken (nothing holds it).
+        let layer_home = match driver {
+            "vfs" => root.join("vfs/dir").join(&cache),
+            _ => root.join("overlay2").join(&cache),
+        };
+        std::fs::remove_dir_all(&layer_home).unwrap();
+        let out = run(cmd(&root, driver, &["check", "--repair"]));
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains(&format!("would remove broken layer {c}")),
+            "{report}"
+        );
+        assert_eq!(
+            json(run(cmd(&root, driver, &["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        let out = run(cmd(
+            &root,
+            driver,
+            &["check", "--repair", "--remove-broken"],
+        ));
+        assert_eq!(out.status.code(), Some(1), "wrong before repair");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.contains(&format!("repaired: removed layer {c}")),
+            "{report}"
+        );
+        assert_check_clean(&root, driver);
         assert!(
             json(run(cmd(&root, driver, &["--json", "ls"])))
                 .as_array()
                 .unwrap()
                 .is_empty()
+        );
+        let usage = run(cmd(&root, driver, &["check", "--remove-broken"]));
+        assert_eq!(
+            usage.status.code(),
+            Some(2),
+            "--remove-broken needs --repair"
         );
 
         // gc alone collects an orphan directory.
