@@ -11,12 +11,15 @@ use layer_digest::{ChainId, DiffId};
 use layer_meta::{Descriptor, MetaStore};
 
 use crate::error::{Error, Result};
+use crate::live::MountLedger;
 use crate::tarstream;
 
 /// What a store needs to read a layer back: shared by the store and every layer.
 pub(crate) struct Backend {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) meta: MetaStore,
+    /// The driver directories this store has mounted (see [`crate::live`]).
+    pub(crate) ledger: MountLedger,
 }
 
 impl fmt::Debug for Backend {

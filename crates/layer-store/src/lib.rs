@@ -36,8 +36,25 @@
 //!
 //! Reference counting follows moby: a layer counts the references handed out by
 //! [`Store::register`] and [`Store::get`], its children, and the RW layers on it; the release
-//! that drops the count to zero deletes it and releases its parent in turn. Where this store
-//! deliberately differs from moby, the method docs say so.
+//! that drops the count to zero deletes it and releases its parent in turn. An image store on
+//! top holds a [`LayerRef`] per image (as dockerd's does) and the store respects it like any
+//! other count; [`Store::users`] says who holds a layer.
+//!
+//! # Destroying only what nothing references
+//!
+//! Every destructive operation ([`Store::release`], [`Store::release_rw_layer`],
+//! [`Store::collect_garbage`], [`Store::check`]'s repair) removes only what is provably
+//! unreferenced: a driver directory or record named by a layer record (loadable or not), a
+//! mount record (loadable or not), a parent link, a held reference or work in flight stays.
+//! What cannot be loaded is reported and kept, and holds a count on the layer it names as
+//! its parent. Before writing to a root, a tool should ask [`live::live_users`] whether
+//! another engine (a running dockerd...) uses it: the root's lock only keeps stores apart.
+//!
+//! Where this store deliberately differs from moby, the method docs say so. In short: a
+//! failed or duplicate register, a failed RW create and a repair never delete a parent nothing
+//! else holds (moby's release there can); a failed release leaves memory matching the disk;
+//! unloadable records count as users; gc collects what moby leaks (stale write-sets, unnamed
+//! driver directories); a second open of a root in one process is an error, not a hang.
 
 mod check;
 mod drivers;
@@ -45,6 +62,7 @@ mod error;
 mod gc;
 mod ids;
 mod layer;
+pub mod live;
 mod locks;
 mod pipeline;
 mod remap;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use graphdriver::Change;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layer::{Backend, Layer};
 
 /// A function that prepares an RW layer before first use (moby's `MountInit`): it runs on the
@@ -99,12 +99,22 @@ impl RwLayer {
     pub fn mount(&self, mount_label: &str) -> Result<PathBuf> {
         let _span =
             tracing::info_span!("mount", name = %self.0.name, id = %self.0.mount_id).entered();
-        Ok(self.0.backend.driver.get(&self.0.mount_id, mount_label)?)
+        let backend = &self.0.backend;
+        backend
+            .ledger
+            .add(&self.0.mount_id)
+            .map_err(|e| Error::io(format!("record the mount of RW layer {}", self.0.name), e))?;
+        backend
+            .driver
+            .get(&self.0.mount_id, mount_label)
+            .map_err(Error::from)
     }
 
     /// Releases one mount.
     pub fn unmount(&self) -> Result<()> {
-        Ok(self.0.backend.driver.put(&self.0.mount_id)?)
+        self.0.backend.driver.put(&self.0.mount_id)?;
+        self.0.backend.ledger.remove(&self.0.mount_id);
+        Ok(())
     }
 
     /// The size of what was written into the layer (the init layer's files excluded).

@@ -43,6 +43,11 @@ pub struct GlobalArgs {
     /// before the command (after it, `rw create --storage-opt` is the layer's, as docker run's).
     #[arg(long, value_name = "KEY=VALUE")]
     pub storage_opt: Vec<String>,
+    /// Write even to a data-root that a running container engine uses (a dockerd, containerd,
+    /// podman... whose root it is, or mounts under it this tool did not make). For `rmi`, it
+    /// also deletes images in use.
+    #[arg(long, global = true)]
+    pub force: bool,
 }
 
 /// The drivers the CLI offers.
@@ -120,6 +125,25 @@ fn open_store(opts: StoreOptions) -> Result<Store> {
     Ok(Store::open(opts)?)
 }
 
+/// Refuses a data-root that another program uses: a running dockerd, containerd, podman,
+/// BuildKit or CRI-O whose root it is, Docker's pidfile for the default root, or mounts under
+/// it that this tool did not make (containers a daemon runs). Our `layerstore.lock` keeps
+/// only our own processes apart; writing beside a daemon would take its work in flight for
+/// garbage or delete layers under its containers.
+pub fn refuse_live_root(root: &std::path::Path) -> Result<()> {
+    let uses = layer_store::live::live_users(root);
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = uses.iter().map(ToString::to_string).collect();
+    anyhow::bail!(
+        "data-root {} is in use by another program: {}. Stop the daemon (or whatever uses \
+         it) first; --force writes anyway",
+        root.display(),
+        list.join("; ")
+    )
+}
+
 /// What a command runs with: the open store, its images and the output settings.
 #[derive(Debug)]
 pub struct Context {
@@ -134,12 +158,17 @@ pub struct Context {
 }
 
 impl Context {
-    /// Opens the store the global options name (waiting for another process's lock).
-    pub fn new(args: &GlobalArgs) -> Result<Context> {
+    /// Opens the store the global options name (waiting for another process's lock). A
+    /// command that `writes` first makes sure no other engine uses the root (see
+    /// [`refuse_live_root`]).
+    pub fn new(args: &GlobalArgs, writes: bool) -> Result<Context> {
         let root = match &args.root {
             Some(r) => r.clone(),
             None => default_root()?,
         };
+        if writes && !args.force {
+            refuse_live_root(&root)?;
+        }
         let mut opts = StoreOptions::new(&root);
         if let Some(spec) = &args.userns_remap {
             if !rustix::process::geteuid().is_root() || layer_archive::owners::in_user_namespace() {

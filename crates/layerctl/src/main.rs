@@ -216,6 +216,27 @@ fn one_line(err: &anyhow::Error) -> String {
     msg.replace('\n', " ")
 }
 
+impl Command {
+    /// Whether the command may change the data-root, and so must not run beside another
+    /// engine using it (`--force` overrides).
+    fn writes(&self) -> bool {
+        use rw_cmd::RwCommand;
+        match self {
+            Command::Ls(_)
+            | Command::Inspect(_)
+            | Command::Export(_)
+            | Command::Info
+            | Command::Images(_)
+            | Command::Save(_)
+            | Command::TarSplit(_)
+            | Command::Unshare(_)
+            | Command::Rw(RwCommand::Ls(_) | RwCommand::Changes(_) | RwCommand::Diff(_)) => false,
+            Command::Check(a) => a.repairs(),
+            _ => true,
+        }
+    }
+}
+
 fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
     if let Command::Unshare(a) = &command {
         let root = match &global.root {
@@ -224,7 +245,7 @@ fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         };
         return Err(rootless::exec(&root, &a.command));
     }
-    let ctx = context::Context::new(global)?;
+    let ctx = context::Context::new(global, command.writes())?;
     match command {
         Command::Import(a) => layer_cmd::import(&ctx, a),
         Command::Load(a) => load::run(&ctx, a),

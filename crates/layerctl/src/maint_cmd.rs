@@ -27,6 +27,13 @@ pub struct CheckArgs {
     quick: bool,
 }
 
+impl CheckArgs {
+    /// Whether this check changes the root.
+    pub fn repairs(&self) -> bool {
+        self.repair
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct CheckJson {
     layers_checked: usize,

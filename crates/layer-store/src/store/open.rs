@@ -13,6 +13,7 @@ use super::{BrokenRecord, Entry, Inner, State, Store, StoreOptions, lock};
 use crate::drivers;
 use crate::error::{Error, Result};
 use crate::layer::{Backend, Layer, LayerInner};
+use crate::live::MountLedger;
 use crate::locks::{NameLocks, RootLock};
 use crate::rwlayer::{MountInner, RwLayer};
 
@@ -76,7 +77,11 @@ impl Store {
         )?;
         let store = Store {
             inner: Arc::new(Inner {
-                backend: Arc::new(Backend { driver, meta }),
+                backend: Arc::new(Backend {
+                    driver,
+                    meta,
+                    ledger: MountLedger::new(&root),
+                }),
                 root,
                 driver_home,
                 state: Mutex::new(State::default()),

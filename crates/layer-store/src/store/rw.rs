@@ -63,9 +63,16 @@ impl Store {
             // Armed before the call: a driver failing part-way may leave a directory behind.
             guard.dirs.push(id.clone());
             driver.create_read_write(&id, cache_parent.as_deref(), &copts)?;
+            let ledger = &self.inner.backend.ledger;
+            ledger
+                .add(&id)
+                .map_err(|e| Error::io(format!("record the mount of {id}"), e))?;
             let path = driver.get(&id, "")?;
             let result = init(&path);
             let put = driver.put(&id);
+            if put.is_ok() {
+                ledger.remove(&id);
+            }
             result.map_err(|source| Error::InitFunc {
                 name: name.to_owned(),
                 source,
@@ -169,6 +176,9 @@ impl Store {
             driver.remove(init)?;
         }
         self.inner.backend.meta.remove_mount(&name)?;
+        for id in std::iter::once(m.mount_id()).chain(m.init_id()) {
+            self.inner.backend.ledger.remove(id);
+        }
         lock(&self.inner.mounts).remove(&name);
         tracing::info!(name, mount = m.mount_id(), "removed RW layer");
         match m.parent() {
