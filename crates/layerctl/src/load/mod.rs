@@ -277,23 +277,7 @@ impl<'a> Loader<'a> {
         let bar = progress::bytes(self.ctx.progress, Some(total), "load");
         let mut tops = Vec::new();
         for plan in plans {
-            let mut attempt = 0;
-            let top = loop {
-                match self.load_image(source, plan, &bar) {
-                    // Another writer registered one of our layers mid-chain; nothing of that
-                    // window was kept. Again: the layer is found present and built on.
-                    Err(e)
-                        if attempt < 3
-                            && e.downcast_ref::<layer_store::Error>().is_some_and(|e| {
-                                matches!(e, layer_store::Error::ChainRaced { .. })
-                            }) =>
-                    {
-                        tracing::warn!(image = plan.name, error = %e, "retrying the image");
-                        attempt += 1;
-                    }
-                    other => break other?,
-                }
-            };
+            let top = self.load_image(source, plan, &bar)?;
             if top.is_none() {
                 tracing::warn!(image = plan.name, "image has no layers");
             }
@@ -303,10 +287,12 @@ impl<'a> Loader<'a> {
         Ok(tops)
     }
 
-    /// Registers one image's layers: the ones already present are skipped (and pinned), the
-    /// rest go to [`layer_store::Store::register_chain`] `--parallel-layers` at a time, so that
-    /// on overlay2 they are decompressed, hashed and applied at the same time. Returns the
-    /// top layer's chain ID.
+    /// Registers one image's layers: the ones already present are skipped (and pinned) without
+    /// reading them, as `docker load` does; the rest go to
+    /// [`layer_store::Store::register_chain`] `--parallel-layers` at a time, so that on
+    /// overlay2 they are decompressed, hashed and applied at the same time (a layer that
+    /// appears meanwhile is handed out and built on by the store). Returns the top layer's
+    /// chain ID.
     fn load_image(
         &mut self,
         source: &Source,
