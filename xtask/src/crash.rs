@@ -9,8 +9,11 @@
 //! from 0..1.5× the command's running average duration, so kills land anywhere from process
 //! start-up to the final rename (and sometimes after the command finished: no kill).
 //!
-//! After every run: `check` (full content verification) may only report leftovers, then `gc`,
-//! then `check` again must be clean; and we check for ourselves:
+//! After every run: `check` (full content verification) may only report leftovers (and, after
+//! a killed `rw rm`, that RW layer with directories already removed: moby's order removes the
+//! directories first and the record last, so the user's retry of `rw rm`, which the harness
+//! then runs, finishes it), then `gc`, then `check` again must be clean; and we check for
+//! ourselves:
 //!
 //! * the ledger: a layer whose chain ID a command printed (import, load, commit) must still be
 //!   there unless a `rm` that printed it as removed completed; an RW layer whose `rw create`
@@ -336,6 +339,10 @@ struct Figures {
     corrupt: u64,
     leftovers_before_gc: u64,
     leftovers_after_gc: u64,
+    /// RW layers a killed `rw rm` left with their record and some directories already
+    /// removed (moby's order: directories first, record last), finished by running `rw rm`
+    /// again.
+    interrupted_rw_removals: u64,
     escapes: u64,
     panics: u64,
 }
@@ -463,6 +470,8 @@ struct Campaign<'a> {
     /// Running mean duration of each command kind, to aim kills inside it.
     mean_ms: BTreeMap<&'static str, f64>,
     next_rw: u64,
+    /// The RW layer whose `rw rm` was killed in this run, if one was.
+    killed_rw_rm: Option<String>,
     verbose: bool,
 }
 
@@ -591,6 +600,9 @@ impl Campaign<'_> {
                     // Finish off a leftover RW layer from an earlier killed cycle.
                     let _ = self.cmd("unmount", &["rw", "unmount", &name])?;
                     let out = self.cmd("rw-rm", &["rw", "rm", &name])?;
+                    if out.killed {
+                        self.killed_rw_rm = Some(name.clone());
+                    }
                     if out.success || out.killed {
                         // Gone, or maybe gone (a killed rm may have finished).
                         self.ledger.rw.remove(&name);
@@ -650,6 +662,9 @@ impl Campaign<'_> {
                     return Ok(());
                 }
                 let out = self.cmd("rw-rm", &["rw", "rm", &name])?;
+                if out.killed {
+                    self.killed_rw_rm = Some(name.clone());
+                }
                 if out.success || out.killed {
                     self.ledger.rw.remove(&name);
                 }
@@ -661,13 +676,37 @@ impl Campaign<'_> {
     /// check → gc → check, the ledger and our own scan. Returns the state after gc.
     fn verify(&mut self, run: u64) -> Result<Seen> {
         let (_, first) = ctl_json(self.ctl, &self.root, self.driver, &["check"])?;
+        let killed_rw_rm = self.killed_rw_rm.take();
+        let mut unfinished_rw = None;
         for p in first["problems"].as_array().context("problems")? {
             let p = p.as_str().unwrap_or_default();
             if p.starts_with("leftover:") {
                 self.figures.leftovers_before_gc += 1;
+            } else if let Some(name) = killed_rw_rm.as_deref().filter(|n| {
+                p.starts_with(&format!("rw layer {n}: driver directory")) && p.contains("missing")
+            }) {
+                // The killed `rw rm` had removed directories, not yet the record: the user's
+                // retry finishes it (gc keeps records).
+                unfinished_rw = Some(name.to_owned());
             } else {
                 self.figures.corrupt += 1;
                 eprintln!("crash: run {run}: {} CORRUPT (before gc): {p}", self.driver);
+            }
+        }
+        if let Some(name) = unfinished_rw {
+            self.figures.interrupted_rw_removals += 1;
+            let out = run_ctl(
+                self.ctl,
+                &self.root,
+                self.driver,
+                &["rw", "rm", &name],
+                None,
+            )?;
+            if !out.success {
+                bail!(
+                    "run {run}: rw rm {name} again failed: {}",
+                    out.stderr.trim()
+                );
             }
         }
         let (gc_ok, _) = ctl_json(self.ctl, &self.root, self.driver, &["gc"])?;
@@ -859,6 +898,7 @@ pub fn run(args: &[String]) -> Result<()> {
             figures: Figures::default(),
             mean_ms: BTreeMap::new(),
             next_rw: 0,
+            killed_rw_rm: None,
             verbose,
         };
         let started = Instant::now();
@@ -878,8 +918,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let f = &c.figures;
         println!(
             "crash {driver}: runs {} commands {} kills {} lost {} corrupt {} \
-             leftovers-before-gc {} leftovers-after-gc {} escapes {} panics {} ({:.0}s; layers now {}, \
-             seed {seed})",
+             leftovers-before-gc {} leftovers-after-gc {} interrupted-rw-removals {} escapes {} \
+             panics {} ({:.0}s; layers now {}, seed {seed})",
             f.runs,
             f.commands,
             f.kills,
@@ -887,6 +927,7 @@ pub fn run(args: &[String]) -> Result<()> {
             f.corrupt,
             f.leftovers_before_gc,
             f.leftovers_after_gc,
+            f.interrupted_rw_removals,
             f.escapes,
             f.panics,
             started.elapsed().as_secs_f64(),

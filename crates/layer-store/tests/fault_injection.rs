@@ -431,6 +431,19 @@ fn register_chain(rig: &mut Rig) -> layer_store::Result<()> {
     Ok(())
 }
 
+/// A chain whose first layer exists already (the base): it is handed out and the rest built
+/// on it (one after another: on the existing layer; in parallel: registered again from this
+/// call's own copy).
+fn register_chain_on_existing(rig: &mut Rig) -> layer_store::Result<()> {
+    let refs = rig
+        .store
+        .register_chain(None, vec![&tar_a()[..], &tar_b()[..], &tar_a()[..]])?;
+    for r in refs {
+        rig.hold(r);
+    }
+    Ok(())
+}
+
 fn release_child(rig: &mut Rig) -> layer_store::Result<()> {
     let id = child_id(rig);
     let r = rig.take(&id);
@@ -573,6 +586,18 @@ fn scenarios() -> Vec<Scenario> {
                 assert_eq!(rig.store.map().len(), 3);
                 let top = rig.refs.last().unwrap();
                 assert_eq!(common::read_all(top.tar_stream().unwrap()), tar_a());
+            },
+        },
+        Scenario {
+            name: "register a chain whose first layer exists",
+            setup: setup_base,
+            run: register_chain_on_existing,
+            retry: |rig| register_chain_on_existing(rig).unwrap(),
+            done: |rig| {
+                assert_eq!(rig.store.map().len(), 3);
+                let top = rig.refs.last().unwrap();
+                assert_eq!(common::read_all(top.tar_stream().unwrap()), tar_a());
+                assert_eq!(top.depth(), 3);
             },
         },
         Scenario {
@@ -742,7 +767,8 @@ fn run_once(
     // Failures the store may absorb: EEXIST on mkdir (a directory that must exist does, or a
     // write-set name is taken and another one is drawn),
     // removing garbage in tmp/ after the change is done, and removing a duplicate register's
-    // directory (logged; gc below must find it). EEXIST on a rename to a freshly drawn name
+    // directory, or this call's own copy of a layer that exists (logged; gc below must find
+    // it). EEXIST on a rename to a freshly drawn name
     // (a removal marker, a move into tmp/) draws another name. The fsync after a removal is
     // done only logs: a lost removal reappears as an orphan and is finished again.
     let absorbable = (step.starts_with("CreateDir ") && errno == Errno::EXIST)
@@ -753,7 +779,9 @@ fn run_once(
         || (step.starts_with("Rename ")
             && errno == Errno::EXIST
             && (step.contains("-removing\"") || step.contains("to: \"tmp/")))
-        || (sc.name == "register existing content" && step.starts_with("driver remove"));
+        || ((sc.name == "register existing content"
+            || sc.name == "register a chain whose first layer exists")
+            && step.starts_with("driver remove"));
     let err = match result {
         Ok(()) if absorbable => None,
         Ok(()) => panic!("{what}: the injected failure was not reported"),
