@@ -25,8 +25,9 @@ use rustix::io::Errno;
 use crate::fd::{component, lstat_at, open_dir_at, read_link_at};
 use crate::resolve::{MAX_SYMLINK_HOPS, join_lexically, open_beneath};
 
-/// How many directory fds the cache keeps before it starts over.
-const CACHE_CAPACITY: usize = 512;
+/// How many directory fds the cache keeps before it starts over: few, so that several
+/// appliers in one process stay far below a 1,024 descriptor limit.
+const CACHE_CAPACITY: usize = 64;
 /// A directory that all lookups are confined to. See the module doc.
 #[derive(Debug)]
 pub struct SafeRoot {
@@ -194,6 +195,12 @@ impl SafeRoot {
             self.remember(rel, fd.clone());
             return Ok(fd);
         }
+    }
+
+    /// Caches `fd` as the directory `rel` (one the caller just created or opened inside
+    /// the root), so that the next [`SafeRoot::ensure_dir`] of `rel` or below starts there.
+    pub fn cache_dir(&mut self, rel: &[u8], fd: Arc<OwnedFd>) {
+        self.remember(rel, fd);
     }
 
     fn remember(&mut self, rel: &[u8], fd: Arc<OwnedFd>) {
