@@ -274,10 +274,14 @@ impl PathFileGetter {
             return Ok(None);
         }
         if self.last_dir.as_ref().is_none_or(|(path, _)| path != dir) {
-            let fd = match (self.resolve)(self.root.as_fd(), dir, OFlags::PATH | OFlags::DIRECTORY)
-            {
-                Ok(fd) => fd,
-                Err(_) => return Ok(None),
+            let fd = match self.descend_from_last(dir) {
+                Some(fd) => fd,
+                None => {
+                    match (self.resolve)(self.root.as_fd(), dir, OFlags::PATH | OFlags::DIRECTORY) {
+                        Ok(fd) => fd,
+                        Err(_) => return Ok(None),
+                    }
+                }
             };
             self.last_dir = Some((dir.to_vec(), fd));
         }
@@ -292,6 +296,39 @@ impl PathFileGetter {
             Err(Errno::LOOP) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl PathFileGetter {
+    /// Most components [`PathFileGetter::descend_from_last`] walks; deeper jumps take one
+    /// confined lookup from the root instead.
+    const MAX_DESCENT: usize = 8;
+
+    /// `dir` opened from the cached directory when it lies a few plain components below it
+    /// (the next directory of a walk: in a deep tree every file is one level further down),
+    /// one `openat(O_NOFOLLOW)` per component: O(1) per directory instead of a lookup of the
+    /// whole path from the root (O(depth), quadratic over a deep tree). Any symlink or error
+    /// on the way gives `None`, and the caller's confined lookup from the root decides.
+    fn descend_from_last(&self, dir: &[u8]) -> Option<OwnedFd> {
+        let (last, last_fd) = self.last_dir.as_ref()?;
+        let rest = dir.strip_prefix(last.as_slice())?.strip_prefix(b"/")?;
+        let mut cur: Option<OwnedFd> = None;
+        for (i, comp) in rest.split(|&b| b == b'/').enumerate() {
+            if i == Self::MAX_DESCENT {
+                return None;
+            }
+            let at = cur.as_ref().map_or(last_fd.as_fd(), |fd| fd.as_fd());
+            let fd = rustix::fs::openat(
+                at,
+                comp,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            cur = Some(fd);
+        }
+        cur
     }
 }
 
@@ -348,6 +385,43 @@ mod tests {
         assert_eq!(err.to_string(), "no such file");
         let (n, crc) = DiscardFilePutter.put(b"baz", &mut &b"bazz"[..]).unwrap();
         assert_eq!((n, crc), (4, crc64(b"bazz")));
+    }
+
+    /// Files one level further down each time are opened from the cached directory, and a
+    /// symlink met on the way down is resolved inside the root (by the full lookup), never
+    /// followed outside it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn path_getter_descends_from_its_cached_directory() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        let mut dir = root.clone();
+        let mut names = Vec::new();
+        let mut name = String::new();
+        for level in 0..300 {
+            dir.push("d");
+            name.push_str("d/");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("f"), format!("{level}")).unwrap();
+            names.push(format!("{name}f"));
+        }
+        std::fs::create_dir_all(root.join("d/in")).unwrap();
+        std::fs::write(root.join("d/in/f"), b"inside").unwrap();
+        std::fs::create_dir_all(outer.path().join("in")).unwrap();
+        std::fs::write(outer.path().join("in/f"), b"host").unwrap();
+        // `d/d/link -> /d/in`: inside the root that is `<root>/d/in`.
+        std::os::unix::fs::symlink("/d/in", root.join("d/d/link")).unwrap();
+        let mut g = PathFileGetter::new(&root).unwrap();
+        for (level, name) in names.iter().enumerate() {
+            assert_eq!(
+                read_all(g.get(name.as_bytes()).unwrap()),
+                format!("{level}").as_bytes()
+            );
+        }
+        assert_eq!(read_all(g.get(b"d/f").unwrap()), b"0");
+        assert_eq!(read_all(g.get(b"d/d/link/f").unwrap()), b"inside");
+        assert_eq!(read_all(g.get(b"d/d/f").unwrap()), b"1");
+        assert_eq!(read_all(g.get(b"d/d/link/f").unwrap()), b"inside");
     }
 
     #[cfg(target_os = "linux")]
