@@ -19,20 +19,26 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::entries::{is_whiteout, sorted_names};
-use super::features::read_xattr;
-use super::lowers::{DirView, LowerStack};
+use super::features::read_xattr_at;
+use super::lowers::{DirView, LowerStack, ViewRef};
 use crate::error::{Error, Result};
 use layer_archive::change::{Change, ChangeKind};
+use safe_root::DirRef;
 
 /// Changes of the layer whose upper dir is `upper` against the parent made of `parent_layers`
 /// (diff dirs, uppermost first; empty: no parent, everything is added). `None` when the upper
 /// dir cannot be trusted as a diff.
+///
+/// The walk is iterative and fd-relative: a stack of frames named by [`DirRef`], where only
+/// the deepest directory (in the upper dir and in each parent layer) is held open, so any
+/// depth costs neither stack, nor a descriptor per level, nor a path past `PATH_MAX`.
 pub(crate) fn upper_changes(
     id: &str,
     upper: &Path,
@@ -53,7 +59,7 @@ pub(crate) fn upper_changes(
     let upper_fd = open_dir(None, upper)?;
     let parent_root = stack.root()?;
     // The kernel ignores opacity on the root: the lower roots always show through.
-    walk.dir(&upper_fd, Some(&parent_root), PathBuf::new(), false, false)?;
+    walk.run(upper_fd, parent_root)?;
     if walk.unsafe_entry {
         return Ok(None);
     }
@@ -64,23 +70,34 @@ pub(crate) fn upper_changes(
 
 /// Whether no entry of the upper dir carries a `redirect` (renamed directory) or `metacopy`
 /// (data still in a lower layer) xattr, i.e. the upper dir alone is the layer's diff. Costs
-/// one or two xattr reads per upper-dir entry.
+/// one or two xattr reads per upper-dir entry. Walked fd-relative, one directory open at a
+/// time, at any depth.
 pub(crate) fn upper_is_self_contained(upper: &Path, xattr_prefix: &str) -> Result<bool> {
     let redirect = format!("{xattr_prefix}redirect");
     let metacopy = format!("{xattr_prefix}metacopy");
-    for entry in walkdir::WalkDir::new(upper)
-        .follow_links(false)
-        .min_depth(1)
-    {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(upper).to_path_buf();
-            Error::io("walk", path, e.into())
-        })?;
-        let kind = entry.file_type();
-        if (kind.is_dir() && read_xattr(entry.path(), &redirect).is_some())
-            || (kind.is_file() && read_xattr(entry.path(), &metacopy).is_some())
-        {
-            return Ok(false);
+    let root = open_dir(None, upper)?;
+    let mut pending = vec![(DirRef::root(), PathBuf::new())];
+    while let Some((at, rel)) = pending.pop() {
+        let path = upper.join(&rel);
+        let fd = at
+            .open(root.as_fd())
+            .map_err(|e| Error::io("open", &path, e))?;
+        for name in sorted_names(&fd, &path)? {
+            let Some(st) = lstat_at(&fd, &name, &path.join(&name))? else {
+                continue;
+            };
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if (kind == FileType::Directory && read_xattr_at(&fd, &name, &redirect).is_some())
+                || (kind == FileType::RegularFile && read_xattr_at(&fd, &name, &metacopy).is_some())
+            {
+                return Ok(false);
+            }
+            if kind == FileType::Directory {
+                let child = at
+                    .child(root.as_fd(), name.as_bytes())
+                    .map_err(|e| Error::io("open", path.join(&name), e))?;
+                pending.push((child, rel.join(&name)));
+            }
         }
     }
     Ok(true)
@@ -132,16 +149,42 @@ fn stat_different(old: &Stat, new: &Stat) -> bool {
         || (!is_dir(old) && (!same_time || old.st_size != new.st_size))
 }
 
+/// One upper directory being walked.
+struct Frame {
+    /// Its path below the upper dir.
+    rel: PathBuf,
+    /// How to reopen it, and its fd while it is the deepest frame.
+    at: DirRef,
+    fd: Option<OwnedFd>,
+    names: Vec<OsString>,
+    next: usize,
+    /// The same directory in the parent view, when it is a directory there (and the frame
+    /// is not `added`): named per layer, open while the frame is the deepest.
+    parent: Option<(ViewRef, Option<DirView>)>,
+    opaque: bool,
+    /// The whole directory is new.
+    added: bool,
+    /// Names handled here, for an opaque directory's sweep.
+    present: HashSet<OsString>,
+    /// For a directory the parent has: where its `C` goes, and whether its own stat changed.
+    modify_at: Option<(usize, bool)>,
+}
+
+impl Frame {
+    /// The upper directory's fd, reopened if a deeper frame closed it.
+    fn upper_fd(&mut self, upper_root: &OwnedFd, root_path: &Path) -> Result<&OwnedFd> {
+        if self.fd.is_none() {
+            let fd = self
+                .at
+                .open(upper_root.as_fd())
+                .map_err(|e| Error::io("open", root_path.join(&self.rel), e))?;
+            self.fd = Some(fd);
+        }
+        Ok(self.fd.as_ref().expect("opened above"))
+    }
+}
+
 impl Walk<'_> {
-    fn is_opaque(&self, rel: &Path) -> bool {
-        read_xattr(&self.upper_root.join(rel), &self.opaque_name).as_deref() == Some(b"y")
-    }
-
-    fn capability_differs(&self, rel: &Path, old_layer: usize) -> bool {
-        read_xattr(&self.upper_root.join(rel), "security.capability")
-            != read_xattr(&self.stack.path_in(old_layer, rel), "security.capability")
-    }
-
     fn push(&mut self, rel: &Path, kind: ChangeKind) {
         self.out.push(Change {
             path: Path::new("/").join(rel),
@@ -149,109 +192,175 @@ impl Walk<'_> {
         });
     }
 
-    /// Walks one upper directory. `parent` is the same directory in the parent view, when it
-    /// exists there as a directory; `added` means the whole directory is new.
-    fn dir(
-        &mut self,
-        upper: &OwnedFd,
-        parent: Option<&DirView>,
-        rel: PathBuf,
-        opaque: bool,
-        added: bool,
-    ) -> Result<()> {
-        let upper_path = self.upper_root.join(&rel);
-        let mut present: HashSet<OsString> = HashSet::new();
-        for name in sorted_names(upper, &upper_path)? {
+    fn run(&mut self, upper_fd: OwnedFd, parent_root: DirView) -> Result<()> {
+        let root_path = self.upper_root.to_path_buf();
+        let upper_root = upper_fd
+            .try_clone()
+            .map_err(|e| Error::io("dup", &root_path, e))?;
+        let lower_roots = parent_root.try_clone_fds(&root_path)?;
+        let names = sorted_names(&upper_fd, &root_path)?;
+        let mut frames = vec![Frame {
+            rel: PathBuf::new(),
+            at: DirRef::root(),
+            fd: Some(upper_fd),
+            names,
+            next: 0,
+            parent: Some((ViewRef::root(&parent_root), Some(parent_root))),
+            opaque: false,
+            added: false,
+            present: HashSet::new(),
+            modify_at: None,
+        }];
+        while let Some(frame) = frames.last_mut() {
             if self.unsafe_entry {
                 return Ok(());
             }
+            if frame.next >= frame.names.len() {
+                let done = frames.pop().expect("a frame");
+                self.finish(done, &lower_roots)?;
+                continue;
+            }
+            let name = frame.names[frame.next].clone();
+            frame.next += 1;
+            let rel = frame.rel.clone();
             let child = rel.join(&name);
             let child_upper_path = self.upper_root.join(&child);
+            let upper = frame.upper_fd(&upper_root, &root_path)?;
             let Some(st) = lstat_at(upper, &name, &child_upper_path)? else {
                 continue;
             };
-            let old = match (added, parent) {
-                (false, Some(p)) => self.stack.lookup(p, &rel, &name)?,
+            let (added, opaque) = (frame.added, frame.opaque);
+            let old = match (added, &mut frame.parent) {
+                (false, Some((view_ref, view))) => {
+                    if view.is_none() {
+                        *view = Some(view_ref.open(&lower_roots, self.stack, &rel)?);
+                    }
+                    let view = view.as_ref().expect("opened above");
+                    self.stack
+                        .lookup(view, &rel, &name)?
+                        .map(|found| (found, view_ref.clone()))
+                }
                 _ => None,
             };
+            let upper = frame.fd.as_ref().expect("opened above");
             if is_whiteout(&st) {
                 if old.is_some() {
                     self.push(&child, ChangeKind::Delete);
                 }
                 // Handled: an opaque directory's sweep below must not delete it again.
-                present.insert(name);
+                frame.present.insert(name);
                 continue;
             }
-            present.insert(name.clone());
+            frame.present.insert(name.clone());
             if is_dir(&st) {
-                if read_xattr(&child_upper_path, &self.redirect_name).is_some() {
+                if read_xattr_at(upper, &name, &self.redirect_name).is_some() {
                     self.unsafe_entry = true;
                     return Ok(());
                 }
                 let child_fd = open_dir(Some((upper, &name)), &child_upper_path)?;
-                match old {
+                let child_opaque =
+                    read_xattr_at(upper, &name, &self.opaque_name).as_deref() == Some(b"y");
+                let capability = read_xattr_at(upper, &name, "security.capability");
+                let at = frame
+                    .at
+                    .child(upper_root.as_fd(), name.as_bytes())
+                    .map_err(|e| Error::io("open", &child_upper_path, e))?;
+                let (parent, added, modify_at) = match old {
                     None => {
                         self.push(&child, ChangeKind::Add);
-                        self.dir(&child_fd, None, child, false, true)?;
+                        (None, true, None)
                     }
-                    Some(old) => match old.dir {
+                    Some((old, view_ref)) => match old.dir {
                         None => {
                             // A non-directory replaced by a directory.
                             self.push(&child, ChangeKind::Modify);
-                            self.dir(&child_fd, None, child, false, true)?;
+                            (None, true, None)
                         }
                         Some(old_dir) => {
-                            let mark = self.out.len();
+                            let view = frame.parent.as_ref().and_then(|(_, v)| v.as_ref());
                             let changed = stat_different(&old.stat, &st)
-                                || self.capability_differs(&child, old.layer);
-                            let child_opaque = opaque || self.is_opaque(&child);
-                            self.dir(
-                                &child_fd,
-                                Some(&old_dir),
-                                child.clone(),
-                                child_opaque,
+                                || capability
+                                    != view.and_then(|v| {
+                                        v.xattr(old.layer, &name, "security.capability")
+                                    });
+                            let child_ref =
+                                view_ref.child(&old_dir, &lower_roots, &name, &child)?;
+                            (
+                                Some((child_ref, Some(old_dir))),
                                 false,
-                            )?;
-                            if changed || self.out.len() > mark {
-                                self.out.insert(
-                                    mark,
-                                    Change {
-                                        path: Path::new("/").join(&child),
-                                        kind: ChangeKind::Modify,
-                                    },
-                                );
-                            }
+                                Some((self.out.len(), changed)),
+                            )
                         }
                     },
+                };
+                let names = sorted_names(&child_fd, &child_upper_path)?;
+                // Hold only the deepest directories open.
+                frame.fd = None;
+                if let Some((_, view)) = &mut frame.parent {
+                    *view = None;
                 }
+                frames.push(Frame {
+                    rel: child,
+                    at,
+                    fd: Some(child_fd),
+                    names,
+                    next: 0,
+                    parent,
+                    opaque: opaque || child_opaque,
+                    added,
+                    present: HashSet::new(),
+                    modify_at,
+                });
             } else {
                 if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-                    && read_xattr(&child_upper_path, &self.metacopy_name).is_some()
+                    && read_xattr_at(upper, &name, &self.metacopy_name).is_some()
                 {
                     self.unsafe_entry = true;
                     return Ok(());
                 }
-                match old {
-                    None => self.push(&child, ChangeKind::Add),
-                    Some(old) => {
-                        if stat_different(&old.stat, &st)
-                            || self.capability_differs(&child, old.layer)
-                        {
-                            self.push(&child, ChangeKind::Modify);
-                        }
+                if let Some((old, _)) = old {
+                    let view = frame.parent.as_ref().and_then(|(_, v)| v.as_ref());
+                    if stat_different(&old.stat, &st)
+                        || read_xattr_at(upper, &name, "security.capability")
+                            != view.and_then(|v| v.xattr(old.layer, &name, "security.capability"))
+                    {
+                        self.push(&child, ChangeKind::Modify);
                     }
+                } else {
+                    self.push(&child, ChangeKind::Add);
                 }
             }
         }
-        if opaque
-            && !added
-            && let Some(p) = parent
+        Ok(())
+    }
+
+    /// A directory is done: an opaque one's sweep of what the parent still shows, then its
+    /// own `C` when it or anything below it changed.
+    fn finish(&mut self, mut frame: Frame, lower_roots: &[(usize, OwnedFd)]) -> Result<()> {
+        if frame.opaque
+            && !frame.added
+            && let Some((view_ref, view)) = &mut frame.parent
         {
-            for name in self.stack.names(p, &rel)? {
-                if !present.contains(&name) {
-                    self.push(&rel.join(&name), ChangeKind::Delete);
+            if view.is_none() {
+                *view = Some(view_ref.open(lower_roots, self.stack, &frame.rel)?);
+            }
+            let view = view.as_ref().expect("opened above");
+            for name in self.stack.names(view, &frame.rel)? {
+                if !frame.present.contains(&name) {
+                    self.push(&frame.rel.join(&name), ChangeKind::Delete);
                 }
             }
+        }
+        if let Some((mark, changed)) = frame.modify_at
+            && (changed || self.out.len() > mark)
+        {
+            self.out.insert(
+                mark,
+                Change {
+                    path: Path::new("/").join(&frame.rel),
+                    kind: ChangeKind::Modify,
+                },
+            );
         }
         Ok(())
     }

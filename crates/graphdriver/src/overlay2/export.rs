@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -34,13 +34,18 @@ use layer_archive::{EntryKind, Header, HeaderStyle, Time};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::entries::{is_whiteout, sorted_names};
-use super::features::read_xattr;
+use super::features::read_xattr_at;
 use crate::error::{Error, Result};
 use crate::ownership::Ownership;
 use layer_archive::override_stat::{OVERRIDE_STAT_XATTR, OverrideStat};
+use safe_root::DirRef;
 
+/// A directory being archived. Only the deepest frame holds its fd; the others are reopened
+/// by name from `at` when the walk comes back to them, so a tree of any depth costs two
+/// descriptors and no path longer than [`DirRef::MAX_REL`].
 struct Frame {
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
+    at: DirRef,
     rel: PathBuf,
     names: Vec<OsString>,
     next: usize,
@@ -50,6 +55,7 @@ struct Frame {
 pub(crate) struct UpperTar {
     id: String,
     root: PathBuf,
+    root_fd: OwnedFd,
     opaque_name: String,
     stack: Vec<Frame>,
     pending: Vec<u8>,
@@ -83,12 +89,15 @@ impl UpperTar {
         )
         .map_err(|e| Error::io("open", upper, e.into()))?;
         let names = sorted_names(&fd, upper)?;
+        let root_fd = fd.try_clone().map_err(|e| Error::io("dup", upper, e))?;
         Ok(UpperTar {
             id: id.to_string(),
             root: upper.to_path_buf(),
+            root_fd,
             opaque_name: format!("{xattr_prefix}opaque"),
             stack: vec![Frame {
-                fd,
+                fd: Some(fd),
+                at: DirRef::root(),
                 rel: PathBuf::new(),
                 names,
                 next: 0,
@@ -122,16 +131,25 @@ impl UpperTar {
             let name = frame.names[frame.next].clone();
             frame.next += 1;
             let rel = frame.rel.join(&name);
+            // For messages only: never handed to a syscall (it may exceed PATH_MAX).
             let full = self.root.join(&rel);
-            let st = match rustix::fs::statat(&frame.fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            if frame.fd.is_none() {
+                let fd = frame
+                    .at
+                    .open(self.root_fd.as_fd())
+                    .map_err(|e| Error::io("open", self.root.join(&frame.rel), e))?;
+                frame.fd = Some(fd);
+            }
+            let frame_fd = frame.fd.as_ref().expect("opened above");
+            let st = match rustix::fs::statat(frame_fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 // Gone since the listing (a running container): it is simply not in the diff.
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(Error::io("lstat", full, e.into())),
             };
-            let parent_fd = &frame.fd;
+            let parent_fd = frame_fd;
             let mut header = header_from_stat(&st);
-            match container_owner(&self.ownership, &full, &name, &st)? {
+            match container_owner(&self.ownership, parent_fd, &full, &name, &st)? {
                 Owner::OnDisk => {}
                 // moby's names stay those of the host IDs (Go looks them up before the remap).
                 Owner::Mapped(uid, gid) => (header.uid, header.gid) = (uid.into(), gid.into()),
@@ -143,7 +161,7 @@ impl UpperTar {
                 }
             }
             if !is_whiteout(&st)
-                && let Some(cap) = read_xattr(&full, "security.capability")
+                && let Some(cap) = read_xattr_at(parent_fd, &name, "security.capability")
             {
                 header.xattrs.push((b"security.capability".to_vec(), cap));
             }
@@ -175,7 +193,7 @@ impl UpperTar {
                     header.name = [tar_name.as_slice(), b"/"].concat();
                     header.kind = EntryKind::Directory;
                     encode_header(&header, HeaderStyle::Docker, &mut self.pending);
-                    if read_xattr(&full, &self.opaque_name).as_deref() == Some(b"y") {
+                    if read_xattr_at(parent_fd, &name, &self.opaque_name).as_deref() == Some(b"y") {
                         let mut opq = header.clone();
                         opq.name = [tar_name.as_slice(), b"/.wh..wh..opq"].concat();
                         opq.kind = EntryKind::Regular;
@@ -192,8 +210,16 @@ impl UpperTar {
                     )
                     .map_err(|e| Error::io("open", &full, e.into()))?;
                     let names = sorted_names(&fd, &full)?;
+                    let frame = self.stack.last_mut().expect("the parent frame");
+                    let at = frame
+                        .at
+                        .child(self.root_fd.as_fd(), name.as_bytes())
+                        .map_err(|e| Error::io("open", &full, e))?;
+                    // Hold only the deepest directory open.
+                    frame.fd = None;
                     self.stack.push(Frame {
-                        fd,
+                        fd: Some(fd),
+                        at,
                         rel,
                         names,
                         next: 0,
@@ -279,6 +305,7 @@ enum Owner {
 /// The owner to write for an entry (see [`Owner`]).
 fn container_owner(
     ownership: &Ownership,
+    dir: &OwnedFd,
     full: &Path,
     name: &OsString,
     st: &Stat,
@@ -286,7 +313,7 @@ fn container_owner(
     let kind = FileType::from_raw_mode(st.st_mode);
     if ownership.records_owners()
         && matches!(kind, FileType::RegularFile | FileType::Directory)
-        && let Some(value) = read_xattr(full, OVERRIDE_STAT_XATTR)
+        && let Some(value) = read_xattr_at(dir, name, OVERRIDE_STAT_XATTR)
     {
         let st: OverrideStat = std::str::from_utf8(&value)
             .ok()

@@ -321,6 +321,22 @@ pub(crate) fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// [`read_xattr`] of the entry `name` in the directory `dir`, not following it: the kernel
+/// resolves one component, so it works at any depth.
+pub(crate) fn read_xattr_at(
+    dir: &std::os::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    attr: &str,
+) -> Option<Vec<u8>> {
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes()).ok()?;
+    let attr = std::ffi::CString::new(attr).ok()?;
+    safe_root::get_xattr_at(dir.as_fd(), &name, &attr)
+        .ok()
+        .flatten()
+}
+
 pub(crate) fn has_xattr(path: &Path, name: &str) -> bool {
     read_xattr(path, name).is_some()
 }

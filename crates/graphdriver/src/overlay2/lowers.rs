@@ -11,19 +11,128 @@
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::entries::{is_whiteout, sorted_names};
 use crate::error::{Error, Result};
+use safe_root::DirRef;
 
 /// One directory of the merged view: the layer directories that make it, uppermost first,
 /// each with the index of its layer.
 #[derive(Debug)]
 pub(crate) struct DirView {
     layers: Vec<(usize, OwnedFd)>,
+}
+
+impl DirView {
+    /// Copies of its descriptors (the lower roots, for [`ViewRef`]s to reopen from).
+    pub fn try_clone_fds(&self, what: &Path) -> Result<Vec<(usize, OwnedFd)>> {
+        self.layers
+            .iter()
+            .map(|(i, fd)| {
+                fd.try_clone()
+                    .map(|fd| (*i, fd))
+                    .map_err(|e| Error::io("dup", what, e))
+            })
+            .collect()
+    }
+
+    /// The xattr `attr` of the entry `name` of this directory in layer `layer`.
+    pub fn xattr(&self, layer: usize, name: &OsStr, attr: &str) -> Option<Vec<u8>> {
+        let (_, fd) = self.layers.iter().find(|(i, _)| *i == layer)?;
+        super::features::read_xattr_at(fd, name, attr)
+    }
+}
+
+/// A [`DirView`] named instead of held: per layer, the directory below that layer's root.
+/// Walks keep these for the directories above the deepest one, so depth costs no
+/// descriptors.
+#[derive(Debug, Clone)]
+pub(crate) struct ViewRef {
+    layers: Vec<(usize, DirRef)>,
+}
+
+impl ViewRef {
+    /// The merged root `view`.
+    pub fn root(view: &DirView) -> Self {
+        ViewRef {
+            layers: view
+                .layers
+                .iter()
+                .map(|(i, _)| (*i, DirRef::root()))
+                .collect(),
+        }
+    }
+
+    /// Opens the directories again, inside `roots` (the lower roots' fds by layer).
+    pub fn open(
+        &self,
+        roots: &[(usize, OwnedFd)],
+        stack: &LowerStack,
+        rel: &Path,
+    ) -> Result<DirView> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, at) in &self.layers {
+            let root = root_of(roots, *i, stack, rel)?;
+            let fd = at
+                .open(root.as_fd())
+                .map_err(|e| Error::io("open", stack.path_in(*i, rel), e))?;
+            layers.push((*i, fd));
+        }
+        Ok(DirView { layers })
+    }
+
+    /// The reference of `child` (the directory `name` below this one, at `rel`), made of the
+    /// layers `child` merges.
+    pub fn child(
+        &self,
+        child: &DirView,
+        roots: &[(usize, OwnedFd)],
+        name: &OsStr,
+        rel: &Path,
+    ) -> Result<ViewRef> {
+        let mut layers = Vec::with_capacity(child.layers.len());
+        for (i, _) in &child.layers {
+            let Some((_, at)) = self.layers.iter().find(|(j, _)| j == i) else {
+                return Err(Error::Other(format!(
+                    "overlay2: {}: layer {i} is not in its parent's view",
+                    rel.display()
+                )));
+            };
+            let root = roots
+                .iter()
+                .find(|(j, _)| j == i)
+                .map(|(_, fd)| fd)
+                .ok_or_else(|| Error::Other(format!("overlay2: no root for layer {i}")))?;
+            let at = at
+                .child(root.as_fd(), name.as_bytes())
+                .map_err(|e| Error::io("open", rel, e))?;
+            layers.push((*i, at));
+        }
+        Ok(ViewRef { layers })
+    }
+}
+
+fn root_of<'r>(
+    roots: &'r [(usize, OwnedFd)],
+    layer: usize,
+    stack: &LowerStack,
+    rel: &Path,
+) -> Result<&'r OwnedFd> {
+    roots
+        .iter()
+        .find(|(j, _)| *j == layer)
+        .map(|(_, fd)| fd)
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "overlay2: no root for {}",
+                stack.path_in(layer, rel).display()
+            ))
+        })
 }
 
 /// What the merged view has at a name.

@@ -375,7 +375,7 @@ impl Overlay2 {
             if let Some(at) = link_made {
                 let _ = std::fs::remove_file(at);
             }
-            let _ = std::fs::remove_dir_all(&paths.dir);
+            let _ = remove_tree(&paths.dir);
         }
         result
     }
@@ -470,11 +470,7 @@ impl ProtoDriver for Overlay2 {
             mount::unmount(&mounted)?;
         }
         self.refs.forget(&paths.merged());
-        match std::fs::remove_dir_all(&paths.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", &paths.dir, e)),
-        }
+        remove_tree(&paths.dir).map_err(|e| Error::io("remove", &paths.dir, e))
     }
 
     fn get(&self, id: &str, mount_label: &str) -> Result<PathBuf> {
@@ -732,4 +728,22 @@ fn remove_links_to(home: &Path, id: &str) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Removes the directory `path` and everything below it (a missing one is not an error),
+/// fd-relative: an upper dir of any depth costs no path past `PATH_MAX` and a bounded number
+/// of descriptors (`std::fs::remove_dir_all` fails on deep trees with `ENAMETOOLONG`/`EMFILE`).
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("not a removable path"));
+    };
+    let parent = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let name = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name))
+        .map_err(std::io::Error::other)?;
+    safe_root::remove_all_at(std::os::fd::AsFd::as_fd(&parent), &name)
 }

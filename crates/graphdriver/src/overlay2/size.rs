@@ -1,32 +1,63 @@
 //! Disk usage of a layer's own files, as Docker's `directory.Size`.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+use safe_root::DirRef;
 
 use crate::error::{Error, Result};
 
 /// Sum of the sizes of every non-directory under `dir` (symlinks count their target length),
 /// counting hard-linked inodes once. Only inodes with several links are remembered, so memory
-/// follows the number of hard links, not of files.
+/// follows the number of hard links, not of files. Walked fd-relative, one directory open at
+/// a time, so any depth works.
 pub(crate) fn directory_size(dir: &Path) -> Result<u64> {
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut total = 0u64;
-    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(dir).to_path_buf();
-            Error::io("walk", path, e.into())
-        })?;
-        let meta = entry
-            .metadata()
-            .map_err(|e| Error::io("lstat", entry.path(), e.into()))?;
-        if meta.is_dir() || meta.len() == 0 {
-            continue;
+    let root = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open", dir, e.into()))?;
+    let mut pending = vec![(DirRef::root(), PathBuf::new())];
+    while let Some((at, rel)) = pending.pop() {
+        let path = dir.join(&rel);
+        let fd = at
+            .open(root.as_fd())
+            .map_err(|e| Error::io("open", &path, e))?;
+        for name in safe_root::list_dir(fd.as_fd()).map_err(|e| Error::io("readdir", &path, e))? {
+            let meta = match safe_root::lstat_at(fd.as_fd(), &name) {
+                Ok(m) => m,
+                // Gone since the listing (a running container).
+                Err(e) if safe_root::errno_of(&e) == Some(rustix::io::Errno::NOENT) => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        "lstat",
+                        path.join(OsStr::from_bytes(name.to_bytes())),
+                        e,
+                    ));
+                }
+            };
+            if meta.is_dir() {
+                let child = at
+                    .child(root.as_fd(), name.to_bytes())
+                    .map_err(|e| Error::io("open", &path, e))?;
+                pending.push((child, rel.join(OsStr::from_bytes(name.to_bytes()))));
+                continue;
+            }
+            if meta.size == 0 {
+                continue;
+            }
+            if meta.nlink > 1 && !seen.insert((meta.dev, meta.ino)) {
+                continue;
+            }
+            total += meta.size;
         }
-        if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
-        total += meta.len();
     }
     Ok(total)
 }
