@@ -6,7 +6,9 @@
 //!   the metadata and the extracted tree at DIR (confined to DIR).
 //! * `checksize [--work] TAR…`: how big the metadata of each tar is.
 //!
-//! Speed (not in Go's CLI): `disasm` gzips the metadata on a second thread.
+//! Speed (not in Go's CLI): `disasm` gzips the metadata on a second thread; `asm` decodes
+//! the metadata and opens the files on a second thread
+//! ([`tarsplit::asm::assemble_parallel`]) unless `--sequential` or the machine has one core.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -16,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use tarsplit::asm::{DisasmEngine, DisasmOptions, NoVisitor, SparseMode, assemble, disassemble_to};
+use tarsplit::asm::{
+    DisasmEngine, DisasmOptions, NoVisitor, SparseMode, assemble, assemble_parallel, disassemble_to,
+};
 use tarsplit::storage::{
     BackgroundUnpacker, BackgroundWriter, DiscardFilePutter, JsonPacker, PathFileGetter,
     gzip_unpacker, gzip_writer,
@@ -89,6 +93,10 @@ struct AsmArgs {
     /// Decode the metadata on a second thread (faster on an idle multi-core machine).
     #[arg(long)]
     parallel_decode: bool,
+    /// Do all the work on one thread (by default, on a machine with more than one core, a
+    /// second thread decodes the metadata and opens the files).
+    #[arg(long)]
+    sequential: bool,
     /// Ignored, with a warning (as Go does).
     #[arg(num_args = 0.., hide = true)]
     extra: Vec<String>,
@@ -204,19 +212,24 @@ fn asm(args: AsmArgs) -> Result<()> {
         Box::new(File::create(&args.output).with_context(|| format!("creating {}", args.output))?)
     };
     let what = || format!("assembling from {} and {}", args.path, args.input.display());
-    let written = if args.parallel_decode {
+    let threads =
+        !args.sequential && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    let written = if threads {
+        write_tar(Threads::DecodeAndOpen, unpacker, getter, out, args.compress)
+    } else if args.parallel_decode {
         // Measured: on an idle machine this overlaps decoding with file reads; on a busy
         // one the cross-thread hand-off costs more than it saves, hence opt-in.
         write_tar(
+            Threads::One,
             BackgroundUnpacker::spawn(unpacker),
             getter,
             out,
             args.compress,
         )
-        .with_context(what)?
     } else {
-        write_tar(unpacker, getter, out, args.compress).with_context(what)?
-    };
+        write_tar(Threads::One, unpacker, getter, out, args.compress)
+    }
+    .with_context(what)?;
     log_info(&format!(
         "created {} from {} and {} (wrote {} bytes)",
         args.output,
@@ -227,20 +240,34 @@ fn asm(args: AsmArgs) -> Result<()> {
     Ok(())
 }
 
+/// Who does the reassembly's work.
+enum Threads {
+    /// The calling thread alone.
+    One,
+    /// A helper thread decodes the metadata and opens the files.
+    DecodeAndOpen,
+}
+
 fn write_tar(
-    unpacker: impl tarsplit::storage::Unpacker,
+    threads: Threads,
+    unpacker: impl tarsplit::storage::Unpacker + Send + 'static,
     getter: PathFileGetter,
     out: Box<dyn Write>,
     compress: bool,
 ) -> Result<u64> {
+    let run = |out: &mut dyn Write| match threads {
+        Threads::One => assemble(unpacker, getter, out),
+        Threads::DecodeAndOpen => assemble_parallel(unpacker, getter, out),
+    };
     if compress {
         let mut gz =
             flate2::write::GzEncoder::new(BufWriter::new(out), flate2::Compression::default());
-        let n = assemble(unpacker, getter, &mut gz)?;
+        let n = run(&mut gz)?;
         gz.finish()?.flush()?;
         Ok(n)
     } else {
-        Ok(assemble(unpacker, getter, out)?)
+        let mut out = out;
+        Ok(run(&mut out)?)
     }
 }
 

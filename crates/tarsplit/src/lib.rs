@@ -50,7 +50,9 @@
 //!   root-confined [`storage::PathFileGetter`]).
 //! * [`asm`]: the [`asm::Disassembler`] `Read` adaptor (and the push-style
 //!   [`asm::DisasmEngine`] underneath), the [`asm::Assembler`] `Read` adaptor,
-//!   [`asm::assemble`], and [`asm::iterate_headers`] (walk the headers in metadata).
+//!   [`asm::assemble`] (and, from a tree on Linux, [`asm::assemble_parallel`], which decodes
+//!   and opens files on a second thread), and [`asm::iterate_headers`] (walk the headers in
+//!   metadata).
 //!
 //! Tar headers are decoded by the workspace's one codec, [`layer_archive::codec`] (without
 //! its filesystem part), exactly as Go's `archive/tar` reads them; a visitor that extracts

@@ -3,6 +3,8 @@
 mod assemble;
 mod disassemble;
 mod iterate;
+#[cfg(target_os = "linux")]
+mod parallel;
 
 pub use assemble::{Assembler, assemble};
 pub use disassemble::{
@@ -10,3 +12,5 @@ pub use disassemble::{
     disassemble, disassemble_to,
 };
 pub use iterate::iterate_headers;
+#[cfg(target_os = "linux")]
+pub use parallel::assemble_parallel;

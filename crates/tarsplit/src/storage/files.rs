@@ -236,6 +236,15 @@ impl PathFileGetter {
         })
     }
 
+    /// A second getter on the same root (its own descriptor of it), e.g. for another thread.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(PathFileGetter {
+            root: self.root.try_clone()?,
+            resolve: self.resolve,
+            last_dir: None,
+        })
+    }
+
     /// Forces the fallback walk (for tests of kernels without `openat2`).
     pub fn without_openat2(mut self) -> Self {
         self.resolve = safe_root::walk_beneath;
