@@ -3,7 +3,9 @@
 //! `rmi` are refused with an error that names the daemon and says to stop it, and leave the
 //! root as it was; reading commands work; `--force` overrides; once the daemon is stopped,
 //! everything works again. A foreign mount alone (what a live-restored container leaves) is
-//! refused too, and `layerctl rw mount`'s own mounts are not.
+//! refused too, and `layerctl rw mount`'s own mounts are not. Docker's default pidfile guards
+//! the default root (in a private mount namespace). `gc` goes on past what it cannot remove
+//! and exits 1.
 //!
 //! Skipped with a message without root or dockerd, except under `CI=true`.
 
@@ -176,4 +178,175 @@ fn foreign_mounts_are_refused_and_our_own_are_not() {
         result.unwrap();
         ok(layerctl(&root, &["rw", "rm", "c1"]));
     }
+}
+
+/// `gc` goes on past what it cannot remove, names each failure and exits 1. A tmpfs mounted
+/// inside an unnamed driver directory makes its removal fail (EBUSY); that mount is also
+/// foreign, so gc first refuses the root, and `--force` runs it: the other garbage (an
+/// unnamed directory, a stale write-set) is still collected, the layer stays.
+#[test]
+fn gc_goes_on_past_a_failure_and_exits_1() {
+    if !rustix_is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let l = dir.path().join("l.tar");
+    std::fs::write(&l, &three_layers()[0]).unwrap();
+    let chain = ok(layerctl(
+        &root,
+        &["--driver", "vfs", "import", l.to_str().unwrap()],
+    ));
+    let stuck = format!("{:0>64}", "1");
+    let gone = format!("{:0>64}", "2");
+    for id in [&stuck, &gone] {
+        std::fs::create_dir_all(root.join("vfs/dir").join(id).join("m")).unwrap();
+    }
+    let write_set = root.join("image/vfs/layerdb/tmp/write-set-123456");
+    std::fs::create_dir_all(&write_set).unwrap();
+    let mnt = root.join("vfs/dir").join(&stuck).join("m");
+    rustix::mount::mount(
+        "tmpfs",
+        &mnt,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let refused = layerctl(&root, &["gc"]);
+    let forced = layerctl(&root, &["--force", "gc"]);
+    let unmounted = rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH);
+    let err = fails(refused);
+    assert!(err.contains("is mounted (tmpfs)"), "{err}");
+    assert_eq!(forced.status.code(), Some(1), "{forced:?}");
+    let stdout = String::from_utf8_lossy(&forced.stdout);
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("failed: ") && l.contains(&stuck)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("removed driver directory {gone}")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("gc could not remove 1 item(s)") && stderr.contains(&stuck),
+        "{stderr}"
+    );
+    unmounted.unwrap();
+    assert!(!root.join("vfs/dir").join(&gone).exists());
+    assert!(!write_set.exists());
+    assert!(root.join("vfs/dir").join(&stuck).exists());
+    // The next gc finishes it; the layer was never at risk.
+    let gc = ok(layerctl(&root, &["gc"]));
+    assert!(gc.contains(&stuck), "{gc}");
+    let ls = json(layerctl(&root, &["--json", "ls"]));
+    assert_eq!(ls[0]["chain_id"].as_str().unwrap(), chain.trim());
+    assert_check_clean(&root, "vfs");
+}
+
+/// Docker's default pidfile guards the default data-root: with `/var/lib/docker` being the
+/// root and `/run/docker.pid` naming a live process, writing commands are refused, naming the
+/// pidfile and the pid; a pidfile naming a dead process, or no pidfile, refuses nothing.
+/// Proven in a private mount namespace (util-linux `unshare`), where a tmpfs over `/var/lib`
+/// and `/run` holds a `docker` directory bound to a scratch root and the pidfile: the host's
+/// own paths are never touched.
+#[test]
+fn dockers_default_pidfile_guards_the_default_root() {
+    if !rustix_is_root() {
+        eprintln!("skipped: a mount namespace needs root");
+        return;
+    }
+    let has_unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_unshare {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must have util-linux's unshare"
+        );
+        eprintln!("skipped: util-linux's unshare is missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let l = dir.path().join("l.tar");
+    std::fs::write(&l, &three_layers()[0]).unwrap();
+    ok(layerctl(
+        &root,
+        &["--driver", "vfs", "import", l.to_str().unwrap()],
+    ));
+    let write_set = root.join("image/vfs/layerdb/tmp/write-set-42");
+    let mut live = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    // `layerctl ARGS` with /var/lib/docker being the root and /run/docker.pid holding `pid`.
+    let as_default_root = |pid: Option<u32>, args: &[&str]| {
+        let script = r#"set -e
+mount -t tmpfs tmpfs /var/lib
+mkdir /var/lib/docker
+mount --bind "$ROOT" /var/lib/docker
+mount -t tmpfs tmpfs /run
+if [ -n "$PIDNR" ]; then echo "$PIDNR" > /run/docker.pid; fi
+exec "$@""#;
+        let mut c = std::process::Command::new("unshare");
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(env!("CARGO_BIN_EXE_layerctl"))
+        .arg("--root")
+        .arg(&root)
+        .args(args)
+        .env("ROOT", &root)
+        .env("PIDNR", pid.map(|p| p.to_string()).unwrap_or_default())
+        .env_remove("LAYERCTL_ROOT");
+        run(c)
+    };
+    std::fs::create_dir_all(&write_set).unwrap();
+    let refused = as_default_root(Some(live.id()), &["gc"]);
+    let forced = as_default_root(Some(live.id()), &["--force", "gc"]);
+    let _ = live.kill();
+    let _ = live.wait();
+    let err = fails(refused);
+    assert!(
+        err.contains(&format!("docker.pid names running process {}", live.id()))
+            && err.contains("Stop the daemon")
+            && err.contains("--force"),
+        "{err}"
+    );
+    let gc = ok(forced);
+    assert!(gc.contains("write-set-42"), "--force writes anyway: {gc}");
+    // Reading is never refused.
+    std::fs::create_dir_all(&write_set).unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let listed = as_default_root(Some(sleeper.id()), &["ls"]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    ok(listed);
+    // A stale pidfile (its process gone) or none: nothing uses the root.
+    let gc = ok(as_default_root(Some(dead), &["gc"]));
+    assert!(gc.contains("write-set-42"), "{gc}");
+    std::fs::create_dir_all(&write_set).unwrap();
+    let gc = ok(as_default_root(None, &["gc"]));
+    assert!(gc.contains("write-set-42"), "{gc}");
 }
