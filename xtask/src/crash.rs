@@ -4,9 +4,12 @@
 //!
 //! Builds `layerctl` (release) and drives it on one data-root per driver with the commands a
 //! user runs: `import` of small generated layers with parents, `load` of a small `docker save`
-//! image (its layers, config and tag) and `rmi` of it, `rm`, and the RW cycle `rw create` → `rw mount` → (a file written into the mount) →
-//! `commit` → `rw unmount` → `rw rm`. Each command is SIGKILLed after a random delay drawn
-//! from 0..1.5× the command's running average duration, so kills land anywhere from process
+//! image (its layers, config and tag) and `rmi` of it, `rm`, and the RW cycle `rw create` →
+//! `rw mount` → (a file written into the mount) → `commit` → `rw unmount` → `rw rm`; half the
+//! runs then end with a `gc` or a `check --repair --remove-broken` on what the run left, so
+//! the destructive paths themselves are killed too (they may never remove a layer or RW
+//! layer). Each command is SIGKILLed after a random delay drawn from 0..1.5× the command's
+//! running average duration, so kills land anywhere from process
 //! start-up to the final rename (and sometimes after the command finished: no kill).
 //!
 //! After every run: `check` (full content verification) may only report leftovers (and, after
@@ -343,6 +346,10 @@ struct Figures {
     /// removed (moby's order: directories first, record last), finished by running `rw rm`
     /// again.
     interrupted_rw_removals: u64,
+    /// Killable `gc` and `check --repair --remove-broken` runs on what the run left (the
+    /// destructive paths themselves under SIGKILL), and how many of them were killed.
+    maintenance: u64,
+    maintenance_kills: u64,
     escapes: u64,
     panics: u64,
 }
@@ -673,6 +680,26 @@ impl Campaign<'_> {
         Ok(())
     }
 
+    /// Half the runs end with a destructive command a user runs on what the run left
+    /// (leftovers of a kill, an interrupted removal): `gc` or `check --repair
+    /// --remove-broken`, killable like any other. Neither may ever remove a layer or RW layer
+    /// (the ledger counts one as lost), and what a killed one leaves must be leftovers only.
+    fn maintenance(&mut self) -> Result<()> {
+        let out = match self.rng.below(4) {
+            0 => self.cmd("gc", &["gc"])?,
+            1 => self.cmd(
+                "repair",
+                &["check", "--repair", "--remove-broken", "--quick"],
+            )?,
+            _ => return Ok(()),
+        };
+        self.figures.maintenance += 1;
+        if out.killed {
+            self.figures.maintenance_kills += 1;
+        }
+        Ok(())
+    }
+
     /// check → gc → check, the ledger and our own scan. Returns the state after gc.
     fn verify(&mut self, run: u64) -> Result<Seen> {
         let (_, first) = ctl_json(self.ctl, &self.root, self.driver, &["check"])?;
@@ -907,6 +934,8 @@ pub fn run(args: &[String]) -> Result<()> {
             c.figures.runs += 1;
             c.one_run(&seen)
                 .with_context(|| format!("{driver} run {run}"))?;
+            c.maintenance()
+                .with_context(|| format!("{driver} run {run}: gc/repair"))?;
             seen = c.verify(run)?;
             if !sentinel_ok(&sentinel) {
                 c.figures.escapes += 1;
@@ -918,8 +947,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let f = &c.figures;
         println!(
             "crash {driver}: runs {} commands {} kills {} lost {} corrupt {} \
-             leftovers-before-gc {} leftovers-after-gc {} interrupted-rw-removals {} escapes {} \
-             panics {} ({:.0}s; layers now {}, seed {seed})",
+             leftovers-before-gc {} leftovers-after-gc {} interrupted-rw-removals {} \
+             gc-or-repair {} (killed {}) escapes {} panics {} ({:.0}s; layers now {}, seed {seed})",
             f.runs,
             f.commands,
             f.kills,
@@ -928,6 +957,8 @@ pub fn run(args: &[String]) -> Result<()> {
             f.leftovers_before_gc,
             f.leftovers_after_gc,
             f.interrupted_rw_removals,
+            f.maintenance,
+            f.maintenance_kills,
             f.escapes,
             f.panics,
             started.elapsed().as_secs_f64(),
