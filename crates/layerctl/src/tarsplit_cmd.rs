@@ -6,7 +6,8 @@
 //!   the metadata and the extracted tree at DIR (confined to DIR).
 //! * `checksize [--work] TAR…`: how big the metadata of each tar is.
 //!
-//! Speed (not in Go's CLI): `disasm` gzips the metadata on a second thread; `asm` decodes
+//! Speed (not in Go's CLI): `disasm` reads the tar on a second thread and gzips the metadata
+//! on a third ([`tarsplit::asm::disassemble_parallel`]); `asm` decodes
 //! the metadata and opens the files on a second thread
 //! ([`tarsplit::asm::assemble_parallel`]) unless `--sequential` or the machine has one core.
 
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tarsplit::asm::{
-    DisasmEngine, DisasmOptions, NoVisitor, SparseMode, assemble, assemble_parallel, disassemble_to,
+    DisasmEngine, DisasmOptions, NoVisitor, SparseMode, assemble, assemble_parallel,
+    disassemble_parallel, disassemble_to,
 };
 use tarsplit::storage::{
     BackgroundUnpacker, BackgroundWriter, DiscardFilePutter, JsonPacker, PathFileGetter,
@@ -125,9 +127,9 @@ fn log_info(msg: &str) {
     eprintln!("level=info msg={msg:?}");
 }
 
-fn open_input(name: &str) -> Result<Box<dyn Read>> {
+fn open_input(name: &str) -> Result<Box<dyn Read + Send>> {
     if name == "-" {
-        Ok(Box::new(io::stdin().lock()))
+        Ok(Box::new(io::stdin()))
     } else {
         Ok(Box::new(
             File::open(name).with_context(|| format!("opening {name}"))?,
@@ -166,11 +168,19 @@ fn disasm(args: DisasmArgs) -> Result<()> {
     let meta = BackgroundWriter::spawn(gzip_writer(BufWriter::with_capacity(64 << 10, meta)))
         .context("starting the metadata writer thread")?;
     let mut engine = DisasmEngine::new(JsonPacker::new(meta), DiscardFilePutter, NoVisitor, opts);
-    let read = if args.no_stdout {
-        disassemble_to(input, io::sink(), &mut engine)
-    } else {
-        let stdout = File::from(io::stdout().as_fd().try_clone_to_owned()?);
-        disassemble_to(input, stdout, &mut engine)
+    // With more than one core the tar is read on a thread of its own.
+    let threads = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    let read = match (args.no_stdout, threads) {
+        (true, true) => disassemble_parallel(input, io::sink(), &mut engine),
+        (true, false) => disassemble_to(input, io::sink(), &mut engine),
+        (false, parallel) => {
+            let stdout = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+            if parallel {
+                disassemble_parallel(input, stdout, &mut engine)
+            } else {
+                disassemble_to(input, stdout, &mut engine)
+            }
+        }
     }
     .with_context(|| format!("disassembling {input_name}"))?;
     let (packer, _, _) = engine.into_parts();

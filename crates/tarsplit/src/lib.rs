@@ -49,7 +49,8 @@
 //!   ([`storage::FilePutter`]) and come from ([`storage::FileGetter`], including the
 //!   root-confined [`storage::PathFileGetter`]).
 //! * [`asm`]: the [`asm::Disassembler`] `Read` adaptor (and the push-style
-//!   [`asm::DisasmEngine`] underneath), the [`asm::Assembler`] `Read` adaptor,
+//!   [`asm::DisasmEngine`] underneath, driven by [`asm::disassemble_to`] or, with the
+//!   archive read on a second thread, [`asm::disassemble_parallel`]), the [`asm::Assembler`] `Read` adaptor,
 //!   [`asm::assemble`] (and, from a tree on Linux, [`asm::assemble_parallel`], which decodes
 //!   and opens files on a second thread), and [`asm::iterate_headers`] (walk the headers in
 //!   metadata).

@@ -9,7 +9,7 @@ mod parallel;
 pub use assemble::{Assembler, assemble};
 pub use disassemble::{
     DisasmEngine, DisasmOptions, Disassembler, EntryVisitor, NoVisitor, SparseMode, TRAILING_CHUNK,
-    disassemble, disassemble_to,
+    disassemble, disassemble_parallel, disassemble_to,
 };
 pub use iterate::iterate_headers;
 #[cfg(target_os = "linux")]
