@@ -8,7 +8,8 @@
 //! directory nothing names (with its `l/` link), an interrupted removal (`-removing` record
 //! and its directory), and a BuildKit-style driver directory. moby 20.10's own layer store
 //! (`../shared/peers/moby-open -open`) judges what loads before and after; the images are read
-//! with `image-meta`, the crate layerctl itself uses.
+//! with `image-meta`, the crate layerctl itself uses. The commands run in three orders (gc
+//! first, removals first, repairs and removals interleaved), each on a fresh damaged copy.
 //!
 //! Needs root, overlayfs and Debian's Go packages (to build moby-open); skipped with a message
 //! otherwise, except under `CI=true`.
@@ -188,29 +189,9 @@ fn destructive_commands_on_a_damaged_docker_root_keep_what_moby_loads() {
         "L3 has no tar-split: moby cannot export it ({errors:?})"
     );
 
+    // The commands in the order a user repairing a root would run them, with what each says.
     let root = dir.path().join("root");
-    extract(&root);
-    let garbage = damage(&root);
-    let keep: Vec<PathBuf> = LAYERS
-        .iter()
-        .flat_map(|l| {
-            [
-                layerdb(&root).join("sha256").join(hex(l)),
-                root.join("overlay2").join(cache_id(&root, l)),
-            ]
-        })
-        .chain(CONTAINERS.iter().flat_map(|c| {
-            let mount = layerdb(&root).join("mounts").join(c);
-            let id = std::fs::read_to_string(mount.join("mount-id")).unwrap();
-            [
-                mount,
-                root.join("overlay2").join(&id),
-                root.join("overlay2").join(format!("{id}-init")),
-            ]
-        }))
-        .chain([root.join("overlay2").join(BUILDKIT_DIR)])
-        .collect();
-
+    let keep = prepare(&root);
     // Every destructive command, and again.
     let gc = layerctl::ok(&root, &["gc"]);
     for g in ["tmp/write-set-3141592653", &"1".repeat(64), &"3".repeat(64)] {
@@ -235,8 +216,87 @@ fn destructive_commands_on_a_damaged_docker_root_keep_what_moby_loads() {
     let gc = layerctl::ok(&root, &["gc"]);
     assert!(gc.contains("nothing to remove"), "{gc}");
 
-    // Everything Docker had is on disk; the garbage is gone.
-    for p in &keep {
+    end_state(&root, &keep, (&loaded, &verified, mounts));
+
+    // The same commands in other orders: removal first, repair before gc, and each twice.
+    let orders: [&[&[&str]]; 2] = [
+        &[
+            &["rm", L1],
+            &["rm", L2],
+            &["rm", L3],
+            &["rm", COMMITTED],
+            &["check", "--repair", "--remove-broken"],
+            &["check", "--repair"],
+            &["check"],
+            &["gc"],
+        ],
+        &[
+            &["check", "--repair", "--remove-broken"],
+            &["gc"],
+            &["rm", COMMITTED],
+            &["check", "--repair", "--remove-broken"],
+            &["rm", L3],
+            &["gc"],
+            &["rm", L1],
+        ],
+    ];
+    for (i, order) in orders.iter().enumerate() {
+        let root = dir.path().join(format!("order{i}"));
+        let keep = prepare(&root);
+        for args in order.iter() {
+            // Each may succeed or fail (the damage is reported, every layer is in use); none
+            // may remove what Docker had.
+            let out = layerctl::run(&root, args);
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "order {i}: {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let gc = layerctl::ok(&root, &["gc"]);
+        assert!(gc.contains("nothing to remove"), "order {i}: {gc}");
+        end_state(&root, &keep, (&loaded, &verified, mounts));
+    }
+}
+
+/// Extracts the fixture into `root` and damages it; returns what must survive (every layer's
+/// record and driver directory, each container's record and directories, the BuildKit
+/// directory) and the garbage.
+fn prepare(root: &Path) -> (Vec<PathBuf>, Garbage) {
+    extract(root);
+    let garbage = damage(root);
+    let keep: Vec<PathBuf> = LAYERS
+        .iter()
+        .flat_map(|l| {
+            [
+                layerdb(root).join("sha256").join(hex(l)),
+                root.join("overlay2").join(cache_id(root, l)),
+            ]
+        })
+        .chain(CONTAINERS.iter().flat_map(|c| {
+            let mount = layerdb(root).join("mounts").join(c);
+            let id = std::fs::read_to_string(mount.join("mount-id")).unwrap();
+            [
+                mount,
+                root.join("overlay2").join(&id),
+                root.join("overlay2").join(format!("{id}-init")),
+            ]
+        }))
+        .chain([root.join("overlay2").join(BUILDKIT_DIR)])
+        .collect();
+
+    (keep, garbage)
+}
+
+/// Everything Docker had is on disk, the garbage is gone, the images hold their layers, and
+/// moby loads exactly what it loaded before.
+fn end_state(
+    root: &Path,
+    (keep, garbage): &(Vec<PathBuf>, Garbage),
+    (loaded, verified, mounts): (&BTreeSet<String>, &BTreeSet<String>, usize),
+) {
+    let all: BTreeSet<String> = LAYERS.iter().map(|s| s.to_string()).collect();
+    for p in keep {
         assert!(p.exists(), "{} was removed", p.display());
     }
     for p in &garbage.paths {
@@ -246,7 +306,7 @@ fn destructive_commands_on_a_damaged_docker_root_keep_what_moby_loads() {
             p.display()
         );
     }
-    let ls = layerctl::ok(&root, &["--json", "ls"]);
+    let ls = layerctl::ok(root, &["--json", "ls"]);
     let listed: BTreeSet<String> = serde_json::from_str::<serde_json::Value>(&ls)
         .unwrap()
         .as_array()
@@ -257,7 +317,7 @@ fn destructive_commands_on_a_damaged_docker_root_keep_what_moby_loads() {
     assert_eq!(listed, all);
 
     // The images still hold their layers (read as layerctl reads them).
-    let images = image_meta::ImageStore::new(&root, "overlay2")
+    let images = image_meta::ImageStore::new(root, "overlay2")
         .images()
         .unwrap();
     assert!(images.broken.is_empty());
@@ -274,6 +334,6 @@ fn destructive_commands_on_a_damaged_docker_root_keep_what_moby_loads() {
     );
 
     // And moby loads exactly what it loaded before.
-    let after = moby_view(&root);
-    assert_eq!((after.0, after.1, after.2), (loaded, verified, mounts));
+    let after = moby_view(root);
+    assert_eq!((&after.0, &after.1, after.2), (loaded, verified, mounts));
 }
