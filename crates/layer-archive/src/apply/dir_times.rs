@@ -69,13 +69,18 @@ impl PendingDirs {
     /// missing levels. `reentered(name)` says whether a level is a directory this layer
     /// already set times on (then its current times are read and kept).
     pub(super) fn enter(&mut self, root: &SafeRoot, dir: &[u8], reentered: &dyn Fn(&[u8]) -> bool) {
-        // How many levels of the current path are a prefix of `dir`.
+        // How many levels of the current path are a prefix of `dir`: one comparison of the
+        // two paths, then O(1) per level (comparing each level's prefix anew was O(depth²)
+        // bytes per entry, a quarter of a 2,048-level import).
+        let common = dir
+            .iter()
+            .zip(&self.path)
+            .take_while(|(a, b)| a == b)
+            .count();
         let mut keep = 1;
         while keep < self.levels.len() {
             let end = self.levels[keep].end;
-            let is_prefix = dir.len() >= end
-                && dir[..end] == self.path[..end]
-                && (dir.len() == end || dir[end] == b'/');
+            let is_prefix = end <= common && (dir.len() == end || dir[end] == b'/');
             if !is_prefix {
                 break;
             }
