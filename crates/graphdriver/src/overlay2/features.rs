@@ -55,6 +55,9 @@ fn cache() -> &'static Mutex<HashMap<PathBuf, Arc<Features>>> {
 pub(crate) fn probe(home: &Path) -> Result<Arc<Features>> {
     let mut cache = cache().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(found) = cache.get(home) {
+        // Another process killed mid-probe leaves its probe dir even when this process knows
+        // the features already: remove it on every open, not only on the first.
+        remove_stale_probes(home);
         return Ok(found.clone());
     }
     let features = Arc::new(probe_uncached(home)?);
@@ -197,7 +200,17 @@ fn probe_uncached(home: &Path) -> Result<Features> {
         b"y",
         rustix::fs::XattrFlags::empty(),
     )
-    .map_err(|e| Error::io("setxattr", p("l2/d"), e.into()))?;
+    .map_err(|e| match e {
+        // Unprivileged outside a user namespace (trusted.* needs CAP_SYS_ADMIN), or a backing
+        // filesystem without xattrs: overlay2 cannot work here, so the next driver is tried.
+        rustix::io::Errno::PERM | rustix::io::Errno::ACCESS | rustix::io::Errno::NOTSUP => {
+            Error::NotSupported(format!(
+                "overlay2 cannot set {xattr}* xattrs under {}: {e}",
+                home.display()
+            ))
+        }
+        e => Error::io("setxattr", p("l2/d"), e.into()),
+    })?;
 
     // Loading the module on first mount makes /sys/module/overlay appear; check after mounting.
     let spec = OverlaySpec {

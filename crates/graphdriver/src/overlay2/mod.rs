@@ -219,7 +219,17 @@ impl Overlay2 {
         let ownership = Ownership::new(options.id_map.clone());
         mkdir_mode(&home, 0o710)?;
         ownership.chown_dir(&home, ownership.dir_id())?;
-        let features = features::probe(&home)?;
+        let features = match features::probe(&home) {
+            Ok(f) => f,
+            Err(e) => {
+                // Leave no empty home behind when overlay cannot work here (a caller trying
+                // drivers in turn would otherwise find an `overlay2/` it never used).
+                if !existed {
+                    let _ = std::fs::remove_dir(&home);
+                }
+                return Err(e);
+            }
+        };
         if !existed {
             tracing::debug!("created overlay2 home {}", home.display());
         }
