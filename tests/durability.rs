@@ -54,20 +54,11 @@ fn layerctl() -> PathBuf {
 }
 
 fn root_or_skip(what: &str) -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping {what}: not root");
-        return false;
-    }
-    true
+    testkit::gate::root(what).is_ok()
 }
 
 fn drivers() -> Vec<&'static str> {
-    if fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay")) {
-        vec!["vfs", "overlay2"]
-    } else {
-        eprintln!("overlay2 cases skipped: no overlayfs");
-        vec!["vfs"]
-    }
+    testkit::gate::drivers()
 }
 
 struct Out {
@@ -189,10 +180,7 @@ fn export_identical_after_drop_caches() {
 
 /// A loop-mounted ext4 of `mib` MiB at `<dir>/mnt`, backed by `<dir>/disk.img`.
 fn loop_ext4(dir: &Path, mib: u64) -> Option<(PathBuf, Mounted)> {
-    if Command::new("mkfs.ext4").arg("-V").output().is_err() {
-        eprintln!("skipping: no mkfs.ext4");
-        return None;
-    }
+    testkit::gate::tool("mkfs.ext4", "e2fsprogs").ok()?;
     let img = dir.join("disk.img");
     let f = fs::File::create(&img).unwrap();
     f.set_len(mib << 20).unwrap();
@@ -207,7 +195,7 @@ fn loop_ext4(dir: &Path, mib: u64) -> Option<(PathBuf, Mounted)> {
         .status()
         .unwrap();
     if !st.success() {
-        eprintln!("skipping: loop mount not available here");
+        let _ = testkit::gate::lacking("loop devices", "mount -o loop failed here");
         return None;
     }
     Some((img, Mounted(mnt)))

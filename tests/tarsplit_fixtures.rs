@@ -6,8 +6,7 @@
 //! * Where Go is wrong (sparse files inflated, partial padding dropped, a chain of extension
 //!   headers buffered without bound) we assert the better behaviour and say so.
 
-#[path = "support/tarsplit.rs"]
-mod support;
+use testkit::tarsplit as support;
 
 use std::io::Read;
 

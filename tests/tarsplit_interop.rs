@@ -8,8 +8,7 @@
 //! (sparse files) the test asserts that *our* metadata makes Go's assembler exact.
 //! Without `tar-split` on PATH the tests fail under CI=true and are skipped otherwise.
 
-#[path = "support/tarsplit.rs"]
-mod support;
+use testkit::tarsplit as support;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,19 +20,9 @@ use tarsplit::asm::{Disassembler, assemble};
 use tarsplit::clean_path;
 use tarsplit::storage::{FilePutter, JsonPacker, PathFileGetter, gzip_unpacker, gzip_writer};
 
+/// Go's tar-split CLI, or a recorded skip (a failure under CI=true, which installs it).
 fn go_tar_split() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("tar-split"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("tar-split (Go) is not on PATH; CI must install it (apt-get install tar-split)");
-        }
-        eprintln!("skipping: Go tar-split is not on PATH");
-    }
-    found
+    testkit::gate::tar_split().ok()
 }
 
 /// Writes each body to `root/<cleaned name>`, as an extraction would.

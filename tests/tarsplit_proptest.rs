@@ -2,8 +2,7 @@
 //! links, hard links with and without a size, symlinks, trailing garbage, missing end
 //! marker) must round-trip byte for byte, through the `Read` adaptors in both directions.
 
-#[path = "support/tarsplit.rs"]
-mod support;
+use testkit::tarsplit as support;
 
 use std::io::Read;
 

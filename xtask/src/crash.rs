@@ -49,10 +49,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{cargo, step, workspace_root};
 
-#[allow(dead_code)]
-#[path = "../../crates/layerctl/tests/layerctl_util/testuser.rs"]
-mod testuser;
-use testuser::TestUser;
+use testkit::testuser::TestUser;
 
 /// How `layerctl` is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,72 +392,23 @@ fn observe(ctl: &Invoke, root: &Path, driver: &str) -> Result<Seen> {
     })
 }
 
-/// Our own look at the directories: what no check should leave behind.
+/// Our own look at the directories: what no check should leave behind (testkit's scan, the
+/// one every crash harness runs), against what `ls` and `rw ls` report.
 fn leftovers_on_disk(root: &Path, driver: &str, seen: &Seen) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let layerdb = root.join("image").join(driver).join("layerdb");
-    if let Ok(tmp) = fs::read_dir(layerdb.join("tmp")) {
-        for e in tmp {
-            found.push(format!("write-set {}", e?.path().display()));
-        }
-    }
-    if let Ok(sha) = fs::read_dir(layerdb.join("sha256")) {
-        for e in sha {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            if name.contains("-removing") {
-                found.push(format!("removing dir {name}"));
-            } else if !seen.layers.contains_key(&format!("sha256:{name}")) {
-                found.push(format!("layer dir {name} that ls does not list"));
-            }
-        }
-    }
-    let mut named: BTreeSet<String> = seen.cache_ids.clone();
+    let mut driver_dirs: BTreeSet<String> = seen.cache_ids.clone();
+    let mut mountable = BTreeSet::new();
     for (mount_id, init_id, _) in seen.rw.values() {
-        named.insert(mount_id.clone());
-        named.extend(init_id.clone());
+        driver_dirs.insert(mount_id.clone());
+        driver_dirs.extend(init_id.clone());
+        mountable.insert(mount_id.clone());
     }
-    let driver_dir = match driver {
-        "vfs" => root.join("vfs").join("dir"),
-        _ => root.join("overlay2"),
+    let expected = testkit::leftovers::Expected {
+        layers: seen.layers.keys().cloned().collect(),
+        rw_layers: seen.rw.keys().cloned().collect(),
+        driver_dirs,
+        mountable: Some(mountable),
     };
-    if let Ok(dirs) = fs::read_dir(&driver_dir) {
-        for e in dirs {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            if driver == "overlay2" && name == "l" {
-                continue;
-            }
-            if !named.contains(&name) {
-                found.push(format!("driver dir {name} that nothing names"));
-            }
-        }
-    }
-    if driver == "overlay2" {
-        if let Ok(links) = fs::read_dir(driver_dir.join("l")) {
-            for e in links {
-                let e = e?;
-                if fs::metadata(e.path()).is_err() {
-                    found.push(format!(
-                        "dangling overlay2 link {}",
-                        e.file_name().to_string_lossy()
-                    ));
-                }
-            }
-        }
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        let prefix = driver_dir.display().to_string();
-        for line in mountinfo.lines() {
-            let Some(point) = line.split(' ').nth(4) else {
-                continue;
-            };
-            if let Some(rest) = point.strip_prefix(&prefix) {
-                let id = rest.trim_start_matches('/').split('/').next().unwrap_or("");
-                if !seen.rw.values().any(|(m, _, _)| m == id) {
-                    found.push(format!("mount {point} no RW layer explains"));
-                }
-            }
-        }
-    }
-    Ok(found)
+    Ok(testkit::leftovers::in_root(root, driver, &expected))
 }
 
 /// One driver's campaign.

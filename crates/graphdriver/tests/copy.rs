@@ -1,8 +1,7 @@
 //! moby's copy tests (moby-layer-spec §4.2 items 20–23) against `copy::copy_dir`, and a tree
 //! deeper than `PATH_MAX` through copy, changes, tar and removal (what vfs does with it).
 
-#[path = "../../layer-archive/tests/common_tree/mod.rs"]
-mod common_tree;
+use testkit::archive as common_tree;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -16,7 +16,7 @@ use layer_archive::change::ChangeKind;
 use layer_archive::codec::{EntryKind, Header, Limits, TarReader, TarWriter};
 use rustix::fs::{Mode, OFlags};
 
-mod overlay2_util;
+use testkit::overlay2 as overlay2_util;
 
 /// Levels of the trees: `d/` × DEPTH plus a file `f` at every level is a 4,001-byte name at
 /// the bottom, under the codec's 4,096-byte cap.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use graphdriver::overlay2::{MountApi, Overlay2, Overlay2Options};
 use graphdriver::{ChangeKind, CreateOpts, DiffDriver, ProtoDriver};
 
-mod overlay2_util;
 use overlay2_util::*;
+use testkit::overlay2 as overlay2_util;
 
 fn opts() -> CreateOpts {
     CreateOpts::default()
@@ -400,7 +400,7 @@ fn chain_of_300_with_fsconfig() {
         },
     );
     if !d.features().lowerdir_plus {
-        eprintln!("skipping: kernel has no fsconfig lowerdir+ (needs 6.8)");
+        let _ = testkit::gate::lacking("lowerdir+", "kernel has no fsconfig lowerdir+ (needs 6.8)");
         return;
     }
     deep_layer_read(&d, 300);

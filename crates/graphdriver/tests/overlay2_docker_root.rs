@@ -12,8 +12,8 @@ use std::process::Command;
 use graphdriver::overlay2::{Overlay2, Overlay2Options};
 use graphdriver::{CreateOpts, DiffDriver, ProtoDriver};
 
-mod overlay2_util;
 use overlay2_util::*;
+use testkit::overlay2 as overlay2_util;
 
 fn fixture_dir() -> PathBuf {
     // <workspace>/crates/graphdriver -> <workspace>/../shared

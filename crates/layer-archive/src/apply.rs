@@ -1106,10 +1106,7 @@ mod tests {
     /// a setgid parent of another group all still get set.
     #[test]
     fn modes_and_owners_are_exact_without_redundant_calls() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipping: not root (chown to other ids needs it)");
-            return;
-        }
+        testkit::require!(testkit::gate::root("chown to other IDs"));
         let mut entries: Vec<(Header, &[u8])> = Vec::new();
         let file = |name: &str, mode: i64, uid: i64, gid: i64| {
             let mut h = Header::file(name, 1);

@@ -1,7 +1,7 @@
 //! go-archive behaviours the drivers rely on (moby-layer-spec §4.4), against our archive
 //! code. moby's copy tests (§4.2 items 20–23) are graphdriver's `tests/copy.rs`.
 
-mod common_tree;
+use testkit::archive as common_tree;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,10 +15,6 @@ use layer_archive::{Change, ChangeKind};
 
 fn opts() -> ApplyOptions {
     ApplyOptions::for_current_user().with_layer("test")
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// Spec §4.4 item 48 and 53: implied parents are 0755 whatever the umask; explicit modes
@@ -65,10 +61,7 @@ fn directory_times_set_after_children() {
 /// Item 54 (root): block, char and fifo nodes survive tar and apply; ChangesDirs is empty.
 #[test]
 fn block_char_fifo_round_trip() {
-    if !is_root() {
-        eprintln!("skipping: not root (mknod of devices)");
-        return;
-    }
+    testkit::require!(testkit::gate::root("mknod of devices"));
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     fs::create_dir(&src).unwrap();
@@ -282,10 +275,7 @@ fn changes_size_counts_hardlinks_once() {
 /// overlay-shaped names only through whiteout semantics.
 #[test]
 fn overlay_untar_restores_modes_opaque_and_devices() {
-    if !is_root() {
-        eprintln!("skipping: not root (trusted xattrs and mknod)");
-        return;
-    }
+    testkit::require!(testkit::gate::root("trusted xattrs and mknod"));
     let tmp = tempfile::tempdir().unwrap();
     let mut d1 = Header::dir("d1/");
     d1.mode = 0o700;
@@ -330,10 +320,7 @@ fn overlay_untar_restores_modes_opaque_and_devices() {
 /// by default.
 #[test]
 fn capability_xattr_is_the_only_one_captured_by_default() {
-    if !is_root() {
-        eprintln!("skipping: not root (security.capability needs CAP_SETFCAP)");
-        return;
-    }
+    testkit::require!(testkit::gate::root("security.capability (CAP_SETFCAP)"));
     let tmp = tempfile::tempdir().unwrap();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     fs::create_dir(&src).unwrap();
@@ -369,7 +356,8 @@ fn pax_xattrs_are_applied() {
         }
         Err(e) => {
             assert!(e.to_string().contains("xattr"), "{e}");
-            eprintln!("skipping: user xattrs unsupported here: {e}");
+            let _ =
+                testkit::gate::lacking("user xattrs", format!("user xattrs unsupported here: {e}"));
         }
     }
 }

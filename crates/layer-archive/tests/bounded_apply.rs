@@ -3,7 +3,7 @@
 //! (memory does not grow with the bytes of all names), and deep trees need neither deep
 //! paths nor a descriptor per level. Work and memory are counted, not timed.
 
-mod common_tree;
+use testkit::archive as common_tree;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs;

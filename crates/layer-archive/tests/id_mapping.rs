@@ -21,22 +21,10 @@ fn remap() -> IdMapping {
     .unwrap()
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 /// Tests that chown to other IDs need root; says so once and returns false elsewhere, and
 /// fails under CI, where they must run.
 fn need_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: CI runs as root"
-    );
-    eprintln!("skipped: {test}: needs root to chown to other IDs");
-    false
+    testkit::gate::root(&format!("{test}: chown to other IDs")).is_ok()
 }
 
 enum Kind {

@@ -12,8 +12,6 @@ use std::path::Path;
 use base64::Engine;
 use layer_archive::{Limits, TarError, TarReader};
 
-const FIXTURES: &str = "/work/shared/fixtures/tar-split";
-
 /// (name, size) of every header, as Go saw them.
 fn golden_entries(path: &Path) -> Vec<(Vec<u8>, u64)> {
     let raw = fs::read(path).unwrap();
@@ -54,11 +52,9 @@ fn our_entries(tar: &[u8]) -> Result<Vec<(Vec<u8>, u64)>, TarError> {
 
 #[test]
 fn entries_match_go_archive_tar() {
-    let root = Path::new(FIXTURES);
-    let Ok(expected) = fs::read_to_string(root.join("expected.tsv")) else {
-        eprintln!("skipping: {FIXTURES} not present");
-        return;
-    };
+    let root = &testkit::require!(testkit::gate::fixtures()).join("tar-split");
+    let expected = fs::read_to_string(root.join("expected.tsv"))
+        .unwrap_or_else(|e| panic!("{}/expected.tsv: {e}", root.display()));
     let (mut same, mut both_fail) = (0, 0);
     let mut failures = Vec::new();
     for row in expected.lines().skip(1) {
@@ -119,11 +115,9 @@ fn entries_match_go_archive_tar() {
 /// (types it does not handle, hardlinks to names outside the archive).
 #[test]
 fn go_readable_fixtures_apply() {
-    let root = Path::new(FIXTURES);
-    let Ok(expected) = fs::read_to_string(root.join("expected.tsv")) else {
-        eprintln!("skipping: {FIXTURES} not present");
-        return;
-    };
+    let root = &testkit::require!(testkit::gate::fixtures()).join("tar-split");
+    let expected = fs::read_to_string(root.join("expected.tsv"))
+        .unwrap_or_else(|e| panic!("{}/expected.tsv: {e}", root.display()));
     let mut applied = 0;
     let mut report = Vec::new();
     for row in expected.lines().skip(1) {

@@ -2,7 +2,7 @@
 //! changes of `child` against `parent` and applying them onto a copy of `parent` gives
 //! `child` exactly (types, contents, link targets, modes, owners, nanosecond mtimes).
 
-mod common_tree;
+use testkit::archive as common_tree;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -3,7 +3,7 @@
 //! exact expected tree, exported back as a diff against the previous stage and re-applied,
 //! and (as root, with overlayfs) applied in overlay form and mounted to compare the union.
 
-mod common_tree;
+use testkit::archive as common_tree;
 
 use std::fs;
 
@@ -185,17 +185,7 @@ fn exported_whiteouts_are_sorted_and_deterministic() {
 /// stays visible.
 #[test]
 fn overlay_form_mounts_to_the_same_tree() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: not root (overlay whiteouts need mknod and trusted xattrs)");
-        return;
-    }
-    if !fs::read_to_string("/proc/filesystems")
-        .unwrap_or_default()
-        .contains("overlay")
-    {
-        eprintln!("skipping: no overlayfs in /proc/filesystems");
-        return;
-    }
+    testkit::require!(testkit::gate::overlay());
     let tmp = tempfile::tempdir().unwrap();
     let plain = tmp.path().join("plain");
     fs::create_dir(&plain).unwrap();

@@ -1,7 +1,7 @@
 //! Random garbage in every metadata file: every reader returns a value or a typed error, never
 //! panics, and listings report the damage instead of skipping it.
 
-mod common;
+use testkit::meta as common;
 
 use std::fs;
 

@@ -4,7 +4,7 @@
 //! The fixture is `../shared/fixtures/docker-root/` beside the workspace root; its README lists
 //! the layers and mounts asserted here.
 
-mod common;
+use testkit::meta as common;
 
 use std::fs;
 use std::io::{self, Read};

@@ -8,7 +8,7 @@
 //! * after recovery (reopen, remove every leftover, finish every orphan) nothing is left in
 //!   `tmp/`, no leftover is reported, and the operation succeeds when retried.
 
-mod common;
+use testkit::meta as common;
 
 use std::io;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! moby's `filestore_test.go` cases, plus the behaviour this crate adds (documented deviations
 //! are marked "deviation").
 
-mod common;
+use testkit::meta as common;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -17,9 +17,7 @@
 //! `LAYERSTORE_CRASH_WORKER=1`; without that variable the `worker` test does nothing.
 //! 50 kills per driver by default; `LAYERSTORE_CRASH_RUNS=N` runs N.
 
-mod common;
-#[path = "common/invariants.rs"]
-mod invariants;
+use testkit::store as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,13 +25,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use invariants::{assert_consistent, assert_counts};
 use layer_digest::ChainId;
 use layer_meta::Durability;
 use layer_store::{
     CheckOptions, CreateRwOptions, InitFn, LayerRef, Problem, RwLayerRef, Store, StoreOptions,
 };
 use rand::Rng;
+use testkit::store::{assert_consistent, assert_counts};
 
 const READY: &str = "LAYERSTORE_CRASH_WORKER_READY";
 

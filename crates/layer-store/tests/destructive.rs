@@ -6,17 +6,15 @@
 //! and only garbage goes. Also: a second open in one process, roots of other Docker drivers,
 //! and Docker's directory modes.
 
-mod common;
-#[path = "common/invariants.rs"]
-mod invariants;
+use testkit::store as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{open, read_all, tar_of};
-use invariants::assert_consistent;
 use layer_digest::ChainId;
 use layer_store::{CheckOptions, CreateRwOptions, Error, Problem, Store, StoreOptions};
+use testkit::store::assert_consistent;
 
 fn hex64() -> String {
     rand::random::<[u8; 32]>()
@@ -181,10 +179,7 @@ fn an_unreadable_name_keeps_every_unnamed_directory() {
 /// rest is still collected.
 #[test]
 fn gc_goes_on_past_a_failure() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
+    testkit::require!(testkit::gate::root("mounting a tmpfs"));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     populated(root);

@@ -5,9 +5,7 @@
 //! own code. Needs root (whiteout devices and `trusted.*` xattrs survive extraction only as
 //! root, and overlay2 mounts need it); as non-root every test prints why and skips.
 
-mod common;
-#[path = "common/invariants.rs"]
-mod invariants;
+use testkit::store as common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{read_all, tar_of};
-use invariants::assert_consistent;
 use layer_digest::{ChainId, Digester};
 use layer_store::{CheckOptions, Store, StoreOptions};
+use testkit::store::assert_consistent;
 
 fn fixture_dir() -> PathBuf {
     // <workspace>/crates/layer-store -> <workspace>/../shared
@@ -116,20 +114,8 @@ fn tar_x(args: &[&str], archive: &Path, into: &Path) {
 
 /// Extracts the fixture as its README says, or `None` (with the reason printed) when not root.
 fn fixture() -> Option<Fixture> {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!(
-            "skipping: not root (the fixture's whiteout devices and trusted.* xattrs need root)"
-        );
-        return None;
-    }
-    if !common::overlay_usable() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root and must have overlayfs"
-        );
-        eprintln!("skipping: no overlay in /proc/filesystems");
-        return None;
-    }
+    // The fixture's whiteout devices and trusted.* xattrs need root, its layers overlayfs.
+    testkit::gate::overlay().ok()?;
     let dir = fixture_dir();
     assert!(
         dir.join("docker-root.tar.gz").exists(),

@@ -20,9 +20,7 @@
 //!   or write-set is left that nothing names;
 //! * the operation succeeds when retried without the fault, and a reopened store is clean.
 
-mod common;
-#[path = "common/invariants.rs"]
-mod invariants;
+use testkit::store as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
@@ -33,13 +31,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{drivers, tar_of, write};
 use graphdriver::{Change, CreateOpts, DiffDriver, Driver, ProtoDriver, Status, TarStream};
-use invariants::{assert_consistent, assert_counts};
 use layer_digest::ChainId;
 use layer_meta::{Durability, FaultInjector, FsOp};
 use layer_store::{
     CheckOptions, CreateRwOptions, InitFn, LayerRef, RwLayerRef, Store, StoreOptions,
 };
 use rustix::io::Errno;
+use testkit::store::{assert_consistent, assert_counts};
 
 const ERRNOS: [Errno; 3] = [Errno::NOSPC, Errno::IO, Errno::EXIST];
 

@@ -1,6 +1,6 @@
 //! moby's layer package tests (moby-layer-spec §4.1), on every driver available here.
 
-mod common;
+use testkit::store as common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -2,9 +2,7 @@
 //! one by one (IDs, tar streams, the mounted view with whiteouts), runs its layers at the same
 //! time where the driver allows it, and leaves nothing behind when any layer fails.
 
-mod common;
-#[path = "common/invariants.rs"]
-mod invariants;
+use testkit::store as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
@@ -13,9 +11,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{drivers, open, read_all};
-use invariants::{assert_consistent, assert_counts, driver_dirs};
 use layer_digest::ChainId;
 use layer_store::{CreateRwOptions, Error, Layer, LayerRef, Store};
+use testkit::store::{assert_consistent, assert_counts, driver_dirs};
 
 /// A tar entry: a directory, a regular file, or an empty marker (whiteouts are files).
 enum E<'a> {

@@ -4,19 +4,17 @@
 //! At the end the reference counts and the disk (layerdb, driver directories) must agree with
 //! what the threads still hold, and giving everything back must leave the store empty.
 
-mod common;
-#[path = "common/invariants.rs"]
-mod invariants;
+use testkit::store as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
 use common::{drivers, read_all, tar_of};
-use invariants::{assert_consistent, assert_counts, driver_dirs};
 use layer_digest::ChainId;
 use layer_store::{CreateRwOptions, Error, InitFn, LayerRef, RwLayerRef, Store};
 use rand::Rng;
+use testkit::store::{assert_consistent, assert_counts, driver_dirs};
 
 const THREADS: usize = 8;
 

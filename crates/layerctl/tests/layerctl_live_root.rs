@@ -39,9 +39,8 @@ fn state(root: &Path, driver: &str) -> BTreeSet<PathBuf> {
 
 #[test]
 fn writing_commands_refuse_a_root_dockerd_runs_on() {
-    if let Some(why) = dockerd::unavailable() {
-        eprintln!("skipped: {why}");
-        return;
+    if dockerd::unavailable().is_some() {
+        return; // recorded by testkit's dockerd gate
     }
     let driver = if drivers().contains(&"overlay2") {
         "overlay2"
@@ -135,10 +134,7 @@ fn writing_commands_refuse_a_root_dockerd_runs_on() {
 
 #[test]
 fn foreign_mounts_are_refused_and_our_own_are_not() {
-    if !rustix_is_root() {
-        eprintln!("skipped: mounting needs root");
-        return;
-    }
+    testkit::require!(testkit::gate::root("mounting"));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     for driver in drivers() {

@@ -293,10 +293,7 @@ fn bad_remap_input_is_a_clear_error_and_writes_nothing() {
 
 #[test]
 fn remap_root_turns_remapping_off_as_dockerd_does() {
-    if !rustix_is_root() {
-        eprintln!("skipped: remap_root_turns_remapping_off: needs root");
-        return;
-    }
+    testkit::require!(testkit::gate::root("--userns-remap"));
     let data = data_root();
     let out = run(remap_cmd(data.path(), "vfs", "root", &["ls"]));
     assert!(out.status.success());

@@ -1,16 +1,13 @@
 //! Helpers for the end-to-end tests: run the built binary, build layer tars and image
 //! archives in memory, hash, and snapshot a root to prove nothing was left behind.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-pub mod dockerd;
-pub mod testuser;
+pub use testkit::{dockerd, testuser};
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-use sha2::{Digest as _, Sha256};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_layerctl"))
@@ -82,35 +79,23 @@ pub fn json(out: Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).expect("valid JSON")
 }
 
-pub fn sha256(data: &[u8]) -> String {
-    let mut s = String::from("sha256:");
-    for b in Sha256::digest(data) {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(p) => sha256(format!("{p} {d}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
-}
+pub use testkit::digest::{chain_ids, sha256};
 
 /// The drivers to test: vfs always; overlay2 as root when the driver starts here (asked of
-/// the binary itself, so a not-yet-loaded overlay module still counts). In CI (`CI=true`) as
-/// root, overlay2 not starting is a failure, not a skip.
+/// the binary itself, so a not-yet-loaded overlay module still counts). Otherwise the
+/// overlay2 variant is a recorded skip (testkit), and under `CI=true` a failure.
 pub fn drivers() -> Vec<&'static str> {
+    use testkit::gate::{Reason, is_root, skip_variant};
     static OVERLAY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if !is_root() {
+        let _ = skip_variant(
+            Some("overlay2"),
+            Reason::NotRoot,
+            "overlayfs mounts, whiteout devices and trusted.* xattrs need root",
+        );
+        return vec!["vfs"];
+    }
     let overlay = OVERLAY.get_or_init(|| {
-        if !rustix_is_root() {
-            return Err("not root".into());
-        }
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut c = ctl(dir.path(), "overlay2");
         c.arg("info");
@@ -123,26 +108,15 @@ pub fn drivers() -> Vec<&'static str> {
     });
     match overlay {
         Ok(()) => vec!["vfs", "overlay2"],
-        Err(why) if rustix_is_root() && std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI runs as root but overlay2 does not start: {why}")
-        }
         Err(why) => {
-            eprintln!("skipping overlay2: {why}");
+            let _ = skip_variant(
+                Some("overlay2"),
+                Reason::NoOverlay,
+                format!("overlay2 does not start: {why}"),
+            );
             vec!["vfs"]
         }
     }
-}
-
-pub fn rustix_is_root() -> bool {
-    // SAFETY-free: read our own effective uid from /proc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// One entry of a layer tar.
@@ -154,74 +128,19 @@ pub enum E {
     Hardlink(&'static str, &'static str),
 }
 
-/// A ustar header with raw name (and link name) bytes: the `tar` crate refuses `..`, which
-/// the breakout tests need.
-fn raw_header(kind: tar::EntryType, name: &str, link: &str, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(0o644);
-    h.set_mtime(1_700_000_000);
-    h.set_size(size);
-    let u = h.as_ustar_mut().unwrap();
-    u.name[..name.len()].copy_from_slice(name.as_bytes());
-    u.linkname[..link.len()].copy_from_slice(link.as_bytes());
-    h.set_cksum();
-    h
-}
-
-/// A deterministic layer tar (ustar, fixed owner and mtime).
+/// A deterministic layer tar (ustar, owner 0:0, fixed mtime), through testkit's builder
+/// (which writes `..` names raw, as the breakout tests need).
 pub fn layer_tar(entries: &[E]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+    let mut t = testkit::tar::Tar::new();
     for e in entries {
-        let raw = match e {
-            E::File(p, data) if p.contains("..") => Some((
-                raw_header(tar::EntryType::Regular, p, "", data.len() as u64),
-                *data,
-            )),
-            E::Hardlink(p, t) if t.contains("..") => {
-                Some((raw_header(tar::EntryType::Link, p, t, 0), &b""[..]))
-            }
-            E::Symlink(p, t) if t.contains("..") => {
-                Some((raw_header(tar::EntryType::Symlink, p, t, 0), &b""[..]))
-            }
-            _ => None,
+        t = match e {
+            E::Dir(p) => t.dir(p),
+            E::File(p, data) => t.file(p, data),
+            E::Symlink(p, target) => t.symlink(p, target),
+            E::Hardlink(p, target) => t.hardlink(p, target),
         };
-        if let Some((h, data)) = raw {
-            b.append(&h, data).unwrap();
-            continue;
-        }
-        let mut h = tar::Header::new_ustar();
-        h.set_mtime(1_700_000_000);
-        h.set_uid(0);
-        h.set_gid(0);
-        match e {
-            E::Dir(p) => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                b.append_data(&mut h, p, &[][..]).unwrap();
-            }
-            E::File(p, data) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, p, *data).unwrap();
-            }
-            E::Symlink(p, target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
-                h.set_size(0);
-                b.append_link(&mut h, p, target).unwrap();
-            }
-            E::Hardlink(p, target) => {
-                h.set_entry_type(tar::EntryType::Link);
-                h.set_mode(0o644);
-                h.set_size(0);
-                b.append_link(&mut h, p, target).unwrap();
-            }
-        }
     }
-    b.into_inner().unwrap()
+    t.build()
 }
 
 /// Three layers: a base, one with whiteouts (`.wh.` file and dir), one with an opaque dir.
@@ -267,18 +186,7 @@ pub fn zstd(data: &[u8]) -> Vec<u8> {
 }
 
 /// An archive (tar) from `(name, bytes)` members.
-pub fn archive(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in members {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, &data[..]).unwrap();
-    }
-    b.into_inner().unwrap()
-}
+pub use testkit::tar::archive;
 
 pub fn config_json(diff_ids: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -462,46 +370,22 @@ pub fn busybox_image(tag: &str) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
 /// [`busybox_image`] with `extra` layers on top (each with a history entry of its own).
 pub fn busybox_image_with(tag: &str, extra: Vec<Vec<u8>>) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
     let busybox = std::fs::read(dockerd::BUSYBOX).expect("read /bin/busybox");
-    let mut b = tar::Builder::new(Vec::new());
-    let add = |b: &mut tar::Builder<Vec<u8>>,
-               kind: tar::EntryType,
-               path: &str,
-               mode: u32,
-               data: &[u8],
-               link: &str| {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_mtime(1_700_000_000);
-        h.set_size(data.len() as u64);
-        if kind == tar::EntryType::Symlink {
-            b.append_link(&mut h, path, link).unwrap();
-        } else {
-            b.append_data(&mut h, path, data).unwrap();
-        }
-    };
-    use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
-    add(&mut b, D, "bin/", 0o755, b"", "");
-    add(&mut b, F, "bin/busybox", 0o755, &busybox, "");
+    let mut t = testkit::tar::Tar::new()
+        .dir("bin/")
+        .file_mode("bin/busybox", &busybox, 0o755);
     for name in ["sh", "cat", "echo", "test", "["] {
-        add(&mut b, L, &format!("bin/{name}"), 0o777, b"", "busybox");
+        t = t.symlink(&format!("bin/{name}"), "busybox");
     }
-    add(&mut b, D, "etc/", 0o755, b"", "");
-    add(&mut b, F, "etc/removed", 0o644, b"must not show\n", "");
-    add(&mut b, D, "tmp/", 0o1777, b"", "");
-    let l1 = b.into_inner().unwrap();
-    let mut b = tar::Builder::new(Vec::new());
-    add(&mut b, D, "etc/", 0o755, b"", "");
-    add(&mut b, F, "etc/.wh.removed", 0o644, b"", "");
-    add(
-        &mut b,
-        F,
-        "etc/marker",
-        0o644,
-        format!("{BUSYBOX_MARKER}\n").as_bytes(),
-        "",
-    );
-    let l2 = b.into_inner().unwrap();
+    let l1 = t
+        .dir("etc/")
+        .file("etc/removed", b"must not show\n")
+        .entry(tar::EntryType::Directory, "tmp/", "", 0o1777, b"")
+        .build();
+    let l2 = testkit::tar::Tar::new()
+        .dir("etc/")
+        .whiteout("etc/removed")
+        .file("etc/marker", format!("{BUSYBOX_MARKER}\n").as_bytes())
+        .build();
     let n_extra = extra.len();
     let mut layers = vec![l1, l2];
     layers.extend(extra);

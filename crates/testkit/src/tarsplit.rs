@@ -1,17 +1,14 @@
-//! Helpers shared by the `tarsplit_*` integration tests: fixture discovery and loading.
-#![allow(dead_code)]
+//! The tar-split fixtures (`../shared/fixtures/tar-split`, with Go's goldens and
+//! `expected.tsv`) and a proptest strategy for generated archives (feature `tarsplit`).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use flate2::read::MultiGzDecoder;
 
 /// `../shared/fixtures/tar-split` next to the repository (CI lays a copy of shared/ there).
 pub fn fixtures_dir() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent");
-    let dir = repo.join("../shared/fixtures/tar-split");
+    let dir = crate::gate::workspace_root().join("../shared/fixtures/tar-split");
     assert!(
         dir.is_dir(),
         "tar-split fixtures not found at {}",
@@ -22,6 +19,7 @@ pub fn fixtures_dir() -> PathBuf {
 
 /// One row of `expected.tsv`.
 #[derive(Debug, Clone)]
+#[allow(missing_docs)]
 pub struct Row {
     pub file: String,
     pub tar_bytes: u64,
@@ -106,9 +104,7 @@ pub fn read_golden(rel: &str) -> Vec<u8> {
     }
 }
 
-pub fn sha256_hex(data: &[u8]) -> String {
-    layer_digest::Digester::sha256_of(data).hex().to_string()
-}
+pub use crate::digest::sha256_hex;
 
 /// One entry of a generated archive.
 #[derive(Debug, Clone)]

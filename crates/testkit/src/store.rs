@@ -1,11 +1,17 @@
-//! Whole-store invariants for the reliability suites: what "clean" means after any failure,
-//! crash or race. Included with `#[path]` so `common/mod.rs` stays as it is.
-#![allow(dead_code)]
+//! Whole-store invariants over layer-store's API (feature `store`): what "clean" means after
+//! any failure, crash or race, and moby's reference-count rule.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
 
 use layer_digest::ChainId;
-use layer_store::{CheckOptions, Store};
+use layer_store::{CheckOptions, CreateRwOptions, LayerRef, Store, StoreOptions};
+
+pub use crate::gate::drivers;
+pub use crate::tar::files as tar_of;
+
+use crate::leftovers::{self, Expected};
 
 /// Every driver directory, as a sorted set.
 pub fn driver_dirs(store: &Store) -> BTreeSet<String> {
@@ -86,6 +92,31 @@ pub fn assert_consistent(store: &Store, what: &str) {
         "{what}: layerdb tmp/ not empty: {:?}",
         tmp_entries(store)
     );
+    let found = leftovers_on_disk(store);
+    assert!(found.is_empty(), "{what}: leftovers on disk: {found:#?}");
+}
+
+/// What the store holds, as the on-disk scan expects it.
+pub fn expected(store: &Store) -> Expected {
+    Expected {
+        layers: store.map().keys().map(|id| id.to_string()).collect(),
+        rw_layers: store.rw_layers().into_keys().collect(),
+        driver_dirs: named_dirs(store),
+        mountable: None,
+    }
+}
+
+/// The [`leftovers`] scan of the store's layerdb and driver home against what it holds.
+pub fn leftovers_on_disk(store: &Store) -> Vec<String> {
+    let expected = expected(store);
+    let mut found = leftovers::in_layerdb(store.meta().root(), &expected);
+    // The driver home is `<root>/<driver>` (vfs keeps its layers in `dir/`).
+    found.extend(leftovers::in_driver(
+        store.root(),
+        store.driver_name(),
+        &expected,
+    ));
+    found
 }
 
 /// Every layer's count is what moby's rules give: the references `held` by the caller, plus
@@ -115,4 +146,56 @@ pub fn assert_counts(store: &Store, held: &BTreeMap<ChainId, usize>, what: &str)
             "{what}: reference count of {id}"
         );
     }
+}
+
+/// Opens a store on `root` with `driver`, without fsyncs (tests do not survive power cuts).
+pub fn open(root: &Path, driver: &str) -> Store {
+    let mut o = StoreOptions::new(root).driver(driver);
+    o.durability = layer_meta::Durability::None;
+    Store::open(o).unwrap_or_else(|e| panic!("open store on {driver}: {e}"))
+}
+
+/// Everything a reader yields.
+pub fn read_all(mut r: impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).unwrap();
+    v
+}
+
+/// moby's `createLayer`: an RW layer on `parent`, changed by `f` through its mount, then its
+/// diff registered as a new layer.
+pub fn create_layer(store: &Store, parent: Option<&ChainId>, f: impl FnOnce(&Path)) -> LayerRef {
+    let name = format!("tmp-{}", rand_name());
+    let rw = store
+        .create_rw_layer(&name, parent, &CreateRwOptions::default())
+        .unwrap();
+    let path = rw.mount("").unwrap();
+    f(&path);
+    let diff = read_all(rw.tar_stream().unwrap());
+    rw.unmount().unwrap();
+    let layer = store.register(&diff[..], parent).unwrap();
+    store.release_rw_layer(rw).unwrap();
+    layer
+}
+
+/// A name unique in this process (and across processes: it starts with the pid).
+pub fn rand_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Writes `content` at `name` under `path` (parents made) with `mode`.
+pub fn write(path: &Path, name: &str, content: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = path.join(name.trim_start_matches('/'));
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(&p, content).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
 }

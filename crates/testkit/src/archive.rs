@@ -1,6 +1,6 @@
-//! Helpers shared by the archive tests: building tars and describing trees.
-
-#![allow(dead_code)]
+//! For layer-archive's tests (feature `archive`): tars of layer-archive `Header`s (written
+//! by its `TarWriter`, itself checked against the `tar` crate and Go), tree descriptions,
+//! times, and `cp -a` copies.
 
 use std::collections::BTreeMap;
 use std::fs;

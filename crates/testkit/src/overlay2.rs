@@ -1,28 +1,18 @@
-//! Helpers shared by the overlay2 integration tests.
-#![allow(dead_code)]
+//! For the overlay2 driver's tests (feature `driver`): whether they can run, tree
+//! descriptions with overlay's markers, mount counts, and a driver that unmounts on drop.
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Whether overlay tests can run here; prints why not. Under `CI=true` a missing overlay is a
-/// failure, not a skip.
+/// Whether overlay tests can run here (root with overlayfs); otherwise the skip is recorded
+/// by testkit (counted, and a failure under `CI=true`).
 pub fn can_run() -> bool {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: not root");
-        return false;
-    }
-    if !graphdriver::overlay2::overlay_in_proc_filesystems() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("overlay is not in /proc/filesystems on a CI machine");
-        }
-        eprintln!("skipping: overlay is not in /proc/filesystems");
-        return false;
-    }
-    true
+    crate::gate::overlay().is_ok()
 }
 
+/// Permission bits of a path (not following a final symlink).
 pub fn mode_of(path: &Path) -> u32 {
     std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
 }
@@ -35,10 +25,12 @@ fn mount_points() -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether something is mounted at `path`.
 pub fn is_mounted(path: &Path) -> bool {
     count_mounts(path) > 0
 }
 
+/// How many mounts are stacked at `path`.
 pub fn count_mounts(path: &Path) -> usize {
     mount_points()
         .iter()
@@ -46,17 +38,9 @@ pub fn count_mounts(path: &Path) -> usize {
         .count()
 }
 
-/// Deterministic bytes for a seed (xorshift), like graphtest's seeded random files.
+/// Deterministic bytes for a seed (testkit's xorshift).
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    crate::tree::pseudo_random(seed, len)
 }
 
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
@@ -119,6 +103,7 @@ pub fn tree(root: &Path, with_mtime: bool) -> BTreeMap<String, String> {
     out
 }
 
+/// FNV-1a of `data` (a short content fingerprint for tree descriptions).
 pub fn fnv(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in data {

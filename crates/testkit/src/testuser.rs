@@ -2,8 +2,8 @@
 //! of our choosing (in free space, never touching an existing line), and deleted with them
 //! on drop. Root only.
 //!
-//! Self-contained (std only), so that the workspace's hostile-input suite and `cargo xtask
-//! crash` use this same file (`#[path]`) to run as such a user.
+//! Used by layerctl's rootless and remap tests, the workspace's hostile-input suite and
+//! `cargo xtask crash` to run as such a user.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -207,46 +207,10 @@ impl Drop for TestUser {
     }
 }
 
-/// Whether this process runs as root (effective UID 0, from /proc: no libc needed).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+pub use crate::gate::is_root;
 
-/// Whether user-creating tests can run: as root with the shadow tools. Under CI=true they
-/// must; elsewhere a missing piece is a skip, said once per test.
-pub fn can_create_users(test: &str) -> bool {
-    let root = is_root();
-    let tools = ["useradd", "usermod", "userdel", "newuidmap", "newgidmap"]
-        .iter()
-        .all(|t| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    match (root, tools) {
-        (true, true) => true,
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "{test}: CI runs as root with uidmap installed (.ci/run), but root={root} tools={tools}"
-            )
-        }
-        (false, _) => {
-            eprintln!("skipped: {test}: creating a test user needs root");
-            false
-        }
-        (true, false) => {
-            eprintln!(
-                "skipped: {test}: useradd/usermod/newuidmap missing (Debian: passwd, uidmap)"
-            );
-            false
-        }
-    }
+/// Whether user-creating tests can run: as root with the shadow tools and uidmap. Otherwise
+/// testkit records the skip (counted; under CI=true, where they must run, a failure).
+pub fn can_create_users(_test: &str) -> bool {
+    crate::gate::user_admin().is_ok()
 }

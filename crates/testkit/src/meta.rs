@@ -1,9 +1,7 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code)]
+//! Deterministic test layers for layer-meta's own tests (feature `meta`): diff IDs, cache
+//! IDs, chains, tar-split JSON, and transactions filled and checked field by field.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use layer_digest::{ChainId, DiffId, Digester, chain_id};
 use layer_meta::{MetaStore, Transaction};
@@ -98,23 +96,4 @@ pub fn assert_layer_intact(store: &MetaStore, chain: &[ChainId], n: u32) {
     assert_eq!(json, tar_split_json(n), "tar-split of layer {n}");
 }
 
-/// Permission bits of a path (no symlink following).
-pub fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
-/// Names in a directory, sorted; empty if it does not exist.
-pub fn names(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    out.sort();
-    out
-}
+pub use crate::tree::{mode, names};
