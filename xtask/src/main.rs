@@ -172,6 +172,12 @@ fn test(args: &[String]) -> Result<()> {
                 "--smoke".to_owned(),
                 "--out-dir".to_owned(),
                 target.join("bench-scale-smoke").display().to_string(),
+                // Inside the target dir: a fixed /tmp path another user ran in is not ours.
+                "--scratch".to_owned(),
+                target
+                    .join("bench-scale-smoke/scratch")
+                    .display()
+                    .to_string(),
             ])
             .context("bench scale --smoke"),
         );
