@@ -300,6 +300,13 @@ fn ours_rw(
     chain: &str,
     dir: &str,
 ) -> Result<()> {
+    if !super::is_root() {
+        // Unprivileged, a mount lives in the command's own namespace (`layerctl unshare`).
+        eprintln!(
+            "xtask: skipped: {axis:?} {size} rw changes: unprivileged, rw mount works only inside `layerctl unshare`"
+        );
+        return Ok(());
+    }
     let c = measure::run(&mut env.ours(root, &["rw", "create", "c", "--parent", chain]))?;
     let m = measure::run(&mut env.ours(root, &["rw", "mount", "c"]))?;
     if !(c.ok && m.ok) {
@@ -751,7 +758,11 @@ fn chain(env: &Env<'_>, sizes: &[u64], res: &mut Results) -> Result<()> {
                         c.stderr.clone()
                     },
                 };
-                if rec(
+                if !super::is_root() {
+                    eprintln!(
+                        "xtask: skipped: chain {d} rw create --init + mount: unprivileged, rw mount works only inside `layerctl unshare`"
+                    );
+                } else if rec(
                     res,
                     ax,
                     d,
