@@ -182,10 +182,7 @@ fn foreign_mounts_are_refused_and_our_own_are_not() {
 /// unnamed directory, a stale write-set) is still collected, the layer stays.
 #[test]
 fn gc_goes_on_past_a_failure_and_exits_1() {
-    if !rustix_is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
+    testkit::require!(testkit::gate::root("mounting a tmpfs"));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let l = dir.path().join("l.tar");
@@ -252,22 +249,8 @@ fn gc_goes_on_past_a_failure_and_exits_1() {
 /// own paths are never touched.
 #[test]
 fn dockers_default_pidfile_guards_the_default_root() {
-    if !rustix_is_root() {
-        eprintln!("skipped: a mount namespace needs root");
-        return;
-    }
-    let has_unshare = std::process::Command::new("unshare")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_unshare {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must have util-linux's unshare"
-        );
-        eprintln!("skipped: util-linux's unshare is missing");
-        return;
-    }
+    testkit::require!(testkit::gate::root("a mount namespace"));
+    testkit::require!(testkit::gate::tool("unshare", "util-linux"));
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let l = dir.path().join("l.tar");
