@@ -58,8 +58,9 @@ mod dir_times;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
@@ -129,7 +130,12 @@ pub fn apply_layer_report(
 ) -> Result<Applied> {
     let span = tracing::info_span!("apply_layer", layer = %opts.layer, root = %root.display());
     let _enter = span.enter();
-    let safe_root = SafeRoot::open(root).map_err(|e| Error::io("open layer root", root, e))?;
+    let safe_root = SafeRoot::open(root).map_err(|e| Error::Io {
+        layer: opts.layer.clone(),
+        op: "open layer root",
+        path: root.to_path_buf(),
+        source: e.into_io_error(),
+    })?;
     let mut applier = Applier {
         root: safe_root,
         opts,
@@ -170,6 +176,29 @@ pub fn apply_layer_report(
         entries: entries.value(),
         opaque_examined: applier.opaque_examined,
     })
+}
+
+/// Whether an OS error says the machine failed rather than the entry: no space (`ENOSPC`,
+/// `EDQUOT`, `EFBIG`), an I/O or filesystem error (`EIO`, `EUCLEAN`, `ESTALE`), a read-only
+/// filesystem, or no memory, descriptors or locks left. Such errors are [`Error::Io`]; the
+/// others met applying an entry (`ENOENT`, `ENOTDIR`, `ELOOP`, `EEXIST`, `EPERM`…) follow
+/// from what the tar asks for over what the tree holds, and refuse the entry
+/// ([`Error::BadEntry`]).
+pub fn is_machine_error(e: &io::Error) -> bool {
+    const MACHINE: [Errno; 11] = [
+        Errno::NOSPC,
+        Errno::DQUOT,
+        Errno::FBIG,
+        Errno::IO,
+        Errno::UCLEAN,
+        Errno::STALE,
+        Errno::ROFS,
+        Errno::NOMEM,
+        Errno::MFILE,
+        Errno::NFILE,
+        Errno::NOLCK,
+    ];
+    errno_of(e).is_some_and(|n| MACHINE.contains(&n))
 }
 
 struct Applier<'o> {
@@ -257,9 +286,46 @@ impl Applier<'_> {
     }
 
     fn tar_error(&self, e: TarError) -> Error {
-        Error::BadTar {
+        match e {
+            TarError::Io(source) => Error::Read {
+                layer: self.opts.layer.clone(),
+                source,
+            },
+            e => Error::BadTar {
+                layer: self.opts.layer.clone(),
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// An OS error met applying `header`: [`Error::Io`] when the machine failed
+    /// ([`is_machine_error`]), else the entry is refused with the reason `"{op}: {e}"`.
+    fn os_error(&self, header: &Header, op: &'static str, e: impl Into<io::Error>) -> Error {
+        let e = e.into();
+        let reason = format!("{op}: {e}");
+        self.os_error_with(header, op, e, reason)
+    }
+
+    /// [`Self::os_error`] with the reason given for the refusal.
+    fn os_error_with(
+        &self,
+        header: &Header,
+        op: &'static str,
+        e: io::Error,
+        reason: String,
+    ) -> Error {
+        if !is_machine_error(&e) {
+            return self.bad(header, reason);
+        }
+        let mut name: &[u8] = &header.name;
+        while let [b'/', rest @ ..] = name {
+            name = rest;
+        }
+        Error::Io {
             layer: self.opts.layer.clone(),
-            reason: e.to_string(),
+            op,
+            path: self.root.path().join(std::ffi::OsStr::from_bytes(name)),
+            source: e,
         }
     }
 
@@ -357,7 +423,7 @@ impl Applier<'_> {
             .root
             .root_fd()
             .try_clone_to_owned()
-            .map_err(|e| self.bad(header, format!("open layer root: {e}")))?;
+            .map_err(|e| self.os_error(header, "open layer root", e))?;
         self.set_owner(header, Target::Fd(root.as_fd()))?;
         self.set_xattrs(header, Target::Fd(root.as_fd()))?;
         self.set_mode(header, Target::Fd(root.as_fd()))?;
@@ -424,10 +490,9 @@ impl Applier<'_> {
         self.root
             .ensure_dir(parent_rel, &mut on_create)
             .map_err(|e| {
-                self.bad(
-                    header,
-                    format!("resolving parent directory inside the root: {e}"),
-                )
+                let e = e.into_io_error();
+                let reason = format!("resolving parent directory inside the root: {e}");
+                self.os_error_with(header, "resolve parent directory", e, reason)
             })
     }
 
@@ -436,7 +501,7 @@ impl Applier<'_> {
         let existing = match lstat_at(parent, name) {
             Ok(m) => m,
             Err(e) if errno_of(&e) == Some(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(self.bad(header, format!("stat existing entry: {e}"))),
+            Err(e) => return Err(self.os_error(header, "stat existing entry", e)),
         };
         self.parent_facts = None;
         if existing.is_dir() && header.kind == EntryKind::Directory {
@@ -448,8 +513,7 @@ impl Applier<'_> {
             self.root.forget();
         }
         self.usage = None;
-        remove_all_at(parent, name)
-            .map_err(|e| self.bad(header, format!("removing existing entry: {e}")))
+        remove_all_at(parent, name).map_err(|e| self.os_error(header, "removing existing entry", e))
     }
 
     /// Runs `create`; if the name is taken, clears the way (everything but a directory
@@ -502,12 +566,12 @@ impl Applier<'_> {
             (WhiteoutFormat::Plain, true) => {
                 let parent_name = CleanName::from_clean(parent_rel.to_vec());
                 self.remove_not_unpacked(parent, &parent_name)
-                    .map_err(|e| self.bad(header, format!("applying opaque directory: {e}")))
+                    .map_err(|e| self.os_error(header, "applying opaque directory", e))
             }
             (WhiteoutFormat::Plain, false) => {
                 let target = component(target).map_err(|e| self.bad(header, e.to_string()))?;
                 remove_all_at(parent, &target)
-                    .map_err(|e| self.bad(header, format!("applying whiteout: {e}")))
+                    .map_err(|e| self.os_error(header, "applying whiteout", e))
             }
             (WhiteoutFormat::Overlay, true) => {
                 let attr = if self.opts.user_overlay_xattrs {
@@ -515,13 +579,15 @@ impl Applier<'_> {
                 } else {
                     OVERLAY_OPAQUE_XATTR
                 };
-                rustix::fs::fsetxattr(parent, attr, b"y", XattrFlags::empty())
-                    .map_err(|e| self.bad(header, format!("setting {attr}: {e}")))
+                rustix::fs::fsetxattr(parent, attr, b"y", XattrFlags::empty()).map_err(|e| {
+                    let reason = format!("setting {attr}: {e}");
+                    self.os_error_with(header, "set opaque xattr", e.into(), reason)
+                })
             }
             (WhiteoutFormat::Overlay, false) => {
                 let target = component(target).map_err(|e| self.bad(header, e.to_string()))?;
                 remove_all_at(parent, &target)
-                    .map_err(|e| self.bad(header, format!("replacing entry: {e}")))?;
+                    .map_err(|e| self.os_error(header, "replacing entry", e))?;
                 rustix::fs::mknodat(
                     parent,
                     &*target,
@@ -529,9 +595,7 @@ impl Applier<'_> {
                     Mode::empty(),
                     0,
                 )
-                .map_err(|e| {
-                    self.bad(header, format!("creating overlay whiteout (char 0/0): {e}"))
-                })?;
+                .map_err(|e| self.os_error(header, "creating overlay whiteout (char 0/0)", e))?;
                 if !self.opts.no_lchown && !self.opts.record_owners {
                     let (uid, gid) = self.owner(header)?;
                     if (uid, gid) != (0, 0) {
@@ -542,7 +606,7 @@ impl Applier<'_> {
                             Some(gid_of(gid)),
                             AtFlags::SYMLINK_NOFOLLOW,
                         )
-                        .map_err(|e| self.bad(header, format!("chown whiteout: {e}")))?;
+                        .map_err(|e| self.os_error(header, "chown whiteout", e))?;
                     }
                 }
                 Ok(())
@@ -659,10 +723,10 @@ impl Applier<'_> {
         match made {
             // EXIST after clearing the way: a directory, which this entry merges into.
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(self.bad(header, format!("mkdir: {e}"))),
+            Err(e) => return Err(self.os_error(header, "mkdir", e)),
         }
         let fd = safe_root::open_dir_at(parent, name)
-            .map_err(|e| self.bad(header, format!("open directory: {e}")))?;
+            .map_err(|e| self.os_error(header, "open directory", e))?;
         self.set_owner(header, Target::Fd(fd.as_fd()))?;
         self.set_xattrs(header, Target::Fd(fd.as_fd()))?;
         self.set_mode(header, Target::Fd(fd.as_fd()))?;
@@ -700,7 +764,7 @@ impl Applier<'_> {
                     Mode::from_raw_mode(create_mode),
                 )
             })?
-            .map_err(|e| self.bad(header, format!("create file: {e}")))?;
+            .map_err(|e| self.os_error(header, "create file", e))?;
         let mut file = File::from(fd);
         self.write_payload(header, reader, &mut file)?;
         if !self.owner_is_already(header, facts) {
@@ -718,7 +782,7 @@ impl Applier<'_> {
             self.set_mode(header, Target::Fd(file.as_fd()))?;
         }
         rustix::fs::futimens(&file, &timestamps(header))
-            .map_err(|e| self.bad(header, format!("set times: {e}")))?;
+            .map_err(|e| self.os_error(header, "set times", e))?;
         self.count_usage(header.size.max(0) as u64);
         Ok(true)
     }
@@ -737,6 +801,13 @@ impl Applier<'_> {
             let piece = match reader.read_data(&mut self.buffer) {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
+                // The stream broke (I/O), or the payload is malformed or cut short.
+                Err(TarError::Io(source)) => {
+                    return Err(Error::Read {
+                        layer: self.opts.layer.clone(),
+                        source,
+                    });
+                }
                 Err(e) => {
                     return Err(Error::BadTar {
                         layer: self.opts.layer.clone(),
@@ -750,15 +821,15 @@ impl Applier<'_> {
             let (offset, n) = piece;
             if sparse && offset != end {
                 std::io::Seek::seek(file, std::io::SeekFrom::Start(offset))
-                    .map_err(|e| self.bad(header, format!("seek: {e}")))?;
+                    .map_err(|e| self.os_error(header, "seek", e))?;
             }
             file.write_all(&self.buffer[..n])
-                .map_err(|e| self.bad(header, format!("write: {e}")))?;
+                .map_err(|e| self.os_error(header, "write", e))?;
             end = offset + n as u64;
         }
         if sparse {
             file.set_len(header.size as u64)
-                .map_err(|e| self.bad(header, format!("truncate sparse file: {e}")))?;
+                .map_err(|e| self.os_error(header, "truncate sparse file", e))?;
         }
         Ok(())
     }
@@ -776,7 +847,7 @@ impl Applier<'_> {
         self.create_or_replace(header, parent, name, || {
             rustix::fs::symlinkat(&*target, parent, name)
         })?
-        .map_err(|e| self.bad(header, format!("symlink: {e}")))?;
+        .map_err(|e| self.os_error(header, "symlink", e))?;
         let at = Target::At(parent, name);
         if !self.owner_is_already(header, facts) {
             self.set_owner(header, at)?;
@@ -819,7 +890,7 @@ impl Applier<'_> {
         let target_parent = self
             .root
             .open_dir(target_parent_rel)
-            .map_err(|e| self.bad(header, format!("hardlink target directory: {e}")))?;
+            .map_err(|e| self.os_error(header, "hardlink target directory", e.into_io_error()))?;
         let target_base = component(target_base).map_err(|e| self.bad(header, e.to_string()))?;
         // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
         self.create_or_replace(header, parent, name, || {
@@ -832,16 +903,13 @@ impl Applier<'_> {
             )
         })?
         .map_err(|e| {
-            self.bad(
-                header,
-                format!(
-                    "hardlink to {:?}: {e}",
-                    String::from_utf8_lossy(&header.link_name)
-                ),
-            )
+            let reason = format!(
+                "hardlink to {:?}: {e}",
+                String::from_utf8_lossy(&header.link_name)
+            );
+            self.os_error_with(header, "hardlink", e.into(), reason)
         })?;
-        let meta =
-            lstat_at(parent, name).map_err(|e| self.bad(header, format!("stat hardlink: {e}")))?;
+        let meta = lstat_at(parent, name).map_err(|e| self.os_error(header, "stat hardlink", e))?;
         let at = Target::At(parent, name);
         self.set_owner(header, at)?;
         if !meta.is_symlink() {
@@ -885,7 +953,7 @@ impl Applier<'_> {
                 tracing::warn!(entry = %String::from_utf8_lossy(&header.name), "skipping device node: no privilege to create it");
                 return Ok(false);
             }
-            Err(e) => return Err(self.bad(header, format!("mknod: {e}"))),
+            Err(e) => return Err(self.os_error(header, "mknod", e)),
         }
         let at = Target::At(parent, name);
         self.set_owner(header, at)?;
@@ -938,7 +1006,8 @@ impl Applier<'_> {
             } else {
                 ""
             };
-            self.bad(header, format!("chown {uid}:{gid}: {e}{hint}"))
+            let reason = format!("chown {uid}:{gid}: {e}{hint}");
+            self.os_error_with(header, "chown", e.into(), reason)
         })
     }
 
@@ -978,7 +1047,10 @@ impl Applier<'_> {
                 XattrFlags::empty(),
             )
         };
-        result.map_err(|e| self.bad(header, format!("recording owner {uid}:{gid}: {e}")))
+        result.map_err(|e| {
+            let reason = format!("recording owner {uid}:{gid}: {e}");
+            self.os_error_with(header, "record owner", e.into(), reason)
+        })
     }
 
     fn set_xattrs(&self, header: &Header, target: Target<'_>) -> Result<()> {
@@ -1010,10 +1082,8 @@ impl Applier<'_> {
                     tracing::warn!(entry = %String::from_utf8_lossy(&header.name), xattr = %String::from_utf8_lossy(key), "xattr not permitted; ignored");
                 }
                 Err(e) => {
-                    return Err(self.bad(
-                        header,
-                        format!("setting xattr {}: {e}", String::from_utf8_lossy(key)),
-                    ));
+                    let reason = format!("setting xattr {}: {e}", String::from_utf8_lossy(key));
+                    return Err(self.os_error_with(header, "set xattr", e.into(), reason));
                 }
             }
         }
@@ -1028,7 +1098,7 @@ impl Applier<'_> {
                 // fchmodat cannot refuse to follow on older kernels; chmod the O_PATH fd
                 // through /proc instead (works for device nodes on nodev mounts too).
                 let fd = safe_root::open_path_at(dir, name)
-                    .map_err(|e| self.bad(header, format!("open for chmod: {e}")))?;
+                    .map_err(|e| self.os_error(header, "open for chmod", e))?;
                 rustix::fs::chmodat(
                     rustix::fs::CWD,
                     &*proc_fd_path(fd.as_fd(), None),
@@ -1037,12 +1107,15 @@ impl Applier<'_> {
                 )
             }
         };
-        result.map_err(|e| self.bad(header, format!("chmod {:o}: {e}", header.permissions())))
+        result.map_err(|e| {
+            let reason = format!("chmod {:o}: {e}", header.permissions());
+            self.os_error_with(header, "chmod", e.into(), reason)
+        })
     }
 
     fn set_times_at(&self, header: &Header, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
         rustix::fs::utimensat(dir, name, &timestamps(header), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.bad(header, format!("set times: {e}")))
+            .map_err(|e| self.os_error(header, "set times", e))
     }
 }
 

@@ -41,8 +41,11 @@ use safe_root::{DirRef, Meta, lstat_at};
 
 /// The changes of `new` against `old` (`None`: against an empty tree), sorted by path.
 pub fn changes_dirs(new: &Path, old: Option<&Path>) -> io::Result<Vec<Change>> {
-    let new_root = SafeRoot::open(new)?;
-    let old_root = old.map(SafeRoot::open).transpose()?;
+    let new_root = SafeRoot::open(new).map_err(safe_root::Error::into_io_error)?;
+    let old_root = old
+        .map(SafeRoot::open)
+        .transpose()
+        .map_err(safe_root::Error::into_io_error)?;
     let mut out = Vec::new();
     compare_dirs(
         new_root.root_fd(),
@@ -344,7 +347,7 @@ fn contents_differ(
 /// The size of `changes` in `dir`: the sizes of added and modified non-directories, each
 /// inode counted once (moby `ChangesSize`). Paths that vanished are skipped.
 pub fn changes_size(dir: &Path, changes: &[Change]) -> io::Result<u64> {
-    let mut root = SafeRoot::open(dir)?;
+    let mut root = SafeRoot::open(dir).map_err(safe_root::Error::into_io_error)?;
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut total = 0u64;
     for c in changes {

@@ -40,7 +40,7 @@ pub fn export_changes_with<W: Write>(
             .as_bytes()
             .cmp(b.path.as_os_str().as_bytes())
     });
-    let mut root = SafeRoot::open(dir)?;
+    let mut root = SafeRoot::open(dir).map_err(safe_root::Error::into_io_error)?;
     let mut builder = TarBuilder::new(out, *options);
     for change in sorted {
         let Some((parent, base)) = split_change_path(&change.path) else {
@@ -52,7 +52,9 @@ pub fn export_changes_with<W: Write>(
             builder.writer().append(&whiteout_header(rel)?, None)?;
             continue;
         }
-        let parent_fd = root.open_dir(parent).map_err(|e| with_path(e, rel))?;
+        let parent_fd = root
+            .open_dir(parent)
+            .map_err(|e| with_path(e.into_io_error(), rel))?;
         let base = safe_root::component(base)?;
         builder
             .append_entry(parent_fd.as_fd(), &base, rel, converter)

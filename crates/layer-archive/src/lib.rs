@@ -51,6 +51,14 @@
 //!   crate is the portable part only: [`codec`], [`Change`], the whiteout names and
 //!   [`Error`], for users that only parse or write tar headers (`default-features = false`).
 //!
+//! # Errors
+//!
+//! [`Error`] keeps bad input ([`Error::BadEntry`], [`Error::BadTar`]) apart from I/O
+//! ([`Error::Io`]: no space, EIO, a read-only filesystem…, with the operation and path;
+//! [`Error::Read`]: the input stream broke), so a full disk is never reported as a hostile
+//! tar ([`Error::is_bad_input`]). Messages name the layer and the file; an OS error is the
+//! `source()`, never repeated in the message.
+//!
 //! # What it refuses
 //!
 //! What Go's `archive/tar` refuses (the codec reads as Go reads) and what Docker's

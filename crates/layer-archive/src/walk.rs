@@ -373,7 +373,7 @@ pub fn tar_directory<W: Write>(
     options: &WalkOptions,
     converter: &mut dyn EntryConverter,
 ) -> io::Result<W> {
-    let root = safe_root::SafeRoot::open(src)?;
+    let root = safe_root::SafeRoot::open(src).map_err(safe_root::Error::into_io_error)?;
     let mut builder = TarBuilder::new(out, *options);
     builder.append_tree(root.root_fd(), b"", converter)?;
     builder.finish()

@@ -41,6 +41,10 @@
 //! assert!(root.join("run/new").is_dir());
 //! ```
 //!
+//! [`SafeRoot`]'s lookups fail with an [`Error`] that names the operation and the path (the
+//! OS error is its `source()`); the fd helpers return plain `std::io::Error`s, as `rustix`
+//! does.
+//!
 //! What it deliberately refuses:
 //!
 //! * magic links (`/proc/self/fd/*` and the like) during resolution (`RESOLVE_NO_MAGICLINKS`);
@@ -50,12 +54,14 @@
 //! Linux only: `openat2`, `O_PATH` and `/proc/self/fd` have no portable equivalent.
 
 mod dir_ref;
+mod error;
 mod fd;
 mod remove;
 pub mod resolve;
 mod root;
 
 pub use dir_ref::DirRef;
+pub use error::{Error, Result};
 pub use fd::{
     Meta, component, errno_of, fstat, get_xattr_at, is_root, list_dir, list_xattrs_at, lstat_at,
     open_dir_at, open_path_at, proc_fd_path, read_link_at,

@@ -13,15 +13,17 @@
 //! replaces something that a cached name could have gone through.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, OsStr};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::error::{Error, Result};
 use crate::fd::{component, lstat_at, open_dir_at, read_link_at};
 use crate::resolve::{MAX_SYMLINK_HOPS, join_lexically, open_beneath};
 
@@ -38,12 +40,13 @@ pub struct SafeRoot {
 
 impl SafeRoot {
     /// Opens `path` (which must be a directory; a final symlink is refused) as a root.
-    pub fn open(path: &Path) -> io::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self> {
         let root = rustix::fs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
+        )
+        .map_err(|e| Error::io("open root", path, e.into()))?;
         Ok(SafeRoot {
             root,
             path: path.to_path_buf(),
@@ -68,17 +71,23 @@ impl SafeRoot {
 
     /// Opens `rel` (a cleaned, `/`-separated name; empty for the root) with `flags`,
     /// resolving every component inside the root. Uncached.
-    pub fn open_in_root(&self, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
-        open_beneath(self.root.as_fd(), rel, flags)
+    pub fn open_in_root(&self, rel: &[u8], flags: OFlags) -> Result<OwnedFd> {
+        open_beneath(self.root.as_fd(), rel, flags).map_err(|e| self.error("open", rel, e))
+    }
+
+    /// An [`Error`] about `rel` inside the root.
+    fn error(&self, op: &'static str, rel: &[u8], source: io::Error) -> Error {
+        Error::io(op, self.path.join(OsStr::from_bytes(rel)), source)
     }
 
     /// The existing directory `rel`, resolved inside the root (cached).
-    pub fn open_dir(&mut self, rel: &[u8]) -> io::Result<Arc<OwnedFd>> {
+    pub fn open_dir(&mut self, rel: &[u8]) -> Result<Arc<OwnedFd>> {
         if let Some(fd) = self.cache.get(rel) {
             return Ok(fd.clone());
         }
-        let fd =
-            Arc::new(self.open_in_root(rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC)?);
+        let fd = open_beneath(self.root.as_fd(), rel, OFlags::RDONLY | OFlags::DIRECTORY)
+            .map_err(|e| self.error("open directory", rel, e))?;
+        let fd = Arc::new(fd);
         self.remember(rel, fd.clone());
         Ok(fd)
     }
@@ -89,6 +98,15 @@ impl SafeRoot {
     ///
     /// Iterative (one `openat` per uncached component), so deep paths cost no stack.
     pub fn ensure_dir(
+        &mut self,
+        rel: &[u8],
+        on_create: &mut dyn FnMut(BorrowedFd<'_>, &CStr) -> io::Result<()>,
+    ) -> Result<Arc<OwnedFd>> {
+        self.ensure_dir_io(rel, on_create)
+            .map_err(|e| self.error("create directory", rel, e))
+    }
+
+    fn ensure_dir_io(
         &mut self,
         rel: &[u8],
         on_create: &mut dyn FnMut(BorrowedFd<'_>, &CStr) -> io::Result<()>,
@@ -157,7 +175,11 @@ impl SafeRoot {
                         if !lstat_at(dir, &cname)?.is_symlink() {
                             return Err(Errno::NOTDIR.into());
                         }
-                        match self.open_in_root(&prefix, OFlags::RDONLY | OFlags::DIRECTORY) {
+                        match open_beneath(
+                            self.root.as_fd(),
+                            &prefix,
+                            OFlags::RDONLY | OFlags::DIRECTORY,
+                        ) {
                             Ok(fd) => fd,
                             Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
                                 // Dangling: create its target, inside the root (moby#53258).
@@ -190,7 +212,11 @@ impl SafeRoot {
             }
             let fd = match cur {
                 Some(fd) => fd,
-                None => Arc::new(self.open_in_root(b"", OFlags::RDONLY | OFlags::DIRECTORY)?),
+                None => Arc::new(open_beneath(
+                    self.root.as_fd(),
+                    b"",
+                    OFlags::RDONLY | OFlags::DIRECTORY,
+                )?),
             };
             self.remember(rel, fd.clone());
             return Ok(fd);
