@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An I/O error on a path.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What we were doing (`"mkdir"`, `"open"`, `"mount"`…).
         op: &'static str,
@@ -50,4 +50,17 @@ impl Error {
             source,
         }
     }
+}
+
+/// `e` and its causes on one line, joined with `": "`, for messages and logs that keep an
+/// error as text. (`Display` of our errors leaves the cause to `source()`.)
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

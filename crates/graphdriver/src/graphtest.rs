@@ -88,16 +88,18 @@ pub fn random_content(size: usize, seed: u64) -> Vec<u8> {
 fn with_layer<T>(driver: &dyn Driver, id: &str, f: impl FnOnce(&Path) -> T) -> T {
     let dir = driver
         .get(id, "")
-        .unwrap_or_else(|e| panic!("get {id}: {e}"));
+        .unwrap_or_else(|e| panic!("get {id}: {}", crate::error::with_causes(&e)));
     let value = f(&dir);
-    driver.put(id).unwrap_or_else(|e| panic!("put {id}: {e}"));
+    driver
+        .put(id)
+        .unwrap_or_else(|e| panic!("put {id}: {}", crate::error::with_causes(&e)));
     value
 }
 
 fn remove(driver: &dyn Driver, id: &str) {
     driver
         .remove(id)
-        .unwrap_or_else(|e| panic!("remove {id}: {e}"));
+        .unwrap_or_else(|e| panic!("remove {id}: {}", crate::error::with_causes(&e)));
     assert!(!driver.exists(id), "{id} still exists after remove");
 }
 
@@ -105,7 +107,7 @@ fn remove(driver: &dyn Driver, id: &str) {
 pub fn driver_test_create_empty(driver: &dyn Driver) -> Outcome {
     driver
         .create("empty", None, &opts())
-        .unwrap_or_else(|e| panic!("create empty: {e}"));
+        .unwrap_or_else(|e| panic!("create empty: {}", crate::error::with_causes(&e)));
     assert!(driver.exists("empty"), "created layer does not exist");
     with_layer(driver, "empty", |dir| {
         let m = fs::metadata(dir).unwrap();
@@ -129,7 +131,7 @@ pub fn driver_test_create_empty(driver: &dyn Driver) -> Outcome {
 pub fn create_base(driver: &dyn Driver, id: &str) {
     driver
         .create_read_write(id, None, &opts())
-        .unwrap_or_else(|e| panic!("create {id}: {e}"));
+        .unwrap_or_else(|e| panic!("create {id}: {}", crate::error::with_causes(&e)));
     with_layer(driver, id, |dir| {
         let sub = dir.join("a subdir");
         fs::create_dir(&sub).unwrap();
@@ -183,7 +185,7 @@ pub fn driver_test_create_snap(driver: &dyn Driver) -> Outcome {
     create_base(driver, "Base");
     driver
         .create("Snap", Some("Base"), &opts())
-        .unwrap_or_else(|e| panic!("create Snap: {e}"));
+        .unwrap_or_else(|e| panic!("create Snap: {}", crate::error::with_causes(&e)));
     verify_base(driver, "Snap");
     remove(driver, "Snap");
     remove(driver, "Base");
@@ -195,7 +197,7 @@ pub fn driver_test_create_snap(driver: &dyn Driver) -> Outcome {
 pub fn driver_test_deep_layer_read(driver: &dyn Driver, layer_count: usize) -> Outcome {
     driver
         .create("deep-base", None, &opts())
-        .unwrap_or_else(|e| panic!("create deep-base: {e}"));
+        .unwrap_or_else(|e| panic!("create deep-base: {}", crate::error::with_causes(&e)));
     with_layer(driver, "deep-base", |dir| {
         fs::write(dir.join("testfile.txt"), "test content").unwrap()
     });
@@ -205,7 +207,7 @@ pub fn driver_test_deep_layer_read(driver: &dyn Driver, layer_count: usize) -> O
         let parent = ids.last().unwrap().clone();
         driver
             .create(&id, Some(&parent), &opts())
-            .unwrap_or_else(|e| panic!("create {id}: {e}"));
+            .unwrap_or_else(|e| panic!("create {id}: {}", crate::error::with_causes(&e)));
         with_layer(driver, &id, |dir| {
             fs::write(dir.join("top-id"), &id).unwrap();
             let sub = dir.join(format!("layer-{i}"));
@@ -276,7 +278,7 @@ pub fn driver_test_diff_apply(driver: &dyn Driver, file_count: usize) -> Outcome
     let (base, upper, diff) = ("da-base", "da-upper", "da-diff");
     driver
         .create(base, None, &opts())
-        .unwrap_or_else(|e| panic!("create {base}: {e}"));
+        .unwrap_or_else(|e| panic!("create {base}: {}", crate::error::with_causes(&e)));
     with_layer(driver, base, |dir| {
         add_many_files(dir, file_count, 3);
         fs::write(dir.join("file-remove.txt"), "remove me").unwrap();
@@ -284,7 +286,7 @@ pub fn driver_test_diff_apply(driver: &dyn Driver, file_count: usize) -> Outcome
     });
     driver
         .create(upper, Some(base), &opts())
-        .unwrap_or_else(|e| panic!("create {upper}: {e}"));
+        .unwrap_or_else(|e| panic!("create {upper}: {}", crate::error::with_causes(&e)));
     with_layer(driver, upper, |dir| {
         add_many_files(dir, file_count, 6);
         fs::remove_file(dir.join("file-remove.txt")).unwrap();
@@ -292,20 +294,20 @@ pub fn driver_test_diff_apply(driver: &dyn Driver, file_count: usize) -> Outcome
     });
     let diff_size = driver
         .diff_size(upper, None)
-        .unwrap_or_else(|e| panic!("diff size: {e}"));
+        .unwrap_or_else(|e| panic!("diff size: {}", crate::error::with_causes(&e)));
     driver
         .create(diff, Some(base), &opts())
-        .unwrap_or_else(|e| panic!("create {diff}: {e}"));
+        .unwrap_or_else(|e| panic!("create {diff}: {}", crate::error::with_causes(&e)));
     with_layer(driver, diff, |dir| {
         check_many_files(dir, file_count, 3);
         assert!(dir.join("file-remove.txt").exists());
     });
     let mut arch = driver
         .diff(upper, Some(base))
-        .unwrap_or_else(|e| panic!("diff: {e}"));
+        .unwrap_or_else(|e| panic!("diff: {}", crate::error::with_causes(&e)));
     let applied = driver
         .apply_diff(diff, Some(base), &mut arch)
-        .unwrap_or_else(|e| panic!("apply diff: {e}"));
+        .unwrap_or_else(|e| panic!("apply diff: {}", crate::error::with_causes(&e)));
     drop(arch);
     assert_eq!(applied, diff_size, "applied size vs diff size");
     with_layer(driver, diff, |dir| {
@@ -372,15 +374,15 @@ pub fn driver_test_changes(driver: &dyn Driver) -> Outcome {
     let (base, upper) = ("ch-base", "ch-upper");
     driver
         .create(base, None, &opts())
-        .unwrap_or_else(|e| panic!("create {base}: {e}"));
+        .unwrap_or_else(|e| panic!("create {base}: {}", crate::error::with_causes(&e)));
     with_layer(driver, base, |dir| add_many_files(dir, 20, 3));
     driver
         .create(upper, Some(base), &opts())
-        .unwrap_or_else(|e| panic!("create {upper}: {e}"));
+        .unwrap_or_else(|e| panic!("create {upper}: {}", crate::error::with_causes(&e)));
     let expected = with_layer(driver, upper, |dir| change_many_files(dir, 20, 6));
     let got = driver
         .changes(upper, Some(base))
-        .unwrap_or_else(|e| panic!("changes: {e}"));
+        .unwrap_or_else(|e| panic!("changes: {}", crate::error::with_causes(&e)));
     let sort = |v: Vec<Change>| v.into_iter().collect::<BTreeSet<_>>();
     assert_eq!(sort(got), sort(expected), "changes of the upper layer");
     remove(driver, upper);
@@ -394,7 +396,7 @@ pub fn driver_test_set_quota(driver: &dyn Driver, required: bool) -> Outcome {
     let (base, rw) = ("quota-base", "quota-rw");
     driver
         .create(base, None, &opts())
-        .unwrap_or_else(|e| panic!("create {base}: {e}"));
+        .unwrap_or_else(|e| panic!("create {base}: {}", crate::error::with_causes(&e)));
     let mut quota = opts();
     quota.storage_opt.insert("size".into(), "50M".into());
     match driver.create_read_write(rw, Some(base), &quota) {
@@ -403,7 +405,10 @@ pub fn driver_test_set_quota(driver: &dyn Driver, required: bool) -> Outcome {
             remove(driver, base);
             return Outcome::Skipped(format!("quota not supported: {reason}"));
         }
-        Err(e) => panic!("create {rw} with a quota: {e}"),
+        Err(e) => panic!(
+            "create {rw} with a quota: {}",
+            crate::error::with_causes(&e)
+        ),
     }
     with_layer(driver, rw, |dir| {
         fs::write(dir.join("small"), vec![0u8; 25 << 20]).expect("a 25 MiB file fits a 50M quota");

@@ -14,7 +14,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A system call failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What we were doing ("create directory", "rename", ...).
         op: &'static str,
@@ -161,4 +161,17 @@ impl fmt::Display for Corruption {
             Corruption::UnexpectedName => f.write_str("unexpected entry name"),
         }
     }
+}
+
+/// `e` and its causes on one line, joined with `": "`, for reports that keep an error as
+/// text. (`Display` of our errors leaves the cause to `source()`.)
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

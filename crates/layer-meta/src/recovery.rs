@@ -319,7 +319,7 @@ impl MetaStore {
                                 &mut found.blocking_layers,
                                 LeftoverKind::BlockingLayer,
                                 rel,
-                                error.to_string(),
+                                crate::error::with_causes(&error),
                             );
                         }
                     }

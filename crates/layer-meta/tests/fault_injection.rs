@@ -299,8 +299,12 @@ fn run_matrix(durability: Durability) {
                 }
                 Err(e) => {
                     assert_eq!(visible, old_view, "{ctx}: error {e} but state changed");
-                    // The error names a path and the injected cause.
-                    let msg = e.to_string();
+                    // The error and its causes name a path and the injected cause.
+                    let msg =
+                        std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join(": ");
                     assert!(msg.contains('/'), "{ctx}: error without a path: {msg}");
                 }
                 Ok(()) => {

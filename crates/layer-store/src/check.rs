@@ -203,7 +203,7 @@ impl Store {
             if let Err(e) = result {
                 report.problems.push(Problem::ExportDefect {
                     layer: id.to_string(),
-                    reason: e.to_string(),
+                    reason: crate::error::with_causes(&e),
                 });
             }
         }

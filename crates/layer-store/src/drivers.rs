@@ -83,7 +83,9 @@ pub(crate) fn choose_and_open(
     }
     match open("overlay2", root, options, id_map) {
         Ok(d) => return Ok(("overlay2".into(), d)),
-        Err(e) => tracing::info!(error = %e, "overlay2 unavailable, using vfs"),
+        Err(e) => {
+            tracing::info!(error = %crate::error::with_causes(&e), "overlay2 unavailable, using vfs")
+        }
     }
     // overlay2's probe may have left its empty home behind; it must not count as "in use".
     let _ = std::fs::remove_dir(root.join("overlay2"));

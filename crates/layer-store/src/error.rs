@@ -59,7 +59,7 @@ pub enum Error {
     )]
     NotAParent(ChainId),
     /// Registering failed while reading, splitting or applying the tar.
-    #[error("failed to register layer{}: {source}", parent_suffix(.parent))]
+    #[error("failed to register layer{}", parent_suffix(.parent))]
     Register {
         /// The parent it was to sit on.
         parent: Option<ChainId>,
@@ -68,7 +68,7 @@ pub enum Error {
         source: Box<Error>,
     },
     /// A layer of a [`crate::Store::register_chain`] failed; nothing of the chain was kept.
-    #[error("failed to register layer {index} of a chain of {count}: {source}")]
+    #[error("failed to register layer {index} of a chain of {count}")]
     RegisterChain {
         /// The failing layer's position in the chain (0 is the one on the given parent).
         index: usize,
@@ -136,7 +136,7 @@ pub enum Error {
         tarsplit: layer_archive::EntrySequence,
     },
     /// tar-split disassembly or reassembly.
-    #[error("layer {layer}: tar-split: {source}")]
+    #[error("layer {layer}: tar-split")]
     TarSplit {
         /// The layer (chain ID, or the cache ID while registering).
         layer: String,
@@ -145,7 +145,7 @@ pub enum Error {
         source: tarsplit::Error,
     },
     /// An I/O error with context.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What we were doing.
         context: String,
@@ -157,7 +157,7 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// The init function of an RW layer failed.
-    #[error("init function for mount {name} failed: {source}")]
+    #[error("init function for mount {name} failed")]
     InitFunc {
         /// The RW layer's name.
         name: String,
@@ -192,4 +192,17 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// `e` and its causes on one line, joined with `": "`, for reports that keep an error as
+/// text. (`Display` of our errors leaves the cause to `source()`.)
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -423,7 +423,7 @@ impl MountLedger {
         if let Err(e) = self.update(|ids| {
             ids.remove(id);
         }) {
-            tracing::warn!(id, error = %e, "could not update the mount ledger");
+            tracing::warn!(id, error = %crate::error::with_causes(&e), "could not update the mount ledger");
         }
     }
 }

@@ -37,7 +37,7 @@ impl Drop for LayerFiles {
         if let Some((driver, id)) = self.mounted.take()
             && let Err(e) = driver.put(&id)
         {
-            tracing::warn!(id, error = %e, "unmount after tar stream failed");
+            tracing::warn!(id, error = %crate::error::with_causes(&e), "unmount after tar stream failed");
         }
     }
 }

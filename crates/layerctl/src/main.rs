@@ -199,21 +199,11 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// The error and its causes on one line. Causes whose text the message already holds (error
-/// types that print their source themselves) are not repeated.
+/// The error and its causes on one line, joined with `": "`. No error type in the workspace
+/// repeats its cause in its own message, so the chain reads once, outermost first.
 fn one_line(err: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
-    }
-    msg.replace('\n', " ")
+    let causes: Vec<String> = err.chain().map(|cause| cause.to_string()).collect();
+    causes.join(": ").replace('\n', " ")
 }
 
 impl Command {

@@ -104,15 +104,15 @@ pub enum Error {
     },
 
     /// Fetching a file body for reassembly failed.
-    #[error("getting file {name}: {source}")]
+    #[error("getting file {name}")]
     Get { name: EntryName, source: io::Error },
 
     /// Storing a file body during disassembly failed.
-    #[error("storing file {name}: {source}")]
+    #[error("storing file {name}")]
     Put { name: EntryName, source: io::Error },
 
     /// Reading the input or writing the output failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: &'static str,
         source: io::Error,

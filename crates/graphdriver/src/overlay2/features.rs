@@ -222,8 +222,10 @@ fn probe_uncached(home: &Path) -> Result<Features> {
         userxattr,
         label: None,
     };
-    mount_overlay(&spec, false)
-        .map_err(|e| Error::NotSupported(format!("overlay mount test failed: {e}")))?;
+    mount_overlay(&spec, false).map_err(|e| {
+        let e = crate::error::with_causes(&e);
+        Error::NotSupported(format!("overlay mount test failed: {e}"))
+    })?;
     let index_off = Path::new("/sys/module/overlay/parameters/index").exists();
 
     let native_diff = native_diff_probe(&probe.path, xattr);

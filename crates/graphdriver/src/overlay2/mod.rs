@@ -470,6 +470,7 @@ impl ProtoDriver for Overlay2 {
                 }
             }
             Err(e) => {
+                let e = crate::error::with_causes(&e);
                 tracing::warn!("overlay2: removing layer {id} without its l/ link: {e}");
                 // A create killed between the l/ symlink and the `link` file leaves a symlink
                 // that only a scan of l/ finds.
@@ -537,7 +538,7 @@ impl ProtoDriver for Overlay2 {
             return Ok(());
         }
         if let Err(e) = mount::unmount(&merged) {
-            tracing::debug!("overlay2: put {id}: {e}");
+            tracing::debug!("overlay2: put {id}: {}", crate::error::with_causes(&e));
         }
         // Removing the mount point also makes the kernel drop copies in other namespaces.
         let _ = std::fs::remove_dir(&merged);

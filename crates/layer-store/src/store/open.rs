@@ -115,10 +115,10 @@ impl Store {
         let listing = meta.list_layers()?;
         let mut broken = Vec::new();
         for b in &listing.broken {
-            tracing::warn!(layer = %b.chain_id, error = %b.error, "layer metadata does not load");
+            tracing::warn!(layer = %b.chain_id, error = %crate::error::with_causes(&b.error), "layer metadata does not load");
             broken.push(BrokenRecord {
                 id: b.chain_id.to_string(),
-                reason: b.error.to_string(),
+                reason: crate::error::with_causes(&b.error),
                 parent: b.parent.clone(),
             });
         }
@@ -146,10 +146,10 @@ impl Store {
         let mounts = meta.list_mounts()?;
         let mut broken_mounts = Vec::new();
         for b in &mounts.broken {
-            tracing::warn!(mount = %b.name, error = %b.error, "mount metadata does not load");
+            tracing::warn!(mount = %b.name, error = %crate::error::with_causes(&b.error), "mount metadata does not load");
             broken_mounts.push(BrokenRecord {
                 id: b.name.clone(),
-                reason: b.error.to_string(),
+                reason: crate::error::with_causes(&b.error),
                 parent: b.parent.clone(),
             });
         }

@@ -529,13 +529,13 @@ impl Drop for RegisterGuard<'_> {
                 Ok(orphan) => {
                     self.driver_dirs.retain(|d| d != layer.cache_id());
                     if let Err(e) = driver.remove(layer.cache_id()) {
-                        tracing::error!(layer = %layer.chain_id(), error = %e, "rollback: could not remove driver directory; gc finishes the removal");
+                        tracing::error!(layer = %layer.chain_id(), error = %crate::error::with_causes(&e), "rollback: could not remove driver directory; gc finishes the removal");
                     } else if let Err(e) = meta.finish_removal(&orphan) {
-                        tracing::error!(layer = %layer.chain_id(), error = %e, "rollback: could not finish removal; gc finishes it");
+                        tracing::error!(layer = %layer.chain_id(), error = %crate::error::with_causes(&e), "rollback: could not finish removal; gc finishes it");
                     }
                 }
                 Err(e) => {
-                    tracing::error!(layer = %layer.chain_id(), error = %e, "rollback: could not remove committed layer; it stays with the layers below it");
+                    tracing::error!(layer = %layer.chain_id(), error = %crate::error::with_causes(&e), "rollback: could not remove committed layer; it stays with the layers below it");
                     kept = std::mem::take(&mut self.committed);
                     kept.push(layer);
                 }
@@ -546,7 +546,7 @@ impl Drop for RegisterGuard<'_> {
         }
         for id in self.driver_dirs.drain(..).rev() {
             if let Err(e) = driver.remove(&id) {
-                tracing::error!(id, error = %e, "cleanup after failure: could not remove driver directory");
+                tracing::error!(id, error = %crate::error::with_causes(&e), "cleanup after failure: could not remove driver directory");
             }
         }
         let mut state = lock(&self.store.inner.state);

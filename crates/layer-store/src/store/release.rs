@@ -86,7 +86,7 @@ impl Store {
                         && let Err(pe) = self.release_chain(state, p.chain_id().clone())
                     {
                         // The first error is the one returned; this one would be lost.
-                        tracing::error!(parent = %p.chain_id(), error = %pe, "releasing the parent failed too");
+                        tracing::error!(parent = %p.chain_id(), error = %crate::error::with_causes(&pe), "releasing the parent failed too");
                     }
                     return Err(e);
                 }

@@ -215,7 +215,7 @@ impl Drop for CreateGuard<'_> {
         if self.armed {
             for id in self.dirs.drain(..).rev() {
                 if let Err(e) = driver.remove(&id) {
-                    tracing::error!(id, error = %e, "cleanup after failure: could not remove driver directory");
+                    tracing::error!(id, error = %crate::error::with_causes(&e), "cleanup after failure: could not remove driver directory");
                 }
             }
         }

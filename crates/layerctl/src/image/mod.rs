@@ -78,7 +78,7 @@ pub enum LoadError {
     #[error("{0}: not a docker-save archive or OCI layout (no manifest.json or index.json)")]
     UnknownFormat(String),
     /// I/O with context.
-    #[error("{0}: {1}")]
+    #[error("{0}")]
     Io(String, #[source] io::Error),
 }
 

@@ -60,7 +60,8 @@ pub fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Asserts exit status 1 with a single `error: …` line on stderr; returns that line.
+/// Asserts exit status 1 with a single `error: …` line on stderr, with no OS error told
+/// twice; returns that line.
 pub fn fails(out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
@@ -72,6 +73,11 @@ pub fn fails(out: Output) -> String {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "want one stderr line, got {stderr:?}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
+    // The line is the error's chain joined with ": "; no message repeats its cause.
+    assert!(
+        lines[0].matches("(os error").count() <= 1,
+        "a cause is repeated: {stderr}"
+    );
     lines[0].to_owned()
 }
 
