@@ -262,7 +262,11 @@ fn a_layer_whose_owners_the_ranges_cannot_hold_is_refused_and_leaves_nothing() {
         .unwrap();
         let store = Store::open(o).unwrap();
         let err = store.register(&layer_tar()[..], None).unwrap_err();
-        let msg = err.to_string();
+        // The error and its causes, as layerctl prints them (no message repeats its cause).
+        let msg = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
         assert!(
             msg.contains("home/user/") && msg.contains("container ID 1000 cannot be mapped"),
             "{driver}: {msg}"
