@@ -129,7 +129,11 @@ fn differing_entry_sequences_refuse_the_layer_and_change_nothing() {
         Ok(_) => panic!("a layer whose readers disagree was registered"),
         Err(e) => e,
     };
-    let text = format!("{err:#}");
+    // The error and its causes, as layerctl prints them.
+    let text = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
     assert!(text.contains("read different entries"), "{text}");
     assert!(store.map().is_empty());
     let gc = store.collect_garbage().unwrap();

@@ -330,7 +330,9 @@ fn reassembly_checks_crc_size_and_names_the_file() {
     assert!(err.to_string().contains("dir/"), "{err}");
 
     let err = reassemble(entries.clone(), &mut BufferFileGetPutter::new()).unwrap_err();
-    assert!(err.to_string().contains("no such file"), "{err}");
+    assert!(err.to_string().starts_with("getting file "), "{err}");
+    let cause = std::error::Error::source(&err).expect("the getter's error is the source");
+    assert!(cause.to_string().contains("no such file"), "{cause}");
 
     let mut odd = entries;
     odd.insert(
