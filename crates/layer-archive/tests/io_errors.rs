@@ -1,7 +1,7 @@
 //! I/O is not bad input: a full disk while applying is `Error::Io` naming the layer, the
 //! operation and the file, with the OS error as its source and not in its message.
 
-mod common_tree;
+use testkit::archive as common_tree;
 
 use std::error::Error as _;
 
