@@ -18,39 +18,17 @@
 //! * [`enospc_on_a_full_tmpfs`]: a real ENOSPC (a 4 MiB tmpfs) mid-import is a clear error
 //!   and leaves nothing behind; a smaller import then works.
 //!
-//! All need root (mount, drop_caches) and skip with a message otherwise.
+//! All need root (mount, drop_caches) and are skipped through testkit's gates otherwise.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2_free::sha256_hex;
-
-/// sha256 (`sha256:<hex>`) with the workspace's own `layer-digest`.
-mod sha2_free {
-    pub fn sha256_hex(data: &[u8]) -> String {
-        let mut d = layer_digest::Digester::new(layer_digest::Algorithm::Sha256);
-        std::io::Write::write_all(&mut d, data).unwrap();
-        d.finish().to_string()
-    }
-}
+/// `sha256:<hex>`, testkit's oracle.
+use testkit::digest::sha256 as sha256_hex;
 
 fn layerctl() -> PathBuf {
-    if let Some(bin) = std::env::var_os("LAYERCTL_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("layerctl");
-    assert!(
-        bin.is_file(),
-        "{} not built: run `cargo build -p layerctl`",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_layerctl"))
 }
 
 fn root_or_skip(what: &str) -> bool {
