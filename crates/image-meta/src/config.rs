@@ -52,7 +52,11 @@ impl ImageConfig {
         if bytes.is_empty() {
             return Err(bad("empty".into()));
         }
-        let top: Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        // Go's decoder reads invalid UTF-8 inside strings as U+FFFD, and Docker stores such a
+        // config as it came (its ID is the hash of those bytes): read it the same way. Outside
+        // a string, U+FFFD is still a syntax error, as the raw byte is to Go.
+        let text = String::from_utf8_lossy(bytes);
+        let top: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let obj = match top {
             Value::Object(o) => o,
             Value::Null => Map::new(),
@@ -239,6 +243,21 @@ mod tests {
         assert_eq!(c.chain_id().unwrap().as_str(), D);
         let none = ImageConfig::parse(br#"{"rootfs":{"type":"layers"}}"#, "c").unwrap();
         assert_eq!(none.chain_id(), None);
+    }
+
+    /// Go's decoder turns invalid UTF-8 inside a string into U+FFFD and accepts the config;
+    /// outside a string the byte is a syntax error to Go, and to us.
+    #[test]
+    fn invalid_utf8_in_a_string_is_read_as_go_reads_it() {
+        let mut bytes = br#"{"rootfs":{"type":"layers"},"author":"ab"#.to_vec();
+        bytes.extend_from_slice(b"\xff\xfe");
+        bytes.extend_from_slice(br#"","os":"linux"}"#);
+        let c = ImageConfig::parse(&bytes, "c").unwrap();
+        assert_eq!(c.os, "linux");
+        let mut outside = br#"{"rootfs":{"type":"layers"}"#.to_vec();
+        outside.push(0xff);
+        outside.push(b'}');
+        assert!(ImageConfig::parse(&outside, "c").is_err());
     }
 
     #[test]

@@ -67,7 +67,8 @@ fn read_bytes(source: &Source, name: &str) -> Result<Vec<u8>, LoadError> {
 /// digest too.
 fn read_json<T: DeserializeOwned>(source: &Source, name: &str) -> Result<(T, Digest), LoadError> {
     let bytes = read_bytes(source, name)?;
-    let value = serde_json::from_slice(&bytes)
+    // Invalid UTF-8 in a string is U+FFFD to Go's decoder, as in image configs.
+    let value = serde_json::from_str(&String::from_utf8_lossy(&bytes))
         .map_err(|e| LoadError::BadJson(name.to_owned(), e.to_string()))?;
     Ok((value, Digester::sha256_of(&bytes)))
 }
