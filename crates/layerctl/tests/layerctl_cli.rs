@@ -1204,3 +1204,42 @@ fn size_limits_are_refused_naming_project_quotas() {
         assert!(line.contains("project quotas"), "{line}");
     }
 }
+
+/// `rw rm` of a mounted RW layer unmounts it also when `--root` is relative or reached
+/// through a symlink: the driver compares its mounts with mountinfo's resolved paths (before,
+/// it never found them, and `rw rm` failed with EBUSY, keeping everything).
+#[test]
+fn rw_rm_of_a_mounted_layer_under_a_relative_or_symlinked_root() {
+    if !drivers().contains(&"overlay2") {
+        eprintln!("skipped: overlay2 needs root and overlayfs");
+        return;
+    }
+    let driver = "overlay2";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
+    let l = dir.path().join("l.tar");
+    std::fs::write(&l, &three_layers()[0]).unwrap();
+    for root in ["root", "link/root"] {
+        let in_dir = |args: &[&str]| {
+            let mut c = cmd(Path::new(root), driver, args);
+            c.current_dir(dir.path());
+            run(c)
+        };
+        let chain = ok(in_dir(&["import", l.to_str().unwrap()]));
+        let chain = chain.trim();
+        let mount_id = ok(in_dir(&["rw", "create", "c1", "--parent", chain]));
+        let merged = ok(in_dir(&["rw", "mount", "c1"]));
+        let merged = dir.path().join(merged.trim());
+        assert!(
+            mounted(&std::fs::canonicalize(&merged).unwrap().to_string_lossy()),
+            "{root}"
+        );
+        ok(in_dir(&["rw", "rm", "c1"]));
+        assert!(!merged.exists(), "{root}");
+        let real = std::fs::canonicalize(dir.path().join(root)).unwrap();
+        assert!(!real.join("overlay2").join(mount_id.trim()).exists());
+        assert_eq!(ok(in_dir(&["rm", chain])).trim(), chain);
+        assert_check_clean(&real, driver);
+    }
+}

@@ -219,6 +219,10 @@ impl Overlay2 {
         let ownership = Ownership::new(options.id_map.clone());
         mkdir_mode(&home, 0o710)?;
         ownership.chown_dir(&home, ownership.dir_id())?;
+        // mountinfo lists absolute, resolved mount points: so must the home be, or a relative
+        // or symlinked root never finds its own mounts (and removing a mounted layer fails
+        // with EBUSY instead of unmounting it).
+        let home = std::fs::canonicalize(&home).map_err(|e| Error::io("resolve", &home, e))?;
         let features = match features::probe(&home) {
             Ok(f) => f,
             Err(e) => {
