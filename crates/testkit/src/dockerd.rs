@@ -35,28 +35,48 @@ impl Dockerd {
 
     /// [`Dockerd::start`] with more daemon flags (`--userns-remap USER`).
     pub fn start_with(dir: &Path, root: &Path, driver: &str, extra: &[&str]) -> Dockerd {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new(DOCKERD)
-            .arg("--data-root")
+        let mut c = Command::new(DOCKERD);
+        c.arg("--data-root")
             .arg(root)
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .args(["--storage-driver", driver])
-            .args([
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-                "--ip-masq=false",
-                "--userland-proxy=false",
-            ])
-            .args(["--containerd-namespace", "layerctl-test"])
-            .args(["--containerd-plugins-namespace", "layerctl-test-plugins"])
-            .args(extra)
+            .args(Dockerd::flags(dir, driver))
+            .args(extra);
+        Dockerd::launch(dir, c)
+    }
+
+    /// The flags every test daemon runs with, but for its data-root and pidfile: its
+    /// exec-root and socket in `dir`, `driver`, no iptables, no bridge, its own containerd
+    /// namespace.
+    pub fn flags(dir: &Path, driver: &str) -> Vec<std::ffi::OsString> {
+        let mut f: Vec<std::ffi::OsString> = vec!["--exec-root".into(), dir.join("exec").into()];
+        f.push("-H".into());
+        f.push(format!("unix://{}", dir.join("docker.sock").display()).into());
+        for a in [
+            "--storage-driver",
+            driver,
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--ip-masq=false",
+            "--userland-proxy=false",
+            "--containerd-namespace",
+            "layerctl-test",
+            "--containerd-plugins-namespace",
+            "layerctl-test-plugins",
+        ] {
+            f.push(a.into());
+        }
+        f
+    }
+
+    /// Runs `command`, a daemon with [`Dockerd::flags`]`(dir, ..)` (or a wrapper that
+    /// `exec`s one, so that the child's pid is the daemon's), its output to `dir/dockerd.log`,
+    /// and waits until its API answers.
+    pub fn launch(dir: &Path, mut command: Command) -> Dockerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -79,6 +99,11 @@ impl Dockerd {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// The daemon's pid (the child [`Dockerd::launch`] spawned).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// The client on this daemon.
