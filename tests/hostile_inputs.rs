@@ -1014,8 +1014,9 @@ fn cve_2025_58183_sparse_map_bomb() {
     );
 }
 
-/// A GNU sparse file announcing a huge logical size (a hole bomb): 60 GiB of holes, one byte of
-/// data. Refused or extracted sparsely; never written out in full.
+/// A GNU sparse file announcing a huge logical size (a hole bomb): 60 GiB of holes, one block
+/// of data. Refused, as moby's applier refuses an old-GNU sparse entry (`unhandled tar header
+/// type 83`); never written out.
 #[test]
 fn sparse_hole_bomb() {
     case(
@@ -1032,7 +1033,7 @@ fn sparse_hole_bomb() {
             end(&mut t);
             write(&sb.input("l.tar"), &t)
         },
-        Expect::Either,
+        Expect::Error(&["header type 83"]),
         Bounds {
             secs: 60,
             rss_mib: 128,
