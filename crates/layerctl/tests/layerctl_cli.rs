@@ -1210,10 +1210,7 @@ fn size_limits_are_refused_naming_project_quotas() {
 /// it never found them, and `rw rm` failed with EBUSY, keeping everything).
 #[test]
 fn rw_rm_of_a_mounted_layer_under_a_relative_or_symlinked_root() {
-    if !drivers().contains(&"overlay2") {
-        eprintln!("skipped: overlay2 needs root and overlayfs");
-        return;
-    }
+    testkit::require!(testkit::gate::overlay());
     let driver = "overlay2";
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("real")).unwrap();
