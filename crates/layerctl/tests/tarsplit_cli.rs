@@ -87,6 +87,46 @@ fn disasm_passes_through_writes_golden_and_asm_rebuilds() {
         .unwrap();
     assert!(out.status.success());
     assert!(std::fs::read(&rebuilt).unwrap() == original);
+    // One thread or helper threads (`auto` picks by the machine's load): the same bytes,
+    // both ways.
+    for threads in ["one", "many"] {
+        let meta2 = dir.path().join(format!("meta-{threads}.json.gz"));
+        let out = layerctl()
+            .args(["tar-split", "disasm", "--threads", threads, "--output"])
+            .arg(&meta2)
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == original,
+            "--threads {threads}: stdout is the tar"
+        );
+        assert!(
+            gunzip(&meta2) == golden,
+            "--threads {threads}: Go's metadata"
+        );
+        let out = layerctl()
+            .args(["tar-split", "asm", "--threads", threads, "--input"])
+            .arg(&meta2)
+            .arg("--path")
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == original,
+            "--threads {threads}: asm rebuilds the tar"
+        );
+    }
     // The opt-in decoding thread gives the same bytes.
     let out = layerctl()
         .args(["tar-split", "asm", "--parallel-decode", "--input"])

@@ -259,12 +259,14 @@ impl<U: Unpacker, G: FileGetter> Read for Assembler<U, G> {
 }
 
 /// Size of [`assemble`]'s one output buffer: it stays in a core's L2 cache while the
-/// CRC-64 reads back what was just read into it.
-const OUT_BUFFER: usize = 256 << 10;
+/// CRC-64 reads back what was just read into it (the kernel's copy into a buffer of
+/// 192 KiB or more costs 2-3 times that into one of 128 KiB on the bench machine; see
+/// `READ_CHUNK` in the disassembler).
+const OUT_BUFFER: usize = 128 << 10;
 
 /// [`assemble`] writes its buffer out once less than this is free, so that body reads
 /// stay large.
-const MIN_READ: usize = 64 << 10;
+const MIN_READ: usize = 32 << 10;
 
 /// Writes the reassembled archive to `out`; returns the number of bytes written.
 ///
