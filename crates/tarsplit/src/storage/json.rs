@@ -204,6 +204,9 @@ pub struct JsonUnpacker<R: BufRead> {
     index: u64,
     seen: SeenPaths,
     eof: bool,
+    /// Lines the general path copied out of the reader (checked by a test).
+    #[cfg(test)]
+    copied_lines: usize,
 }
 
 impl<R: BufRead> JsonUnpacker<R> {
@@ -216,6 +219,8 @@ impl<R: BufRead> JsonUnpacker<R> {
             index: 0,
             seen: SeenPaths::default(),
             eof: false,
+            #[cfg(test)]
+            copied_lines: 0,
         }
     }
 
@@ -248,6 +253,10 @@ impl<R: BufRead> JsonUnpacker<R> {
             self.eof = true;
             return Ok(false);
         }
+        #[cfg(test)]
+        {
+            self.copied_lines += 1;
+        }
         if self.buf.len() > MAX_JSON_OBJECT {
             return Err(self.meta_err(format!("JSON object larger than {MAX_JSON_OBJECT} bytes")));
         }
@@ -260,6 +269,16 @@ impl<R: BufRead> JsonUnpacker<R> {
     /// the whole object is there in the layout [`encode_entry`] writes (the common case:
     /// no copy of the line). `None` leaves the rest to the general path.
     fn next_in_place(&mut self) -> Result<Option<Entry>> {
+        // What the general path leaves behind is the newline after its object: without
+        // this, one object that straddled the reader's buffer would send every later one
+        // through the copying path too.
+        if self.buf[self.pos..]
+            .iter()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.buf.clear();
+            self.pos = 0;
+        }
         if self.pos != self.buf.len() || self.eof {
             return Ok(None);
         }
@@ -593,6 +612,7 @@ impl<'de> de::Deserialize<'de> for WireEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     fn pack(entries: &[Entry]) -> String {
         let mut p = JsonPacker::new(Vec::new());
@@ -637,6 +657,46 @@ mod tests {
             "q\"\\\u{1}\u{8}\u{c}\u{7f}\u{2028}<>&.txt".as_bytes()
         );
         assert_eq!(back[1].payload, None);
+    }
+
+    /// Objects that straddle the reader's buffer go through the copying path, and the
+    /// next ones are decoded in place again: the same entries, few lines copied.
+    #[test]
+    fn back_in_place_after_a_straddling_object() {
+        let entries: Vec<Entry> = (0..2000u32)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Entry::segment(vec![i as u8; (i as usize * 7) % 1500])
+                } else {
+                    Entry::file(format!("d/f{i}"), i64::from(i), Some([i as u8; 8]))
+                }
+            })
+            .collect();
+        let text = pack(&entries);
+        let capacity = 4096;
+        let mut u = JsonUnpacker::new(io::BufReader::with_capacity(capacity, text.as_bytes()));
+        let mut back = Vec::new();
+        while let Some(e) = u.next_entry().unwrap() {
+            back.push(e);
+        }
+        assert_eq!(back.len(), entries.len());
+        for (i, (got, want)) in back.iter().zip(&entries).enumerate() {
+            assert_eq!(
+                (&got.kind, &got.name, got.size, &got.payload),
+                (&want.kind, &want.name, want.size, &want.payload),
+                "entry {i}"
+            );
+            assert_eq!(got.position, i as i64);
+        }
+        // At most one copied line per refill of the reader's buffer (the one straddling
+        // its end), not every line after the first straddle.
+        let refills = text.len() / capacity + 1;
+        assert!(
+            u.copied_lines <= refills,
+            "{} lines copied for {refills} refills",
+            u.copied_lines
+        );
+        assert!(u.copied_lines > 0, "the test must make objects straddle");
     }
 
     #[test]
