@@ -175,6 +175,84 @@ fn descriptor_roundtrip_and_absent() {
     assert_eq!(store.layer(&ids[1]).unwrap().descriptor, Some(descriptor));
 }
 
+/// Metadata files are read whole up to their limit (4 KiB, 1 MiB for `descriptor.json`),
+/// one byte more is `TooLarge`: the same through `layer` and the listing a store opens with,
+/// however the read is chunked.
+#[test]
+fn metadata_files_read_whole_up_to_their_limit() {
+    const SMALL: usize = 4096;
+    const DESCRIPTOR: usize = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ids = chain(2);
+    commit_layer(&store, &ids, 0).unwrap();
+    let descriptor = Descriptor {
+        media_type: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into(),
+        size: 7,
+        digest: Some(diff(9).into_digest()),
+        ..Descriptor::default()
+    };
+    let mut tx = store.start_transaction().unwrap();
+    fill(&mut tx, 1, Some(&ids[0])).unwrap();
+    tx.set_descriptor(&descriptor).unwrap();
+    tx.commit(&ids[1]).unwrap();
+    let layer_dir = store.layer_path(&ids[1]).unwrap();
+    let listed = |store: &MetaStore| {
+        let listing = store.list_layers().unwrap();
+        let loaded = listing
+            .layers
+            .iter()
+            .find(|r| r.chain_id == ids[1])
+            .cloned();
+        let broken = listing
+            .broken
+            .iter()
+            .find(|b| b.chain_id == ids[1])
+            .map(|b| b.error.to_string());
+        (loaded, broken)
+    };
+    // `size` at its limit: 4,095 zeros then a digit (Go's ParseInt takes leading zeros).
+    let mut size = vec![b'0'; SMALL - 1];
+    size.push(b'7');
+    fs::write(layer_dir.join("size"), &size).unwrap();
+    assert_eq!(store.layer(&ids[1]).unwrap().size, 7);
+    assert_eq!(listed(&store).0.expect("loads").size, 7);
+    size.insert(0, b'0');
+    fs::write(layer_dir.join("size"), &size).unwrap();
+    let err = store.layer(&ids[1]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { problem: Corruption::TooLarge { limit }, path }
+            if *limit == SMALL as u64 && *path == layer_dir.join("size")),
+        "{err:?}"
+    );
+    let (loaded, broken) = listed(&store);
+    assert!(loaded.is_none());
+    assert!(broken.expect("listed as broken").contains("size"));
+    fs::write(layer_dir.join("size"), b"7").unwrap();
+    // `descriptor.json` padded with JSON whitespace to exactly its limit, then one byte more.
+    let mut json = fs::read(layer_dir.join("descriptor.json")).unwrap();
+    assert!(json.len() < DESCRIPTOR);
+    json.resize(DESCRIPTOR, b' ');
+    fs::write(layer_dir.join("descriptor.json"), &json).unwrap();
+    assert_eq!(
+        store.layer(&ids[1]).unwrap().descriptor,
+        Some(descriptor.clone())
+    );
+    assert_eq!(
+        listed(&store).0.expect("loads").descriptor,
+        Some(descriptor)
+    );
+    json.push(b' ');
+    fs::write(layer_dir.join("descriptor.json"), &json).unwrap();
+    let err = store.layer(&ids[1]).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { problem: Corruption::TooLarge { limit }, .. }
+            if *limit == DESCRIPTOR as u64),
+        "{err:?}"
+    );
+    assert!(listed(&store).0.is_none());
+}
+
 /// Go's os.Rename refuses an existing directory, even an empty one (moby/moby#44909).
 #[test]
 fn commit_never_replaces_existing_directory() {
