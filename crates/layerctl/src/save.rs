@@ -25,6 +25,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use image_meta::{ImageId, Reference};
+use layer_archive::codec::writer::encode_header;
+use layer_archive::{EntryKind, Header, HeaderStyle, Time};
 use layer_digest::chain_ids;
 
 use crate::context::Context;
@@ -140,18 +142,24 @@ struct TarOut<'a> {
 }
 
 impl TarOut<'_> {
-    fn header(&self, path: &str, kind: tar::EntryType, size: u64, mode: u32) -> Result<[u8; 512]> {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(path)
-            .with_context(|| format!("tar name {path}"))?;
-        h.set_entry_type(kind);
-        h.set_size(size);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(self.mtime);
-        h.set_cksum();
-        Ok(*h.as_bytes())
+    /// One ustar header block (the names written here always fit: no PAX header).
+    fn block(&self, mut h: Header) -> Result<[u8; 512]> {
+        h.mtime = Time::from_unix(self.mtime as i64, 0);
+        let mut out = Vec::with_capacity(512);
+        encode_header(&h, HeaderStyle::Minimal, &mut out);
+        <[u8; 512]>::try_from(out.as_slice()).map_err(|_| {
+            anyhow::anyhow!(
+                "tar name {} too long for one header",
+                String::from_utf8_lossy(&h.name)
+            )
+        })
+    }
+
+    fn header(&self, path: &str, kind: EntryKind, size: u64, mode: u32) -> Result<[u8; 512]> {
+        let mut h = Header::new(path, kind);
+        h.size = size as i64;
+        h.mode = i64::from(mode);
+        self.block(h)
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -169,27 +177,20 @@ impl TarOut<'_> {
     }
 
     fn dir(&mut self, path: &str) -> Result<()> {
-        let h = self.header(&format!("{path}/"), tar::EntryType::Directory, 0, 0o755)?;
+        let h = self.header(&format!("{path}/"), EntryKind::Directory, 0, 0o755)?;
         self.write(&h)
     }
 
     fn file(&mut self, path: &str, data: &[u8]) -> Result<()> {
-        let h = self.header(path, tar::EntryType::Regular, data.len() as u64, 0o644)?;
+        let h = self.header(path, EntryKind::Regular, data.len() as u64, 0o644)?;
         self.write(&h)?;
         self.write(data)?;
         self.pad()
     }
 
     fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(path)?;
-        h.set_link_name(target)?;
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        h.set_mode(0o777);
-        h.set_mtime(self.mtime);
-        h.set_cksum();
-        self.write(h.as_bytes())
+        let h = self.block(Header::symlink(path, target))?;
+        self.write(&h)
     }
 
     /// A member whose content is streamed from `src`; its header is written afterwards.
@@ -207,7 +208,7 @@ impl TarOut<'_> {
         drop(out);
         self.pos += n;
         self.pad()?;
-        let h = self.header(path, tar::EntryType::Regular, n, 0o644)?;
+        let h = self.header(path, EntryKind::Regular, n, 0o644)?;
         self.file.write_all_at(&h, at)?;
         Ok(n)
     }
