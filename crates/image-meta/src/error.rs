@@ -13,37 +13,64 @@ pub enum Error {
     /// A system call failed on `path`.
     #[error("{op} {}", path.display())]
     Io {
+        /// The operation.
         op: &'static str,
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: io::Error,
     },
     /// An image config that docker would refuse (not JSON, no `rootfs`, bad `diff_ids`...).
     #[error("invalid image config {what}: {reason}")]
-    BadConfig { what: String, reason: String },
+    BadConfig {
+        /// Which config.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// A stored config whose bytes do not hash to its name.
     #[error("image {id}: content does not match its ID (hashes to {actual})")]
-    ContentMismatch { id: String, actual: String },
+    ContentMismatch {
+        /// The image ID.
+        id: String,
+        /// The digest the content hashes to.
+        actual: String,
+    },
     /// A metadata file (`repositories.json`, a `parent`, a v2metadata file) that does not
     /// parse.
     #[error("{}: {reason}", path.display())]
-    BadFile { path: PathBuf, reason: String },
+    BadFile {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A reference that breaks docker's grammar.
     #[error("invalid reference {reference:?}")]
     BadReference {
+        /// The reference as given.
         reference: String,
+        /// The underlying error.
         #[source]
         source: ReferenceError,
     },
     /// A digest reference given as a tag, or a tag named like a digest algorithm.
     #[error("invalid tag {reference:?}: {reason}")]
     BadTag {
+        /// The reference as given.
         reference: String,
+        /// Why.
         reason: &'static str,
     },
     /// A reference that already points at another image, and may not be moved.
     #[error("conflict: {reference} is already set to image {existing}")]
-    Conflict { reference: String, existing: String },
+    Conflict {
+        /// The reference as given.
+        reference: String,
+        /// The image it points at now.
+        existing: String,
+    },
     /// No image by that ID.
     #[error("no such image: {0}")]
     NoSuchImage(String),

@@ -85,6 +85,7 @@ impl FromStr for ImageId {
 /// One stored image.
 #[derive(Debug, Clone)]
 pub struct Image {
+    /// Its ID: the sha256 of its config.
     pub id: ImageId,
     /// What Docker reads from the config.
     pub config: ImageConfig,

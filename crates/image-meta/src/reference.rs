@@ -24,18 +24,25 @@ pub const NAME_TOTAL_LENGTH_MAX: usize = 255;
 /// Why a string is not a valid reference. The texts are Go's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
+    /// Does not match the reference grammar.
     #[error("invalid reference format")]
     InvalidFormat,
+    /// Upper case in the repository name.
     #[error("invalid reference format: repository name must be lowercase")]
     Uppercase,
+    /// No repository name.
     #[error("repository name must have at least one component")]
     Empty,
+    /// A repository name over the length limit.
     #[error("repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters")]
     TooLong,
+    /// A repository name that is a 64-hex-digit string (it would read as an image ID).
     #[error("invalid repository name ({0}), cannot specify 64-byte hexadecimal strings")]
     HexName(String),
+    /// A tag outside the tag grammar.
     #[error("invalid tag format")]
     InvalidTag,
+    /// A digest that does not parse.
     #[error("invalid digest: {0}")]
     InvalidDigest(String),
 }

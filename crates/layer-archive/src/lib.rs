@@ -72,6 +72,7 @@
 //!   `.wh.`, `.wh..` and `.wh...`;
 //! * a layer root that is itself a symlink (CVE-2018-15664's shape).
 
+#![warn(missing_docs, unreachable_pub)]
 // Without `fs` the crate doc still names the modules it leaves out.
 #![cfg_attr(not(feature = "fs"), allow(rustdoc::broken_intra_doc_links))]
 
@@ -81,7 +82,7 @@ pub mod change;
 #[cfg(feature = "fs")]
 pub mod changes;
 pub mod codec;
-pub mod error;
+mod error;
 #[cfg(feature = "fs")]
 pub mod export;
 pub mod idmap;

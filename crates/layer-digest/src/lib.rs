@@ -27,6 +27,8 @@
 //! assert_eq!(chain_id(None, &base), ids[0]);
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod digest;
 mod digester;
 mod ids;

@@ -116,6 +116,8 @@
 //! 12. The gzip *compressed* bytes of `tar-split.json.gz` differ from Go's (different deflate
 //!     implementation); the header matches and the gunzipped content is identical.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod error;
 mod format;
 mod fsio;

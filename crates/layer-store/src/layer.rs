@@ -168,8 +168,19 @@ impl Layer {
 /// A counted reference to a layer, handed out by [`crate::Store::register`] and
 /// [`crate::Store::get`]; give it back with [`crate::Store::release`].
 ///
-/// Dropping it without releasing keeps the layer alive until the store is reopened (as in
-/// moby, where a forgotten reference is never collected); a debug log says so.
+/// # Dropping it
+///
+/// Dropping a `LayerRef` does **not** release it: the reference stays counted, so the layer
+/// (and every parent) stays on disk and in the store until the store is closed. That is
+/// the safe side: a forgotten reference can keep a layer too long, never delete one in use.
+/// After a reopen the count starts again from what is on disk (children, RW layers), so a
+/// [`crate::Store::get`] and its [`crate::Store::release`] can then delete a layer nothing
+/// else holds. A debug log records each reference dropped unreleased. Moby behaves the
+/// same way.
+///
+/// Release it explicitly with [`crate::Store::release`], which also says which layers that
+/// deleted.
+#[must_use = "a LayerRef keeps its layer counted until released with Store::release"]
 pub struct LayerRef {
     pub(crate) layer: Layer,
     pub(crate) ref_id: u64,

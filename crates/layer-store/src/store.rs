@@ -50,7 +50,8 @@ pub struct StoreOptions {
     pub max_depth: usize,
     /// Run [`Store::cleanup`]'s collection of leftovers right after opening.
     pub cleanup_on_open: bool,
-    /// Wait for another process's lock on the root instead of failing at once.
+    /// Wait for another process's lock on the root instead of failing at once (on by
+    /// default; [`Store::try_open`] never waits).
     pub wait_for_lock: bool,
     /// `syncfs` the driver's filesystem before each layer's metadata commit, so that a layer
     /// that survives a power cut also has its files. Off by default, as in moby: metadata is
@@ -58,8 +59,9 @@ pub struct StoreOptions {
     /// no longer hashes to its DiffID). On costs one `syncfs` per register, which flushes
     /// every dirty page of that filesystem.
     pub sync_layer_data: bool,
-    /// Test seam: consulted before every metadata step (see [`layer_meta::FaultInjector`]).
-    #[doc(hidden)]
+    /// Consulted before every metadata step, to inject failures (see
+    /// [`layer_meta::FaultInjector`]): how this workspace's crash and fault tests drive
+    /// recovery, and how a caller can test its own error handling. `None` in production.
     pub fault_injector: Option<Arc<dyn layer_meta::FaultInjector>>,
 }
 

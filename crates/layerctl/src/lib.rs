@@ -2,4 +2,6 @@
 //! archives the way `layerctl load` does: see [`image`]. The command-line tool itself is
 //! `src/main.rs`.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod image;

@@ -53,6 +53,8 @@
 //!
 //! Linux only: `openat2`, `O_PATH` and `/proc/self/fd` have no portable equivalent.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod dir_ref;
 mod error;
 mod fd;

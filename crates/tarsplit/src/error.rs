@@ -36,85 +36,147 @@ impl From<&[u8]> for EntryName {
 pub enum Error {
     /// A header block failed the checksum, format or numeric-field checks (Go `ErrHeader`).
     #[error("archive/tar: invalid tar header at byte {offset}: {reason}")]
-    InvalidHeader { offset: u64, reason: &'static str },
+    InvalidHeader {
+        /// Byte offset in the archive.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
 
     /// A PAX or GNU long-name/link body is over the per-body cap (Go `ErrFieldTooLong`).
     #[error(
         "archive/tar: header field too long at byte {offset}: {size} bytes exceed the {limit}-byte limit"
     )]
-    FieldTooLong { offset: u64, size: u64, limit: u64 },
+    FieldTooLong {
+        /// Byte offset in the archive.
+        offset: u64,
+        /// Its size in bytes.
+        size: u64,
+        /// The cap, in bytes.
+        limit: u64,
+    },
 
     /// A sparse file's stored data does not fill its map (Go's `errMissData`,
     /// `errUnrefData`).
     #[error("archive/tar: sparse file {name} at byte {offset} {reason}")]
     SparseData {
+        /// Byte offset in the archive.
         offset: u64,
+        /// The entry's name.
         name: EntryName,
+        /// What is wrong.
         reason: &'static str,
     },
 
     /// A header exceeds one of the codec's limits (beyond what Go refuses).
     #[error("limit exceeded at byte {offset}: {what}")]
-    Limit { offset: u64, what: String },
+    Limit {
+        /// Byte offset in the archive.
+        offset: u64,
+        /// What was being read (or which limit).
+        what: String,
+    },
 
     /// The raw bytes of one header group (padding + extension headers + header) exceed the cap.
     #[error(
         "tar header group starting at byte {offset} exceeds {limit} bytes (chained PAX/GNU extension headers?)"
     )]
-    HeaderGroupTooLarge { offset: u64, limit: u64 },
+    HeaderGroupTooLarge {
+        /// Byte offset in the archive.
+        offset: u64,
+        /// The cap, in bytes.
+        limit: u64,
+    },
 
     /// The input ended in the middle of a header, extension body, file body or padding.
     #[error("unexpected EOF at byte {offset}: truncated inside {what}{}", name.as_ref().map(|n| format!(" of {n}")).unwrap_or_default())]
     UnexpectedEof {
+        /// Byte offset in the archive.
         offset: u64,
+        /// What was being read (or which limit).
         what: &'static str,
+        /// The entry's name.
         name: Option<EntryName>,
     },
 
     /// Two file entries clean to the same path (Go `ErrDuplicatePath`).
     #[error("duplicates of file paths not supported: {name}")]
-    DuplicatePath { name: EntryName },
+    DuplicatePath {
+        /// The entry's name.
+        name: EntryName,
+    },
 
     /// A reassembled file's CRC-64 differs from the recorded one.
     #[error("file integrity checksum failed for {name}")]
-    ChecksumMismatch { name: EntryName },
+    ChecksumMismatch {
+        /// The entry's name.
+        name: EntryName,
+    },
 
     /// A reassembled file's length differs from the recorded size.
     #[error("file size mismatch for {name}: metadata says {expected} bytes, file has {actual}{}", if *more { " or more" } else { "" })]
     SizeMismatch {
+        /// The entry's name.
         name: EntryName,
+        /// The recorded size.
         expected: i64,
+        /// The bytes found.
         actual: u64,
+        /// The file has at least `actual` bytes (reading stopped there).
         more: bool,
     },
 
     /// The metadata stream is not valid tar-split JSON.
     #[error("tar-split metadata entry {index}: {message}")]
-    Metadata { index: u64, message: String },
+    Metadata {
+        /// Index of the metadata entry (0-based).
+        index: u64,
+        /// What is wrong with it.
+        message: String,
+    },
 
     /// An entry type other than 1 (file) or 2 (segment).
     #[error("tar-split metadata entry {index}: unknown entry type {kind}")]
-    UnknownEntryType { index: u64, kind: i64 },
+    UnknownEntryType {
+        /// Index of the metadata entry (0-based).
+        index: u64,
+        /// The type found.
+        kind: i64,
+    },
 
     /// A file name that cannot be looked up safely (NUL byte, empty).
     #[error("invalid file name {name}: {reason}")]
     InvalidName {
+        /// The entry's name.
         name: EntryName,
+        /// What is wrong.
         reason: &'static str,
     },
 
     /// Fetching a file body for reassembly failed.
     #[error("getting file {name}")]
-    Get { name: EntryName, source: io::Error },
+    Get {
+        /// The entry's name.
+        name: EntryName,
+        /// The underlying error.
+        source: io::Error,
+    },
 
     /// Storing a file body during disassembly failed.
     #[error("storing file {name}")]
-    Put { name: EntryName, source: io::Error },
+    Put {
+        /// The entry's name.
+        name: EntryName,
+        /// The underlying error.
+        source: io::Error,
+    },
 
     /// Reading the input or writing the output failed.
     #[error("{context}")]
     Io {
+        /// What was being done.
         context: &'static str,
+        /// The underlying error.
         source: io::Error,
     },
 }

@@ -42,6 +42,11 @@
 //! assert_eq!(rebuilt, archive);
 //! ```
 //!
+//! For the common case there is one call each way: [`split_while_reading`] records the
+//! gzip-compressed metadata while a caller reads (extracts) the archive, and
+//! [`reassemble_from_dir`] rebuilds the archive from that metadata and the extracted
+//! directory (both with the default `gzip` feature).
+//!
 //! Modules:
 //!
 //! * [`storage`]: [`storage::Entry`], the [`storage::Packer`]/[`storage::Unpacker`] traits
@@ -73,12 +78,20 @@
 //! 10⁻²¹ for 10⁹) to be refused where Go accepts, and the secret key keeps an archive from
 //! aiming for that.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod asm;
 mod clean;
 pub mod crc;
 mod error;
+#[cfg(feature = "gzip")]
+mod oneshot;
 mod seen;
 pub mod storage;
 
 pub use clean::clean_path;
 pub use error::{EntryName, Error, Result};
+#[cfg(all(feature = "gzip", target_os = "linux"))]
+pub use oneshot::reassemble_from_dir;
+#[cfg(feature = "gzip")]
+pub use oneshot::{SplittingReader, split_while_reading};

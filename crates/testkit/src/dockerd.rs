@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Debian's daemon (docker.io 20.10).
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
 /// Debian's client (a newer CLI may be first in PATH).
 pub const DOCKER: &str = "/usr/bin/docker";
+/// The static busybox the test images run.
 pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Why the dockerd tests cannot run here, if they cannot. Under `CI=true` a missing daemon
@@ -119,6 +121,7 @@ impl Dockerd {
         c
     }
 
+    /// Runs the client against this daemon and waits for it.
     pub fn docker(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run docker")
     }

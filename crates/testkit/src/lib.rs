@@ -28,6 +28,8 @@
 //! # needs_root();
 //! ```
 
+#![warn(missing_docs, unreachable_pub)]
+
 #[cfg(feature = "archive")]
 pub mod archive;
 pub mod digest;

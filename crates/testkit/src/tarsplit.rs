@@ -30,17 +30,21 @@ pub struct Row {
 }
 
 impl Row {
+    /// Go's tar-split did not run on it.
     pub fn not_run(&self) -> bool {
         self.disasm.starts_with("not run")
     }
+    /// The error Go reported, if it failed.
     pub fn go_error(&self) -> Option<&str> {
         self.disasm.strip_prefix("error: ")
     }
+    /// A sparse (or GNU incremental) fixture.
     pub fn is_sparse(&self) -> bool {
         self.file.contains("sparse") || self.file.contains("gnu-incremental")
     }
 }
 
+/// The rows of the fixtures' `expected.tsv`: what Go's tar-split did with each.
 pub fn expected_rows() -> Vec<Row> {
     let text = std::fs::read_to_string(fixtures_dir().join("expected.tsv")).unwrap();
     text.lines()
@@ -109,8 +113,11 @@ pub use crate::digest::sha256_hex;
 /// One entry of a generated archive.
 #[derive(Debug, Clone)]
 pub enum GenKind {
+    /// A regular file with this content.
     File(Vec<u8>),
+    /// A directory.
     Dir,
+    /// A symlink to this target.
     Symlink(String),
     /// Hard link to an earlier entry; `size` is what the header claims (no body follows).
     Hardlink(u64),
@@ -119,23 +126,33 @@ pub enum GenKind {
 /// Header flavour of a generated entry.
 #[derive(Debug, Clone, Copy)]
 pub enum GenFormat {
+    /// POSIX ustar.
     Ustar,
+    /// GNU.
     Gnu,
+    /// Pre-POSIX (V7).
     Old,
 }
 
+/// One generated entry.
 #[derive(Debug, Clone)]
 pub struct GenEntry {
+    /// Its name.
     pub name: String,
+    /// What it is.
     pub kind: GenKind,
+    /// Its header flavour.
     pub format: GenFormat,
     /// PAX records (e.g. SCHILY.xattr.*) written in an `x` header before the entry.
     pub pax: Vec<(String, Vec<u8>)>,
+    /// Modification time (seconds).
     pub mtime: u64,
 }
 
+/// A generated archive.
 #[derive(Debug, Clone)]
 pub struct GenArchive {
+    /// Its entries, in order.
     pub entries: Vec<GenEntry>,
     /// Bytes appended after the end-of-archive marker (and record padding).
     pub trailing: Vec<u8>,

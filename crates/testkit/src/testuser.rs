@@ -15,8 +15,11 @@ static ACCOUNTS: Mutex<()> = Mutex::new(());
 /// A user the test created; deleted (with its group and subordinate IDs) on drop.
 #[derive(Debug)]
 pub struct TestUser {
+    /// Its name.
     pub name: String,
+    /// Its UID.
     pub uid: u32,
+    /// Its primary GID.
     pub gid: u32,
     /// The first host ID of its subordinate UID and GID range, when it has one.
     pub subid_start: Option<u32>,

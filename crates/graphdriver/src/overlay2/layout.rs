@@ -41,25 +41,25 @@ pub(crate) struct LayerPaths {
 }
 
 impl LayerPaths {
-    pub fn new(home: &Path, id: &str) -> Self {
+    pub(super) fn new(home: &Path, id: &str) -> Self {
         LayerPaths { dir: home.join(id) }
     }
-    pub fn diff(&self) -> PathBuf {
+    pub(super) fn diff(&self) -> PathBuf {
         self.dir.join("diff")
     }
-    pub fn work(&self) -> PathBuf {
+    pub(super) fn work(&self) -> PathBuf {
         self.dir.join("work")
     }
-    pub fn merged(&self) -> PathBuf {
+    pub(super) fn merged(&self) -> PathBuf {
         self.dir.join("merged")
     }
-    pub fn link(&self) -> PathBuf {
+    pub(super) fn link(&self) -> PathBuf {
         self.dir.join("link")
     }
-    pub fn lower(&self) -> PathBuf {
+    pub(super) fn lower(&self) -> PathBuf {
         self.dir.join("lower")
     }
-    pub fn committed(&self) -> PathBuf {
+    pub(super) fn committed(&self) -> PathBuf {
         self.dir.join("committed")
     }
 }

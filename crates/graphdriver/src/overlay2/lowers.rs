@@ -30,7 +30,7 @@ pub(crate) struct DirView {
 
 impl DirView {
     /// Copies of its descriptors (the lower roots, for [`ViewRef`]s to reopen from).
-    pub fn try_clone_fds(&self, what: &Path) -> Result<Vec<(usize, OwnedFd)>> {
+    pub(super) fn try_clone_fds(&self, what: &Path) -> Result<Vec<(usize, OwnedFd)>> {
         self.layers
             .iter()
             .map(|(i, fd)| {
@@ -42,7 +42,7 @@ impl DirView {
     }
 
     /// The xattr `attr` of the entry `name` of this directory in layer `layer`.
-    pub fn xattr(&self, layer: usize, name: &OsStr, attr: &str) -> Option<Vec<u8>> {
+    pub(super) fn xattr(&self, layer: usize, name: &OsStr, attr: &str) -> Option<Vec<u8>> {
         let (_, fd) = self.layers.iter().find(|(i, _)| *i == layer)?;
         super::features::read_xattr_at(fd, name, attr)
     }
@@ -58,7 +58,7 @@ pub(crate) struct ViewRef {
 
 impl ViewRef {
     /// The merged root `view`.
-    pub fn root(view: &DirView) -> Self {
+    pub(super) fn root(view: &DirView) -> Self {
         ViewRef {
             layers: view
                 .layers
@@ -69,7 +69,7 @@ impl ViewRef {
     }
 
     /// Opens the directories again, inside `roots` (the lower roots' fds by layer).
-    pub fn open(
+    pub(super) fn open(
         &self,
         roots: &[(usize, OwnedFd)],
         stack: &LowerStack,
@@ -88,7 +88,7 @@ impl ViewRef {
 
     /// The reference of `child` (the directory `name` below this one, at `rel`), made of the
     /// layers `child` merges.
-    pub fn child(
+    pub(super) fn child(
         &self,
         child: &DirView,
         roots: &[(usize, OwnedFd)],
@@ -181,7 +181,7 @@ pub(crate) struct LowerStack {
 }
 
 impl LowerStack {
-    pub fn new(roots: Vec<PathBuf>, xattr_prefix: &str) -> Self {
+    pub(super) fn new(roots: Vec<PathBuf>, xattr_prefix: &str) -> Self {
         LowerStack {
             roots,
             opaque_name: format!("{xattr_prefix}opaque"),
@@ -189,12 +189,12 @@ impl LowerStack {
     }
 
     /// The path of `rel` inside layer `layer` (for error messages and xattr reads).
-    pub fn path_in(&self, layer: usize, rel: &Path) -> PathBuf {
+    pub(super) fn path_in(&self, layer: usize, rel: &Path) -> PathBuf {
         self.roots[layer].join(rel)
     }
 
     /// The merged root directory: every layer's root (the kernel ignores opacity there).
-    pub fn root(&self) -> Result<DirView> {
+    pub(super) fn root(&self) -> Result<DirView> {
         let mut layers = Vec::new();
         for (i, root) in self.roots.iter().enumerate() {
             // The roots are `l/<LINK>` symlinks: follow them here, and nowhere below.
@@ -210,7 +210,7 @@ impl LowerStack {
     }
 
     /// Looks `name` up in the merged directory `dir` (whose path is `rel`).
-    pub fn lookup(&self, dir: &DirView, rel: &Path, name: &OsStr) -> Result<Option<Found>> {
+    pub(super) fn lookup(&self, dir: &DirView, rel: &Path, name: &OsStr) -> Result<Option<Found>> {
         let child = rel.join(name);
         let mut layers = dir.layers.iter();
         let top = loop {
@@ -259,7 +259,7 @@ impl LowerStack {
     }
 
     /// The names the merged directory `dir` (at `rel`) shows.
-    pub fn names(&self, dir: &DirView, rel: &Path) -> Result<Vec<OsString>> {
+    pub(super) fn names(&self, dir: &DirView, rel: &Path) -> Result<Vec<OsString>> {
         let mut decided: HashSet<OsString> = HashSet::new();
         let mut present = Vec::new();
         for (i, fd) in &dir.layers {

@@ -52,7 +52,7 @@ pub(crate) struct OverlaySpec<'a> {
 
 impl OverlaySpec<'_> {
     /// Docker's option string with absolute or home-relative paths.
-    pub fn option_string(&self, relative: bool) -> String {
+    pub(super) fn option_string(&self, relative: bool) -> String {
         let abs = |p: &str| {
             if relative {
                 p.to_string()

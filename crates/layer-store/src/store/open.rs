@@ -34,10 +34,51 @@ impl Store {
         Self::open_inner(opts, None)
     }
 
-    /// Test seam: [`Store::open`] with a driver built by the caller (e.g. one that wraps a
-    /// real driver to inject failures). `opts.driver` names its layerdb (`image/<name>`) and
-    /// defaults to the driver's own name.
-    #[doc(hidden)]
+    /// [`Store::open`] without blocking: when another process has the root open, fails at
+    /// once with [`Error::Locked`] instead of waiting for it to close (whatever
+    /// [`StoreOptions::wait_for_lock`] says). Everything else is as [`Store::open`].
+    ///
+    /// ```no_run
+    /// use layer_store::{Error, Store, StoreOptions};
+    /// match Store::try_open(StoreOptions::new("/var/lib/mystore")) {
+    ///     Ok(store) => println!("opened, driver {}", store.driver_name()),
+    ///     Err(Error::Locked { path, .. }) => eprintln!("{} is busy, try later", path.display()),
+    ///     Err(e) => eprintln!("error: {e}"),
+    /// }
+    /// ```
+    pub fn try_open(opts: StoreOptions) -> Result<Store> {
+        Self::open_inner(
+            StoreOptions {
+                wait_for_lock: false,
+                ..opts
+            },
+            None,
+        )
+    }
+
+    /// [`Store::open`] over a driver of your own: any [`Driver`] (implement
+    /// [`graphdriver::ProtoDriver`] and [`graphdriver::DiffDriver`], or wrap a
+    /// `ProtoDriver` in [`graphdriver::naive::NaiveDiffDriver`]; check it with graphdriver's
+    /// `graphtest` conformance suite). The store keeps its metadata under
+    /// `<root>/image/<name>/layerdb`, where `<name>` is `opts.driver` or, by default, the
+    /// driver's own [`name`](graphdriver::ProtoDriver::name); the driver's home is the
+    /// driver's own business (by convention `<root>/<name>`, which [`Store::driver_home`]
+    /// reports). A driver that wraps a built-in one (to count calls, inject failures, add
+    /// logging) is a driver of your own too.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use layer_store::{Store, StoreOptions};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let root = tempfile::tempdir()?;
+    /// // Any `graphdriver::Driver`; here the vfs driver, built by the caller.
+    /// let driver = graphdriver::vfs::init(root.path(), &[])?;
+    /// let store = Store::open_with_driver(StoreOptions::new(root.path()), Arc::new(driver))?;
+    /// assert_eq!(store.driver_name(), "vfs");
+    /// assert!(root.path().join("image/vfs/layerdb").is_dir());
+    /// # Ok(()) }
+    /// ```
     pub fn open_with_driver(opts: StoreOptions, driver: Arc<dyn Driver>) -> Result<Store> {
         Self::open_inner(opts, Some(driver))
     }

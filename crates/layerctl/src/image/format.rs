@@ -32,6 +32,7 @@ pub struct ImagePlan {
     pub tags: Vec<Reference>,
     /// The parent image a `docker save` manifest names (`Parent`), if any.
     pub parent: Option<ImageId>,
+    /// Its layers, bottom first.
     pub layers: Vec<LayerPlan>,
 }
 

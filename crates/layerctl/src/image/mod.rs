@@ -48,15 +48,21 @@ pub enum LoadError {
     /// The manifest and the config disagree on the number of layers.
     #[error("image {image}: {layers} layers but {diff_ids} diff_ids in the config")]
     LayerCount {
+        /// The image (its config file).
         image: String,
+        /// Layers in the manifest.
         layers: usize,
+        /// DiffIDs in the config.
         diff_ids: usize,
     },
     /// An OCI blob whose content does not hash to its descriptor's digest.
     #[error("blob {blob}: digest mismatch: expected {expected}, got {actual}")]
     BlobDigest {
+        /// The blob's path.
         blob: String,
+        /// The digest expected.
         expected: String,
+        /// The digest of the content.
         actual: String,
     },
     /// A layer whose tar does not hash to the config's DiffID.
@@ -64,10 +70,15 @@ pub enum LoadError {
         "image {image}: layer {index} ({path}): DiffID mismatch: config says {expected}, content is {actual}"
     )]
     DiffIdMismatch {
+        /// The image (its config file).
         image: String,
+        /// The layer's index, bottom first.
         index: usize,
+        /// The layer's path in the archive.
         path: String,
+        /// The digest expected.
         expected: String,
+        /// The digest of the content.
         actual: String,
     },
     /// A member that is not a regular file (a FIFO, a device, a directory…): refused before
@@ -83,6 +94,7 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// An I/O error, saying what was being done.
     pub fn io(what: String, e: io::Error) -> Self {
         LoadError::Io(what, e)
     }

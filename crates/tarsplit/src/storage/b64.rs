@@ -27,7 +27,7 @@ fn all_equal(chunk: &[u8], byte: u8) -> bool {
 }
 
 /// Appends the standard padded base64 of `data` to `out`.
-pub fn encode_into(out: &mut Vec<u8>, data: &[u8]) {
+pub(super) fn encode_into(out: &mut Vec<u8>, data: &[u8]) {
     let mut start = 0; // start of the not-yet-encoded span, a multiple of 3
     let mut i = 0;
     while i + ZERO_RUN <= data.len() {
@@ -63,7 +63,7 @@ fn encode_span(out: &mut Vec<u8>, span: &[u8]) {
 }
 
 /// Decodes like Go's `base64.StdEncoding` (padding required, CR and LF skipped).
-pub fn decode(s: &[u8]) -> Result<Vec<u8>, String> {
+pub(super) fn decode(s: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
     match decode_into(&mut out, s) {
         Ok(()) => Ok(out),

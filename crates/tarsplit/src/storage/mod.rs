@@ -88,14 +88,17 @@ impl Packer for VecPacker {
 }
 
 /// Gzip compression level used for metadata: fast; only the gunzipped JSON must match Go.
+#[cfg(feature = "gzip")]
 pub const METADATA_GZIP_LEVEL: u32 = 1;
 
 /// Wraps `w` in a gzip encoder suited to tar-split metadata.
+#[cfg(feature = "gzip")]
 pub fn gzip_writer<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
     flate2::write::GzEncoder::new(w, flate2::Compression::new(METADATA_GZIP_LEVEL))
 }
 
 /// Wraps `r` in a buffered gzip decoder (accepts multi-member streams, like Go).
+#[cfg(feature = "gzip")]
 pub fn gzip_reader<R: Read>(r: R) -> BufReader<flate2::read::MultiGzDecoder<BufReader<R>>> {
     BufReader::with_capacity(
         1 << 16,
@@ -104,6 +107,7 @@ pub fn gzip_reader<R: Read>(r: R) -> BufReader<flate2::read::MultiGzDecoder<BufR
 }
 
 /// A JSON unpacker over gzip-compressed metadata.
+#[cfg(feature = "gzip")]
 pub fn gzip_unpacker<R: Read>(r: R) -> JsonUnpacker<impl BufRead + use<R>> {
     JsonUnpacker::new(gzip_reader(r))
 }
