@@ -9,7 +9,7 @@
 //! assert!(parse_storage_opt("size").is_err());
 //! ```
 //!
-//! Choosing a driver by name is [`crate::registry`]'s.
+//! Choosing a driver by name is [`crate::Registry`]'s.
 
 use std::collections::BTreeMap;
 

@@ -16,7 +16,9 @@ mod entry;
 mod files;
 mod json;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io;
+#[cfg(feature = "gzip")]
+use std::io::{BufRead, BufReader, Read, Write};
 
 pub use background::{BackgroundUnpacker, BackgroundWriter};
 pub use entry::{Entry, EntryKind};
