@@ -876,6 +876,15 @@ pub fn run(args: &[String]) -> Result<()> {
             killed_rw_rm: None,
             verbose,
         };
+        // `info` sets the new root up: `check` and the other read-only commands create
+        // nothing, and a root no command has stored anything in has nothing to check.
+        let setup = run_ctl(&ctl, &root, driver, &["info"], None)?;
+        if !setup.success {
+            bail!(
+                "{driver}: layerctl info on the new root: {}",
+                setup.stderr.trim()
+            );
+        }
         let started = Instant::now();
         let mut seen = c.verify(0)?;
         for run in 1..=runs {

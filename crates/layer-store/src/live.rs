@@ -417,6 +417,12 @@ impl MountLedger {
         })
     }
 
+    /// Whether `id` is recorded as mounted by this store (in this process or an earlier one).
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.ids().contains(id)
+    }
+
     /// Forgets `id` once it is unmounted (best effort: a stale entry only means a mount of
     /// ours that is gone).
     pub(crate) fn remove(&self, id: &str) {

@@ -110,6 +110,13 @@ impl RwLayer {
             .map_err(Error::from)
     }
 
+    /// Whether the layer is mounted through this store: by [`RwLayer::mount`] in this
+    /// process or in an earlier one (the root's mount ledger records each mount until its
+    /// unmount), on any driver.
+    pub fn is_mounted(&self) -> bool {
+        self.0.backend.ledger.contains(&self.0.mount_id)
+    }
+
     /// Releases one mount.
     pub fn unmount(&self) -> Result<()> {
         self.0.backend.driver.put(&self.0.mount_id)?;

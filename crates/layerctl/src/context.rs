@@ -125,6 +125,22 @@ fn open_store(opts: StoreOptions) -> Result<Store> {
     Ok(Store::open(opts)?)
 }
 
+/// Whether an interrupted command (Ctrl-C, a crash, a power cut) left work behind that `gc`
+/// collects: a write-set, a half-written mount record or a layer removal under way. With the
+/// root's lock held no other command is running, so none of it is in flight.
+fn interrupted_work(store: &Store) -> bool {
+    let meta = store.meta();
+    match meta.leftovers() {
+        Ok(l) => {
+            !l.stale_write_sets.is_empty() || !l.half_mounts.is_empty() || !l.removing.is_empty()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for interrupted work");
+            false
+        }
+    }
+}
+
 /// Refuses a data-root that another program uses: a running dockerd, containerd, podman,
 /// BuildKit or CRI-O whose root it is, Docker's pidfile for the default root, or mounts under
 /// it that this tool did not make (containers a daemon runs). Our `layerstore.lock` keeps
@@ -157,11 +173,34 @@ pub struct Context {
     pub id_mapping: graphdriver::IdMapping,
 }
 
+/// A read-only command on a data-root that has no layer store: nothing is created for it.
+#[derive(Debug)]
+pub struct NoStore(pub PathBuf);
+
+impl std::fmt::Display for NoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no layer store at {} (nothing imported or loaded there yet)",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for NoStore {}
+
+/// What the first command after an interrupted one says (`gc` itself does not).
+pub const INTERRUPTED_HINT: &str = "interrupted work found: run `layerctl gc`";
+
 impl Context {
     /// Opens the store the global options name (waiting for another process's lock). A
     /// command that `writes` first makes sure no other engine uses the root (see
-    /// [`refuse_live_root`]).
-    pub fn new(args: &GlobalArgs, writes: bool) -> Result<Context> {
+    /// [`refuse_live_root`]); one that does not fails with [`NoStore`] instead of creating
+    /// a store, unless it is `info` (`sets_up`: it reports which driver works on a new root,
+    /// which takes starting it there). `--driver` naming another driver than the one the
+    /// root uses is refused. Unless `is_gc`, what an interrupted command left behind is
+    /// pointed out, on stderr.
+    pub fn new(args: &GlobalArgs, writes: bool, sets_up: bool, is_gc: bool) -> Result<Context> {
         let root = match &args.root {
             Some(r) => r.clone(),
             None => default_root()?,
@@ -182,12 +221,28 @@ impl Context {
             }
         }
         let id_mapping = opts.id_mapping.clone();
+        let store_root = layer_store::store_root(&root, &id_mapping);
+        let in_use = layer_store::driver_in_use(&store_root)
+            .with_context(|| format!("open layer store at {}", root.display()))?;
+        match (&in_use, args.driver) {
+            (None, _) if !writes && !sets_up => return Err(NoStore(root).into()),
+            (Some(used), Some(asked)) if used != asked.as_str() => anyhow::bail!(
+                "data-root {} uses the {used} driver, not {asked}: drop --driver (or pass \
+                 --driver {used}); one root holds one driver's layers, as with dockerd",
+                root.display(),
+                asked = asked.as_str(),
+            ),
+            _ => {}
+        }
         opts.driver = args.driver.map(|d| d.as_str().to_owned());
         opts.driver_options = args.storage_opt.clone();
         opts.sync_layer_data =
             args.sync_data || std::env::var_os("LAYERCTL_SYNC_DATA").is_some_and(|v| v == "1");
         let store =
             open_store(opts).with_context(|| format!("open layer store at {}", root.display()))?;
+        if !is_gc && interrupted_work(&store) {
+            eprintln!("warning: {INTERRUPTED_HINT}");
+        }
         let images = Images::open(&store);
         Ok(Context {
             store,

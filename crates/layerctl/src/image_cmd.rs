@@ -16,6 +16,11 @@ pub struct ImagesArgs {
     /// Show full IDs in the table.
     #[arg(long)]
     no_trunc: bool,
+    /// Print each image (a row per tag, as the table) through a template: `{{.Repository}}:
+    /// {{.Tag}} {{.ID}}` (the fields of `--json` plus `repository` and `tag`; `{{json .}}`
+    /// for the whole row), `json` (a JSON object a line), or `table TEMPLATE` (with a header).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -39,7 +44,7 @@ pub struct RmiArgs {
 
 /// One image, as `images --json` prints it.
 #[derive(Debug, Serialize)]
-struct ImageJson {
+pub struct ImageJson {
     id: String,
     /// Familiar tags (`busybox:latest`).
     repo_tags: Vec<String>,
@@ -95,11 +100,36 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> Result<()> {
     for (id, why) in &ctx.images.broken {
         tracing::warn!(image = %id, error = why, "image does not read; not listed");
     }
-    if ctx.json {
+    show_images(&list, &args, ctx.json)
+}
+
+/// Prints images as `images` does (`--json`, `--format` or a table).
+pub fn show_images(list: &[ImageJson], args: &ImagesArgs, json: bool) -> Result<()> {
+    if json {
         return output::json(&list);
     }
+    if let Some(template) = &args.format {
+        let mut rows = Vec::new();
+        for image in list {
+            let serde_json::Value::Object(fields) = serde_json::to_value(image)? else {
+                unreachable!("an ImageJson is an object");
+            };
+            let tags: Vec<(String, String)> = if image.repo_tags.is_empty() {
+                vec![("<none>".into(), "<none>".into())]
+            } else {
+                image.repo_tags.iter().map(|t| split_tag(t)).collect()
+            };
+            for (repository, tag) in tags {
+                let mut row = fields.clone();
+                row.insert("repository".into(), repository.into());
+                row.insert("tag".into(), tag.into());
+                rows.push(serde_json::Value::Object(row));
+            }
+        }
+        return output::format_rows(template, &rows);
+    }
     let mut rows = Vec::new();
-    for image in &list {
+    for image in list {
         let id = output::short(&image.id, args.no_trunc);
         let id = if args.no_trunc {
             id
@@ -115,14 +145,7 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> Result<()> {
         let tags: Vec<(String, String)> = if image.repo_tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            image
-                .repo_tags
-                .iter()
-                .map(|t| {
-                    let (name, tag) = t.rsplit_once(':').unwrap_or((t, ""));
-                    (name.to_owned(), tag.to_owned())
-                })
-                .collect()
+            image.repo_tags.iter().map(|t| split_tag(t)).collect()
         };
         for (name, tag) in tags {
             rows.push(vec![
@@ -230,9 +253,19 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> Result<()> {
         }
     }
     repos.save().context("write the image tags")?;
+    // What docker's API returns for an image delete: [{"Untagged": …}, {"Deleted": …}].
+    let mut report: Vec<serde_json::Value> = Vec::new();
+    let mut say = |kind: &str, what: String| -> Result<()> {
+        if ctx.json {
+            report.push(serde_json::json!({ kind: what }));
+        } else {
+            outln!("{kind}: {what}");
+        }
+        Ok(())
+    };
     for r in &plan {
         for t in &r.untag {
-            outln!("Untagged: {}", t.familiar_string());
+            say("Untagged", t.familiar_string())?;
         }
     }
     let mut deleted = std::collections::HashSet::new();
@@ -244,18 +277,27 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> Result<()> {
             .store
             .delete_image(&r.id)
             .with_context(|| format!("delete image {}", r.id))?;
-        outln!("Deleted: {}", r.id);
+        say("Deleted", r.id.to_string())?;
         if let Some(top) = ctx.images.take(&r.id) {
             let removed = ctx
                 .store
                 .release(top)
                 .with_context(|| format!("release the layers of image {}", r.id))?;
             for md in removed {
-                outln!("Deleted: {}", md.chain_id);
+                say("Deleted", md.chain_id.to_string())?;
             }
         }
     }
+    if ctx.json {
+        output::json(&report)?;
+    }
     Ok(())
+}
+
+/// `name:tag` as its two halves (the tag after the last `:`).
+fn split_tag(t: &str) -> (String, String) {
+    let (name, tag) = t.rsplit_once(':').unwrap_or((t, ""));
+    (name.to_owned(), tag.to_owned())
 }
 
 /// Refuses to delete an image that child images name as parent, or (without `force`) that

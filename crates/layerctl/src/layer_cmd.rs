@@ -28,6 +28,11 @@ pub struct LsArgs {
     /// Show full IDs in the table.
     #[arg(long)]
     no_trunc: bool,
+    /// Print each layer through a template instead of the table: `{{.ChainID}} {{.Size}}`
+    /// (the fields of `--json`; `{{json .}}` for the whole row), `json` (a JSON object a
+    /// line), or `table TEMPLATE` (with a header).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -87,7 +92,11 @@ pub fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
         .register(tar, parent.as_ref())
         .with_context(|| format!("import {}", args.file))?;
     bar.finish_and_clear();
-    outln!("{}", layer.chain_id());
+    if ctx.json {
+        output::json(&LayerJson::from(layer.layer()))?;
+    } else {
+        outln!("{}", layer.chain_id());
+    }
     // The layer stays on disk; the count lives only in this process.
     std::mem::forget(layer);
     Ok(())
@@ -95,8 +104,20 @@ pub fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
 
 pub fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     let layers: Vec<LayerJson> = ctx.store.map().values().map(LayerJson::from).collect();
-    if ctx.json {
+    show_layers(&layers, &args, ctx.json)
+}
+
+/// Prints layers as `ls` does (`--json`, `--format` or a table).
+pub fn show_layers(layers: &[LayerJson], args: &LsArgs, json: bool) -> Result<()> {
+    if json {
         return output::json(&layers);
+    }
+    if let Some(template) = &args.format {
+        let rows = layers
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        return output::format_rows(template, &rows);
     }
     let rows: Vec<Vec<String>> = layers
         .iter()
@@ -151,6 +172,7 @@ pub fn write_output(
 ) -> Result<u64> {
     match path {
         None => {
+            refuse_terminal()?;
             let fd = io::stdout()
                 .as_fd()
                 .try_clone_to_owned()
@@ -187,6 +209,7 @@ pub fn write_output(
                     .with_context(|| format!("write {}", path.display()))?;
                 n
             };
+            set_output_mode(tmp.as_file(), path)?;
             tmp.as_file()
                 .sync_all()
                 .with_context(|| format!("sync {}", path.display()))?;
@@ -195,6 +218,23 @@ pub fn write_output(
             Ok(n)
         }
     }
+}
+
+/// Refuses to write a tar to stdout when stdout is a terminal, as `docker save` and
+/// `docker export` do: binary output would garble the terminal, and was surely not meant.
+pub fn refuse_terminal() -> Result<()> {
+    use std::io::IsTerminal;
+    if io::stdout().is_terminal() {
+        bail!("refusing to write a tar archive to a terminal: use -o FILE or redirect stdout");
+    }
+    Ok(())
+}
+
+/// `-o` files get mode 0644, as docker's (a temporary file is 0600 until then).
+pub fn set_output_mode(file: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("set the mode of {}", path.display()))
 }
 
 pub fn export(ctx: &Context, args: ExportArgs) -> Result<()> {
@@ -273,6 +313,11 @@ pub fn rm(ctx: &Context, args: RmArgs) -> Result<()> {
         // Something else holds it: only possible if a count came from elsewhere.
         bail!("layer {id} is still referenced; nothing removed");
     }
+    if ctx.json {
+        let list: Vec<output::RemovedJson> =
+            removed.iter().map(output::RemovedJson::from).collect();
+        return output::json(&list);
+    }
     for md in removed {
         outln!("{}", md.chain_id);
     }
@@ -293,7 +338,11 @@ pub fn commit(ctx: &Context, args: CommitArgs) -> Result<()> {
         .store
         .register(tar, parent.as_ref())
         .with_context(|| format!("commit RW layer {}", args.name))?;
-    outln!("{}", layer.chain_id());
+    if ctx.json {
+        output::json(&LayerJson::from(layer.layer()))?;
+    } else {
+        outln!("{}", layer.chain_id());
+    }
     std::mem::forget(layer);
     Ok(())
 }

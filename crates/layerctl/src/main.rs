@@ -32,6 +32,7 @@
 //! * `rw_cmd`: `rw create|ls|mount|unmount|changes|diff|rm`.
 //! * `maint_cmd`: `check`, `gc`, `info`.
 //! * `tarsplit_cmd`: `tar-split disasm|asm|checksize`, a drop-in for Go's `tar-split` CLI.
+//! * `completion SHELL`, `man`: generated from this file's clap definition.
 //!
 //! * `remap`, `users`: `--userns-remap USER[:GROUP]`, resolved as dockerd resolves it.
 //! * `rootless`: unprivileged runs, each command in a user and mount namespace of its own
@@ -127,6 +128,18 @@ enum Command {
     /// Run a command in the store's user and mount namespace (unprivileged; as `podman
     /// unshare`), with LAYERCTL_ROOT set to the store's root; as root, just run it.
     Unshare(UnshareArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `layerctl completion bash > /etc/bash_completion.d/layerctl`.
+    Completion(CompletionArgs),
+    /// Print the man page (roff), e.g. `layerctl man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +173,8 @@ fn main() -> ExitCode {
     context::init_logging(&cli.global);
     let result = match cli.command {
         Command::TarSplit(args) => tarsplit_cmd::run(args),
+        Command::Completion(args) => completion(args.shell),
+        Command::Man => man_page(),
         command if rootless::needed() && !rootless::in_our_namespace() => {
             if let Command::Rw(rw_cmd::RwCommand::Mount(_)) = &command {
                 // Checked before the namespace is made: the mount would not outlive it.
@@ -192,6 +207,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes the completion script for `shell` to stdout.
+fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "layerctl", &mut out);
+    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+    Ok(())
+}
+
+/// Writes the man page (section 1, roff) to stdout.
+fn man_page() -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+    Ok(())
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -219,6 +252,8 @@ impl Command {
             | Command::Images(_)
             | Command::Save(_)
             | Command::TarSplit(_)
+            | Command::Completion(_)
+            | Command::Man
             | Command::Unshare(_)
             | Command::Rw(RwCommand::Ls(_) | RwCommand::Changes(_) | RwCommand::Diff(_)) => false,
             Command::Check(a) => a.repairs(),
@@ -235,7 +270,23 @@ fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         };
         return Err(rootless::exec(&root, &a.command));
     }
-    let ctx = context::Context::new(global, command.writes())?;
+    let is_gc = matches!(command, Command::Gc);
+    let sets_up = matches!(command, Command::Info);
+    let ctx = match context::Context::new(global, command.writes(), sets_up, is_gc) {
+        Ok(ctx) => ctx,
+        // Listing a root nothing was stored in yet: an empty list, and nothing created.
+        Err(e) if e.is::<context::NoStore>() => {
+            return match command {
+                Command::Ls(a) => layer_cmd::show_layers(&[], &a, global.json),
+                Command::Images(a) => image_cmd::show_images(&[], &a, global.json),
+                Command::Rw(rw_cmd::RwCommand::Ls(a)) => {
+                    rw_cmd::show_rw_layers(&[], &a, global.json)
+                }
+                _ => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     match command {
         Command::Import(a) => layer_cmd::import(&ctx, a),
         Command::Load(a) => load::run(&ctx, a),
@@ -252,7 +303,7 @@ fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         Command::Tag(a) => image_cmd::tag(&ctx, a),
         Command::Rmi(a) => image_cmd::rmi(&ctx, a),
         Command::Save(a) => save::run(&ctx, a),
-        Command::TarSplit(_) | Command::Unshare(_) => {
+        Command::TarSplit(_) | Command::Unshare(_) | Command::Completion(_) | Command::Man => {
             unreachable!("handled before the store is opened")
         }
     }

@@ -61,6 +61,26 @@ impl From<&RwLayer> for RwJson {
     }
 }
 
+/// One layer a removal deleted, as `rm --json` prints it.
+#[derive(Debug, Serialize)]
+pub struct RemovedJson {
+    pub chain_id: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub diff_size: u64,
+}
+
+impl From<&layer_store::Metadata> for RemovedJson {
+    fn from(m: &layer_store::Metadata) -> Self {
+        RemovedJson {
+            chain_id: m.chain_id.to_string(),
+            diff_id: m.diff_id.to_string(),
+            size: m.size,
+            diff_size: m.diff_size,
+        }
+    }
+}
+
 /// One change, as `rw changes --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct ChangeJson {
@@ -132,5 +152,161 @@ pub fn human_size(n: u64) -> String {
         format!("{value:.3} {}", UNITS[unit])
             .replace(".000 ", " ")
             .to_string()
+    }
+}
+
+/// Prints one line per row through a `--format` template, as docker's and podman's
+/// `--format`: `{{.Field}}` is a field of the row (names as in `--json`, case and `_`
+/// ignored: `{{.ChainID}}` is `chain_id`), `{{json .}}` the whole row as JSON, `{{json
+/// .Field}}` one field as JSON; `\t` and `\n` are a tab and a newline. `json` alone prints
+/// each row as one line of JSON; `table TEMPLATE` adds a header line and aligns the
+/// tab-separated columns. A field that does not exist is an error naming the fields that do.
+pub fn format_rows(template: &str, rows: &[serde_json::Value]) -> anyhow::Result<()> {
+    if template.trim() == "json" {
+        let mut out = io::stdout().lock();
+        for row in rows {
+            serde_json::to_writer(&mut out, row)?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    let (as_table, template) = match template.strip_prefix("table") {
+        Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
+            (true, rest.trim_start())
+        }
+        _ => (false, template),
+    };
+    let template = template.replace("\\t", "\t").replace("\\n", "\n");
+    let parts = parse_template(&template)?;
+    let fields: Vec<String> = match rows.first() {
+        Some(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    // Checked once, even with no rows to print: a typo is an error, not empty output.
+    for part in &parts {
+        if let Part::Field {
+            name: Some(name), ..
+        } = part
+            && !fields.is_empty()
+            && !fields.iter().any(|f| same_field(f, name))
+        {
+            anyhow::bail!(
+                "--format: no field {name:?}; the fields are: {}",
+                fields.join(", ")
+            );
+        }
+    }
+    let rendered: Vec<String> = rows
+        .iter()
+        .map(|row| render(&parts, row))
+        .collect::<anyhow::Result<_>>()?;
+    if as_table {
+        let header: String = parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.clone(),
+                Part::Field { name: Some(n), .. } => n.to_uppercase(),
+                Part::Field { name: None, .. } => "JSON".into(),
+            })
+            .collect();
+        let headers: Vec<&str> = header.split('\t').collect();
+        let cells: Vec<Vec<String>> = rendered
+            .iter()
+            .map(|r| r.split('\t').map(str::to_owned).collect())
+            .collect();
+        return Ok(table(&headers, &cells)?);
+    }
+    let mut out = io::stdout().lock();
+    for line in rendered {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+enum Part {
+    Text(String),
+    /// `{{.Name}}` or `{{json .Name}}`; `name` is `None` for `.` (the whole row).
+    Field {
+        name: Option<String>,
+        json: bool,
+    },
+}
+
+fn parse_template(template: &str) -> anyhow::Result<Vec<Part>> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        if start > 0 {
+            parts.push(Part::Text(rest[..start].to_owned()));
+        }
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| anyhow::anyhow!("--format: unclosed {{{{ in the template"))?;
+        let action = after[..end].trim();
+        let (json, expr) = match action.strip_prefix("json") {
+            Some(e) if e.starts_with(char::is_whitespace) => (true, e.trim()),
+            _ => (false, action),
+        };
+        let name = match expr {
+            "." => None,
+            e if e.starts_with('.') && e.len() > 1 && !e[1..].contains(['.', ' ']) => {
+                Some(e[1..].to_owned())
+            }
+            _ => anyhow::bail!(
+                "--format: {{{{{action}}}}} is not supported (use {{{{.Field}}}}, {{{{json .}}}} or {{{{json .Field}}}})"
+            ),
+        };
+        parts.push(Part::Field { name, json });
+        rest = &after[end + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
+fn same_field(key: &str, name: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    norm(key) == norm(name)
+}
+
+fn render(parts: &[Part], row: &serde_json::Value) -> anyhow::Result<String> {
+    let mut line = String::new();
+    for part in parts {
+        match part {
+            Part::Text(t) => line.push_str(t),
+            Part::Field { name, json } => {
+                let value = match name {
+                    None => row,
+                    Some(n) => row
+                        .as_object()
+                        .and_then(|m| m.iter().find(|(k, _)| same_field(k, n)))
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| anyhow::anyhow!("--format: no field {n:?}"))?,
+                };
+                if *json {
+                    line.push_str(&serde_json::to_string(value)?);
+                } else {
+                    line.push_str(&plain(value));
+                }
+            }
+        }
+    }
+    Ok(line)
+}
+
+/// A value as text: strings bare, `null` empty, lists comma-separated.
+fn plain(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items.iter().map(plain).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
     }
 }

@@ -81,12 +81,22 @@ pub fn run(ctx: &Context, command: RwCommand) -> Result<()> {
             let path = rw
                 .mount("")
                 .with_context(|| format!("mount RW layer {}", a.name))?;
+            if ctx.json {
+                return output::json(&serde_json::json!({
+                    "name": a.name,
+                    "path": path,
+                }));
+            }
             outln!("{}", path.display());
             Ok(())
         }
         RwCommand::Unmount(a) => {
-            find(ctx, &a.name)?
-                .unmount()
+            let rw = find(ctx, &a.name)?;
+            // As umount(8) and `podman unmount` of something not mounted: an error, not a no-op.
+            if !rw.is_mounted() {
+                anyhow::bail!("RW layer {} is not mounted", a.name);
+            }
+            rw.unmount()
                 .with_context(|| format!("unmount RW layer {}", a.name))?;
             Ok(())
         }
@@ -132,13 +142,21 @@ fn create(ctx: &Context, args: CreateArgs) -> Result<()> {
         .store
         .create_rw_layer(&args.name, parent.as_ref(), &opts)
         .with_context(|| format!("create RW layer {}", args.name))?;
+    if ctx.json {
+        return output::json(&RwJson::from(&*rw));
+    }
     outln!("{}", rw.mount_id());
     Ok(())
 }
 
 fn ls(ctx: &Context, args: LsArgs) -> Result<()> {
     let layers: Vec<RwJson> = ctx.store.rw_layers().values().map(RwJson::from).collect();
-    if ctx.json {
+    show_rw_layers(&layers, &args, ctx.json)
+}
+
+/// Prints RW layers as `rw ls` does (`--json` or a table).
+pub fn show_rw_layers(layers: &[RwJson], args: &LsArgs, json: bool) -> Result<()> {
+    if json {
         return output::json(&layers);
     }
     let rows: Vec<Vec<String>> = layers

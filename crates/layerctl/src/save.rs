@@ -37,8 +37,9 @@ pub struct SaveArgs {
     /// Images: tags, repository names (every tag of it), IDs or unique ID prefixes.
     #[arg(required = true)]
     images: Vec<String>,
-    /// Write to FILE (replaced only once the archive is complete), or `-` for stdout.
-    #[arg(short, long, value_name = "FILE")]
+    /// Write to FILE (replaced only once the archive is complete), or `-` for stdout (the
+    /// default; refused when stdout is a terminal, as docker's).
+    #[arg(short, long, value_name = "FILE", default_value = "-")]
     output: String,
 }
 
@@ -49,6 +50,9 @@ struct Saved {
 }
 
 pub fn run(ctx: &Context, args: SaveArgs) -> Result<()> {
+    if args.output == "-" {
+        crate::layer_cmd::refuse_terminal()?;
+    }
     let repos = ctx.images.repositories()?;
     let mut images: Vec<Saved> = Vec::new();
     let mut add = |id: ImageId, tag: Option<Reference>| {
@@ -126,6 +130,7 @@ pub fn run(ctx: &Context, args: SaveArgs) -> Result<()> {
         io::copy(file, &mut out)?;
         out.flush().context("write the archive")?;
     } else {
+        crate::layer_cmd::set_output_mode(file, &target)?;
         file.sync_all()
             .with_context(|| format!("sync {}", target.display()))?;
         tmp.persist(&target)

@@ -208,6 +208,7 @@ fn missing_layer_and_bad_arguments_fail_with_one_error_line() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     let missing = format!("sha256:{}", "ab".repeat(32));
+    ok(run(cmd(&root, "vfs", &["info"])));
     for args in [
         vec!["inspect", missing.as_str()],
         vec!["export", missing.as_str()],
@@ -462,7 +463,8 @@ fn breakout_tars_never_write_outside_the_layer() {
         let root = dir.path().join("root");
         let outside = dir.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
-        ok(run(cmd(&root, driver, &["ls"])));
+        // `info` sets a new root up (read-only commands such as `ls` create nothing).
+        ok(run(cmd(&root, driver, &["info"])));
         let before = snapshot(&root);
         let rejected = [
             layer_tar(&[E::File("ok", b"x"), E::File("../escape", b"evil")]),
@@ -1035,7 +1037,7 @@ fn oci_layout_dir_blobs_cannot_point_outside() {
     let blob = oci.join("blobs/sha256").join(&sha256(&layers[2])[7..]);
     std::fs::remove_file(&blob).unwrap();
     std::os::unix::fs::symlink(&outside, &blob).unwrap();
-    ok(run(cmd(&root, "vfs", &["ls"])));
+    ok(run(cmd(&root, "vfs", &["info"])));
     let before = snapshot(&root);
     let e = fails(run(cmd(&root, "vfs", &["load", oci.to_str().unwrap()])));
     assert!(e.contains("escapes"), "{e}");
@@ -1094,7 +1096,7 @@ fn oci_layout_fifo_blob_is_refused_not_waited_for() {
             0,
         )
         .unwrap();
-        ok(run(cmd(&root, "vfs", &["ls"])));
+        ok(run(cmd(&root, "vfs", &["info"])));
         let before = snapshot(&root);
         let out = run_or_kill(
             cmd(&root, "vfs", &["load", oci.to_str().unwrap()]),
@@ -1199,7 +1201,7 @@ fn size_limits_are_refused_naming_project_quotas() {
         let line = fails(run(cmd(
             dir.path(),
             "overlay2",
-            &["--storage-opt", "overlay2.size=10G", "ls"],
+            &["--storage-opt", "overlay2.size=10G", "info"],
         )));
         assert!(line.contains("project quotas"), "{line}");
     }

@@ -264,7 +264,7 @@ fn bad_remap_input_is_a_clear_error_and_writes_nothing() {
         // Ranges too small for the layer's IDs: moby refuses the layer (its "Container ID
         // 1000 cannot be mapped to a host ID"); nothing of it is kept.
         let spec = small.name.as_str();
-        ok(run(remap_cmd(&root, driver, spec, &["ls"])));
+        ok(run(remap_cmd(&root, driver, spec, &["info"])));
         let store = root.join(format!(
             "{}.{}",
             small.subid_start.unwrap(),
@@ -295,7 +295,7 @@ fn bad_remap_input_is_a_clear_error_and_writes_nothing() {
 fn remap_root_turns_remapping_off_as_dockerd_does() {
     testkit::require!(testkit::gate::root("--userns-remap"));
     let data = data_root();
-    let out = run(remap_cmd(data.path(), "vfs", "root", &["ls"]));
+    let out = run(remap_cmd(data.path(), "vfs", "root", &["info"]));
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -317,7 +317,7 @@ fn remap_default_is_the_dockremap_user_created_as_dockerd_creates_it() {
         .status
         .success();
     let data = data_root();
-    let out = run(remap_cmd(data.path(), "vfs", "default", &["ls"]));
+    let out = run(remap_cmd(data.path(), "vfs", "default", &["info"]));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let result = || {
         assert!(out.status.success(), "{stderr}");

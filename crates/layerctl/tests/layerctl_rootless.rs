@@ -392,7 +392,7 @@ fn rootless_ranges_too_small_for_a_layer_refuse_it_and_keep_nothing() {
         return;
     }
     let r = Rootless::new("lsrt", Some(1000));
-    ok(run(r.ctl(&["ls"])));
+    ok(run(r.ctl(&["info"])));
     let before = snapshot(&r.root);
     let line = fails(run_with_stdin(r.ctl(&["import", "-"]), &owned_layer()));
     // Rootless Docker's behaviour: the chown fails (EINVAL), the layer is refused.
