@@ -207,3 +207,51 @@ fn test(args: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every job `run` dispatches (and every `bench` kind) is listed by `cargo xtask help`,
+    /// and every listed job is dispatched: the list is checked against the code, not kept by
+    /// hand beside it.
+    #[test]
+    fn help_lists_every_job_and_only_those() {
+        let src = include_str!("main.rs");
+        let start = src.find("\nfn run() ").expect("run()");
+        let end = start + src[start..].find("\n}\n").expect("end of run()");
+        let body = &src[start..end];
+        let quoted = |s: &str| -> Option<String> {
+            let s = s.trim_start();
+            let rest = s.strip_prefix('"')?;
+            Some(rest[..rest.find('"')?].to_owned())
+        };
+        let mut dispatched = Vec::new();
+        for line in body.lines() {
+            let t = line.trim_start();
+            if let Some(name) = quoted(t).filter(|_| t.contains("=>")) {
+                if !name.starts_with('-') && name != "bench" {
+                    dispatched.push(name);
+                }
+            } else if let Some(i) = t.find("if what == ") {
+                let kind = quoted(&t[i + "if what == ".len()..]).expect("bench kind");
+                dispatched.push(format!("bench {kind}"));
+            }
+        }
+        let listed: Vec<String> = super::JOBS
+            .iter()
+            .map(|(job, _)| {
+                job.split(' ')
+                    .take_while(|w| !w.starts_with('[') && !w.starts_with('-'))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        dispatched.sort();
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(dispatched, sorted, "run() dispatches vs. JOBS");
+        assert!(
+            dispatched.len() >= 8,
+            "the scan found the jobs: {dispatched:?}"
+        );
+    }
+}
