@@ -87,11 +87,12 @@ impl SeenPaths {
     /// Records the cleaned form of `name`; false if it was recorded before (or, with
     /// probability below 2⁻⁶⁰ for any realistic archive, another name has the same hash).
     fn first_time(&mut self, name: &[u8]) -> bool {
-        let bytes = if crate::clean::is_clean(name) {
-            name
-        } else {
-            clean_path_into(name, &mut self.cleaned);
-            &self.cleaned
+        let bytes = match crate::clean::clean_view(name) {
+            Some(clean) => clean,
+            None => {
+                clean_path_into(name, &mut self.cleaned);
+                &self.cleaned
+            }
         };
         let h = self.hasher.hash(bytes).as_u128();
         if self.in_sorted(h) || !self.recent.insert(h) {

@@ -146,6 +146,24 @@ fn push_base64(out: &mut Vec<u8>, data: &[u8]) {
     super::b64::encode_into(out, data);
 }
 
+/// The bytes [`push_escaped`] must look at: those it escapes, and 0xE2, which may start
+/// U+2028 or U+2029.
+static NEEDS_LOOK: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b'&' as usize] = true;
+    t[0xe2] = true;
+    t
+};
+
 /// Go 1.19 `encodeState.string` with HTML escaping on a valid UTF-8 string.
 fn push_escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -154,6 +172,11 @@ fn push_escaped(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
+        if !NEEDS_LOOK[usize::from(b)] {
+            // Most bytes of most names: one table look each.
+            i += 1;
+            continue;
+        }
         let escape: Option<&[u8]> = match b {
             b'"' => Some(b"\\\""),
             b'\\' => Some(b"\\\\"),
