@@ -134,14 +134,27 @@ pub fn parse_decimal(s: &[u8]) -> Option<i64> {
 
 /// The unsigned and signed (Sun tar) sums of a block, its checksum field counted as spaces.
 pub fn checksums(block: &Block) -> (i64, i64) {
-    // Written as whole-block loops so the compiler vectorises them: this runs per header.
-    let field = &block[148..156];
-    let all: u32 = block.iter().map(|&b| u32::from(b)).sum();
-    let all_high = block.iter().filter(|&&b| b >= 0x80).count() as i64;
-    let in_field: u32 = field.iter().map(|&b| u32::from(b)).sum();
-    let field_high = field.iter().filter(|&&b| b >= 0x80).count() as i64;
-    let unsigned = i64::from(all) - i64::from(in_field) + 8 * i64::from(b' ');
-    let signed = unsigned - 256 * (all_high - field_high);
+    // Eight bytes at a time (this runs for every header): the bytes of a word are added
+    // as four 16-bit lanes of byte pairs, the lanes folded by one multiply, and the bytes
+    // at or above 0x80 counted from their top bits. format_of over small.tar's headers:
+    // 157 M instructions with byte-wise iterators, 66 M with this (callgrind).
+    fn sums(bytes: &[u8]) -> (u64, u64) {
+        const LOW: u64 = 0x00ff_00ff_00ff_00ff;
+        const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+        let (mut sum, mut high) = (0u64, 0u64);
+        for word in bytes.chunks_exact(8) {
+            let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            // Four lanes of at most 510; their total (at most 2,040) lands in the top lane.
+            let pairs = (w & LOW) + ((w >> 8) & LOW);
+            sum += pairs.wrapping_mul(0x0001_0001_0001_0001) >> 48;
+            high += u64::from((w & HIGH_BITS).count_ones());
+        }
+        (sum, high)
+    }
+    let (all, all_high) = sums(&block[..]);
+    let (in_field, field_high) = sums(&block[148..156]);
+    let unsigned = (all - in_field) as i64 + 8 * i64::from(b' ');
+    let signed = unsigned - 256 * (all_high - field_high) as i64;
     (unsigned, signed)
 }
 
@@ -246,6 +259,22 @@ mod tests {
             s += i64::from(c as i8);
         }
         assert_eq!(checksums(&block), (u, s));
+        // Every byte value in every lane, and the extremes.
+        for fill in [0u8, 0x7f, 0x80, 0xff] {
+            for seed in 0..64usize {
+                let mut block = [fill; BLOCK];
+                for (i, b) in block.iter_mut().enumerate().skip(seed % 8).step_by(3) {
+                    *b = ((i * 37 + seed * 101) % 256) as u8;
+                }
+                let (mut u, mut s) = (0i64, 0i64);
+                for (i, &c) in block.iter().enumerate() {
+                    let c = if (148..156).contains(&i) { b' ' } else { c };
+                    u += i64::from(c);
+                    s += i64::from(c as i8);
+                }
+                assert_eq!(checksums(&block), (u, s), "fill {fill:#x} seed {seed}");
+            }
+        }
     }
 
     #[test]
