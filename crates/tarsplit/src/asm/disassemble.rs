@@ -948,11 +948,11 @@ pub fn disassemble<R: Read, P: Packer, F: FilePutter>(
 /// Chunks the reader thread of [`disassemble_parallel`] may have read ahead.
 const READ_AHEAD: usize = 2;
 
-/// [`disassemble_to`] with `source` read on a thread of its own, in 256 KiB chunks that the
+/// [`disassemble_to`] with `source` read on a thread of its own, in 128 KiB chunks that the
 /// calling thread feeds to the engine and copies to `sink` (no extra copy). Reading is the
 /// kernel copying the archive out of the page cache: on big files about half of the work.
 ///
-/// Memory: at most two 256 KiB chunks wait, and chunks are reused. The reader thread
+/// Memory: at most two 128 KiB chunks wait, and chunks are reused. The reader thread
 /// stops after its current read once this returns, on success or error.
 pub fn disassemble_parallel<R, W, P, F, V>(
     mut source: R,

@@ -218,6 +218,10 @@ pub struct PathFileGetter {
     /// The directory of the previous lookup: archives list files directory by directory,
     /// so most lookups then open one component relative to it.
     last_dir: Option<(Vec<u8>, OwnedFd)>,
+    /// Open with `O_NOATIME` (reading a body is no access worth recording, and it spares
+    /// the kernel an atime check per read); dropped after the first `EPERM`, which the
+    /// kernel returns for files we neither own nor may override (`CAP_FOWNER`).
+    noatime: bool,
 }
 
 #[cfg(target_os = "linux")]
@@ -233,6 +237,7 @@ impl PathFileGetter {
             root,
             resolve: safe_root::open_beneath,
             last_dir: None,
+            noatime: true,
         })
     }
 
@@ -242,6 +247,7 @@ impl PathFileGetter {
             root: self.root.try_clone()?,
             resolve: self.resolve,
             last_dir: None,
+            noatime: self.noatime,
         })
     }
 
@@ -258,8 +264,21 @@ impl PathFileGetter {
                 "file name contains a NUL byte",
             ));
         }
-        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
         let relative = trim_leading_slashes(name);
+        match self.open_flags(relative) {
+            Err(e) if self.noatime && e.raw_os_error() == Some(Errno::PERM.raw_os_error()) => {
+                self.noatime = false;
+                self.open_flags(relative)
+            }
+            other => other,
+        }
+    }
+
+    fn open_flags(&mut self, relative: &[u8]) -> io::Result<OwnedFd> {
+        let mut flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK;
+        if self.noatime {
+            flags |= OFlags::NOATIME;
+        }
         if let Some(fd) = self.open_in_cached_dir(relative, flags)? {
             return Ok(fd);
         }
@@ -431,6 +450,28 @@ mod tests {
         assert_eq!(read_all(g.get(b"d/d/link/f").unwrap()), b"inside");
         assert_eq!(read_all(g.get(b"d/d/f").unwrap()), b"1");
         assert_eq!(read_all(g.get(b"d/d/link/f").unwrap()), b"inside");
+    }
+
+    /// Reading a body leaves the file's atime as it was (relatime would update an atime
+    /// older than the mtime on the first read).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn path_getter_leaves_atime_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let path = dir.path().join("d/f");
+        std::fs::write(&path, b"body").unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_accessed(old))
+            .unwrap();
+        let mut g = PathFileGetter::new(dir.path()).unwrap();
+        assert_eq!(read_all(g.get(b"d/f").unwrap()), b"body");
+        assert_eq!(read_all(g.get(b"/d/../d/f").unwrap()), b"body");
+        assert_eq!(std::fs::metadata(&path).unwrap().accessed().unwrap(), old);
     }
 
     #[cfg(target_os = "linux")]
