@@ -54,6 +54,7 @@
 //! root sets the xattr on the upper dir itself, which overlayfs ignores.
 
 mod dir_times;
+mod key_set;
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
@@ -75,6 +76,7 @@ use crate::codec::{EntryDigest, EntryKind, Header, TarError, TarReader, Time};
 use crate::error::{Error, Result};
 use crate::override_stat::{OVERRIDE_STAT_XATTR, OverrideStat};
 use dir_times::PendingDirs;
+use key_set::KeySet;
 use safe_root::SafeRoot;
 use safe_root::{DirRef, component, errno_of, lstat_at, proc_fd_path, remove_all_at};
 
@@ -139,7 +141,7 @@ pub fn apply_layer_report(
     let mut applier = Applier {
         root: safe_root,
         opts,
-        unpacked: HashSet::new(),
+        unpacked: KeySet::default(),
         path_hasher: std::collections::hash_map::RandomState::new(),
         pending: PendingDirs::new(),
         purged: HashSet::new(),
@@ -206,9 +208,10 @@ struct Applier<'o> {
     opts: &'o ApplyOptions,
     /// Names written by this layer; an opaque marker keeps these and deletes the rest.
     /// Stored as keyed 64-bit hashes of the cleaned names, not the names: a layer with a
-    /// million entries then costs ~16 MB instead of ~100 MB, and the random key keeps
-    /// collisions (which would only spare a lower file from an opaque marker) unforgeable.
-    unpacked: HashSet<u64>,
+    /// million entries then costs ~8.5 MB ([`KeySet`]) instead of ~100 MB, and the random
+    /// key keeps collisions (which would only spare a lower file from an opaque marker)
+    /// unforgeable.
+    unpacked: KeySet,
     path_hasher: std::collections::hash_map::RandomState,
     /// Directories whose times are set when the applier leaves them: only those on the
     /// current entry's path ([`dir_times`]).
@@ -359,7 +362,7 @@ impl Applier<'_> {
         // Leave the directories this entry is not in (setting their times), enter its parent.
         let (unpacked, hasher) = (&self.unpacked, &self.path_hasher);
         self.pending.enter(&self.root, parent_rel, &|dir: &[u8]| {
-            unpacked.contains(&std::hash::BuildHasher::hash_one(hasher, dir))
+            unpacked.contains(std::hash::BuildHasher::hash_one(hasher, dir))
         });
         let parent = self.ensure_parent(header, parent_rel)?;
         self.pending.offer_fd(parent_rel, &parent);
@@ -682,7 +685,7 @@ impl Applier<'_> {
                 child_rel.push(b'/');
             }
             child_rel.extend_from_slice(child.to_bytes());
-            if !self.unpacked.contains(&self.path_key(&child_rel)) {
+            if !self.unpacked.contains(self.path_key(&child_rel)) {
                 remove_all_at(here, &child)?;
                 frame.removed = true;
                 continue;
