@@ -1,4 +1,4 @@
-//! Lists a data-root's images like `docker images`: `cargo run -p image-meta --example images
+//! Lists a data-root's images like `docker images`: `cargo run -p layerstore-image-meta --example images
 //! -- /var/lib/docker overlay2` (with the daemon stopped, or read-only while it runs).
 
 use image_meta::ImageStore;
