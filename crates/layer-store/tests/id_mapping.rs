@@ -44,38 +44,18 @@ fn open(data: &Path, driver: &str) -> Store {
 
 /// Files owned by 0, 1000 and 65534 (and a symlink, a directory, an implied directory).
 fn layer_tar() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, kind: tar::EntryType, uid: u64, gid: u64, body: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_uid(uid);
-        h.set_gid(gid);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
-        h.set_mtime(1_600_000_000);
-        h.set_size(body.len() as u64);
-        if kind == tar::EntryType::Symlink {
-            h.set_link_name("notes").unwrap();
-        }
-        h.set_cksum();
-        b.append_data(&mut h, name, body).unwrap();
-    };
-    add("etc/", tar::EntryType::Directory, 0, 0, b"");
-    add("etc/hostname", tar::EntryType::Regular, 0, 0, b"box\n");
-    add("home/user/", tar::EntryType::Directory, 1000, 1000, b"");
-    add(
-        "home/user/notes",
-        tar::EntryType::Regular,
-        1000,
-        1000,
-        b"hi\n",
-    );
-    add("home/user/link", tar::EntryType::Symlink, 1000, 1000, b"");
-    add("var/nobody", tar::EntryType::Regular, 65534, 65534, b"x\n");
-    b.into_inner().unwrap()
+    testkit::tar::Tar::new()
+        .gnu()
+        .mtime(1_600_000_000)
+        .dir("etc/")
+        .file("etc/hostname", b"box\n")
+        .owner(1000, 1000)
+        .dir("home/user/")
+        .file("home/user/notes", b"hi\n")
+        .symlink("home/user/link", "notes")
+        .owner(65534, 65534)
+        .file("var/nobody", b"x\n")
+        .build()
 }
 
 #[test]

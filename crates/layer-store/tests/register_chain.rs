@@ -22,28 +22,14 @@ enum E<'a> {
 }
 
 fn tar(entries: &[E<'_>]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+    let mut t = testkit::tar::Tar::new().gnu().mtime(1_600_000_000);
     for e in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_mtime(1_600_000_000);
-        match e {
-            E::Dir(name) => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                h.set_cksum();
-                b.append_data(&mut h, name, io::empty()).unwrap();
-            }
-            E::File(name, content) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                h.set_size(content.len() as u64);
-                h.set_cksum();
-                b.append_data(&mut h, name, *content).unwrap();
-            }
-        }
+        t = match e {
+            E::Dir(name) => t.dir(name),
+            E::File(name, content) => t.file(name, content),
+        };
     }
-    b.into_inner().unwrap()
+    t.build()
 }
 
 /// Three layers: a base, one that deletes a file and makes a directory opaque, one that
