@@ -35,39 +35,17 @@ enum Kind {
 }
 
 fn layer(entries: &[(&str, Kind, u64, u64)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+    let mut t = testkit::tar::Tar::new().mtime(1_700_000_000);
     for (name, kind, uid, gid) in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_uid(*uid);
-        h.set_gid(*gid);
-        h.set_mtime(1_700_000_000);
-        let data: &[u8] = match kind {
-            Kind::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                b""
-            }
-            Kind::File(d) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                d
-            }
-            Kind::Symlink(t) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_link_name(t).unwrap();
-                h.set_mode(0o777);
-                b""
-            }
-            Kind::Fifo => {
-                h.set_entry_type(tar::EntryType::Fifo);
-                h.set_mode(0o600);
-                b""
-            }
+        t = t.owner(*uid, *gid);
+        t = match kind {
+            Kind::Dir => t.dir(name),
+            Kind::File(data) => t.file(name, data),
+            Kind::Symlink(target) => t.symlink(name, target),
+            Kind::Fifo => t.entry(tar::EntryType::Fifo, name, "", 0o600, b""),
         };
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, data).unwrap();
     }
-    b.into_inner().unwrap()
+    t.build()
 }
 
 fn owners_on_disk(root: &Path, rel: &str) -> (u32, u32) {

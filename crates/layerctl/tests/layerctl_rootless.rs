@@ -51,33 +51,16 @@ impl Rootless {
 }
 
 fn owned_layer() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, kind: tar::EntryType, id: u64, body: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_uid(id);
-        h.set_gid(id);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
-        h.set_mtime(1_700_000_000);
-        h.set_size(body.len() as u64);
-        h.set_cksum();
-        b.append_data(&mut h, name, body).unwrap();
-    };
-    add("etc/", tar::EntryType::Directory, 0, b"");
-    add(
-        "etc/passwd",
-        tar::EntryType::Regular,
-        0,
-        b"root:x:0:0::/:/bin/sh\n",
-    );
-    add("home/u/", tar::EntryType::Directory, 1000, b"");
-    add("home/u/f", tar::EntryType::Regular, 1000, b"user's\n");
-    add("nobody", tar::EntryType::Regular, 65534, b"n\n");
-    b.into_inner().unwrap()
+    testkit::tar::Tar::new()
+        .mtime(1_700_000_000)
+        .dir("etc/")
+        .file("etc/passwd", b"root:x:0:0::/:/bin/sh\n")
+        .owner(1000, 1000)
+        .dir("home/u/")
+        .file("home/u/f", b"user's\n")
+        .owner(65534, 65534)
+        .file("nobody", b"n\n")
+        .build()
 }
 
 fn owner(p: &Path) -> (u32, u32) {
