@@ -160,7 +160,7 @@ impl fmt::Display for LayerUsers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         if self.references > 0 {
-            parts.push(format!("{} reference(s) held", self.references));
+            parts.push(format!("{} reference(s)", self.references));
         }
         if !self.children.is_empty() {
             let ids: Vec<String> = self.children.iter().map(ToString::to_string).collect();

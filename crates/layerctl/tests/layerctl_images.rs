@@ -863,3 +863,61 @@ fn sigkill_during_load_tag_rmi_leaves_old_or_new_images() {
         assert_check_clean(&root, driver);
     }
 }
+
+/// An image's layer that breaks (its driver directory gone) is reported and kept: neither
+/// `check --repair --remove-broken` nor `gc` removes it, and the image stays listed.
+#[test]
+fn repair_and_gc_keep_a_broken_layer_an_image_holds() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let a = write(
+            dir.path(),
+            "a.tar",
+            &save_archive(&[Img {
+                config: config(&diffs, "x"),
+                tags: vec!["app:v1"],
+                layers: layers.clone(),
+            }]),
+        );
+        ok(run(cmd(&root, driver, &["load", a.to_str().unwrap()])));
+        let listed = images_json(&root, driver);
+        let layerdb = root.join("image").join(driver).join("layerdb/sha256");
+        for chain in [&chains[0], &chains[2]] {
+            let cache =
+                std::fs::read_to_string(layerdb.join(&chain[7..]).join("cache-id")).unwrap();
+            let home = match driver {
+                "vfs" => root.join("vfs/dir").join(cache.trim()),
+                _ => root.join("overlay2").join(cache.trim()),
+            };
+            std::fs::remove_dir_all(&home).unwrap();
+        }
+        let out = run(cmd(
+            &root,
+            driver,
+            &["check", "--repair", "--remove-broken"],
+        ));
+        assert_eq!(out.status.code(), Some(1));
+        let report = String::from_utf8_lossy(&out.stdout);
+        for chain in [&chains[0], &chains[2]] {
+            assert!(
+                report.contains(&format!("kept: layer {chain} (broken)")),
+                "{driver}: {report}"
+            );
+        }
+        assert!(!report.contains("repaired: removed layer"), "{report}");
+        ok(run(cmd(&root, driver, &["gc"])));
+        assert_eq!(
+            json(run(cmd(&root, driver, &["--json", "ls"])))
+                .as_array()
+                .unwrap()
+                .len(),
+            3,
+            "{driver}: layers kept"
+        );
+        assert_eq!(images_json(&root, driver), listed, "{driver}");
+    }
+}
