@@ -509,6 +509,18 @@ fn bad_images_and_names_change_nothing() {
                 "created",
             ),
         ];
+        // A config over Docker's 4 MiB cap (valid JSON, right digest, right diff_ids).
+        let mut big: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        big["padding"] = serde_json::Value::String("x".repeat(4 << 20));
+        cases.push((
+            "config over 4 MiB",
+            save_archive(&[img(
+                serde_json::to_vec(&big).unwrap(),
+                vec!["x:1"],
+                layers.clone(),
+            )]),
+            "byte limit",
+        ));
         // A config whose name says one digest and whose bytes hash to another.
         let mut tampered = save_archive(&[img(good.clone(), vec!["x:1"], layers.clone())]);
         let pos = tampered.windows(7).position(|w| w == b"\"good\"]").unwrap();
