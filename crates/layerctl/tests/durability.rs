@@ -76,20 +76,14 @@ impl Drop for Mounted {
 
 /// A small deterministic layer tar: `files` files of `size` bytes under `dir/`.
 fn layer(dir: &str, files: usize, size: usize, seed: u8) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+    let mut t = testkit::tar::Tar::new().gnu().mtime(1_700_000_000);
     for i in 0..files {
         let data: Vec<u8> = (0..size)
             .map(|j| (j as u8).wrapping_mul(31) ^ seed ^ i as u8)
             .collect();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_cksum();
-        b.append_data(&mut h, format!("{dir}/f{i}"), &data[..])
-            .unwrap();
+        t = t.file(&format!("{dir}/f{i}"), &data);
     }
-    b.into_inner().unwrap()
+    t.build()
 }
 
 /// Imports three chained layers; returns (chain ID, input tar) per layer.
@@ -386,16 +380,11 @@ fn enospc_on_a_full_tmpfs() {
     }
     let big = layer("big", 24, 256 << 10, 2);
     let many = {
-        let mut b = tar::Builder::new(Vec::new());
+        let mut t = testkit::tar::Tar::new().gnu();
         for i in 0..3000 {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(1);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, format!("d{}/f{i}", i % 30), &b"x"[..])
-                .unwrap();
+            t = t.file(&format!("d{}/f{i}", i % 30), b"x");
         }
-        b.into_inner().unwrap()
+        t.build()
     };
     for driver in drivers() {
         let (mut base_failed, mut big_failed) = (0, 0);

@@ -802,15 +802,12 @@ fn concurrent_imports_wait_for_the_root_lock() {
         let mut files = Vec::new();
         for i in 0..2u8 {
             let data: Vec<u8> = (0..4_000_000u32).map(|x| (x % 251) as u8 ^ i).collect();
-            let mut b = tar::Builder::new(Vec::new());
+            let mut t = testkit::tar::Tar::new();
             for n in 0..8 {
-                let mut h = tar::Header::new_ustar();
-                h.set_mode(0o644);
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, format!("f{n}"), &data[..]).unwrap();
+                t = t.file(&format!("f{n}"), &data);
             }
             let p = dir.path().join(format!("big{i}.tar"));
-            std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+            std::fs::write(&p, t.build()).unwrap();
             files.push(p);
         }
         let children: Vec<_> = files
@@ -850,20 +847,12 @@ fn load_follows_symlinked_members_and_picks_the_host_platform() {
 
     // docker ≥ 25 style: legacy `<id>/layer.tar` names that are symlinks to blobs.
     let config = config_json(&diffs);
-    let mut b = tar::Builder::new(Vec::new());
+    let mut t = testkit::tar::Tar::new();
     let mut names = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let blob = format!("blobs/sha256/{}", &sha256(l)[7..]);
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_size(l.len() as u64);
-        b.append_data(&mut h, &blob, &l[..]).unwrap();
         let legacy = format!("{:064x}/layer.tar", i + 1);
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        b.append_link(&mut h, &legacy, format!("../{blob}"))
-            .unwrap();
+        t = t.file(&blob, l).symlink(&legacy, &format!("../{blob}"));
         names.push(legacy);
     }
     for (name, data) in [
@@ -874,13 +863,10 @@ fn load_follows_symlinked_members_and_picks_the_host_platform() {
                 .unwrap(),
         ),
     ] {
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_size(data.len() as u64);
-        b.append_data(&mut h, name, &data[..]).unwrap();
+        t = t.file(&name, &data);
     }
     let p = dir.path().join("symlinked.tar");
-    std::fs::write(&p, b.into_inner().unwrap()).unwrap();
+    std::fs::write(&p, t.build()).unwrap();
     let (top, _) = load_fresh("vfs", &p);
     assert_eq!(top.trim(), chains[2]);
 
