@@ -212,6 +212,38 @@ fn load_records_images_tags_and_moves_a_retag() {
             r#"{"Repositories":{}}"#
         );
         assert_check_clean(&root, driver);
+
+        // An image whose every tag moves to another stays, untagged (docker's dangling
+        // image), listed and reported by ID; rmi by ID then removes it.
+        ok(run(cmd(&root, driver, &["load", a.to_str().unwrap()])));
+        let c = write(
+            dir.path(),
+            "c.tar",
+            &save_archive(&[Img {
+                config: c2.clone(),
+                tags: vec!["app:v1", "app:stable"],
+                layers: layers[..2].to_vec(),
+            }]),
+        );
+        ok(run(cmd(&root, driver, &["load", c.to_str().unwrap()])));
+        let list = images_json(&root, driver);
+        let tags_of = |id: &str| list.iter().find(|i| i["id"] == id).unwrap()["repo_tags"].clone();
+        assert_eq!(tags_of(&id1), serde_json::json!([]), "{driver}");
+        assert_eq!(
+            tags_of(&id2),
+            serde_json::json!(["app:stable", "app:v1"]),
+            "{driver}"
+        );
+        let table = ok(run(cmd(&root, driver, &["images"])));
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("<none>") && l.contains(&id1[7..19])),
+            "{table}"
+        );
+        let out = ok(run(cmd(&root, driver, &["rmi", &id1])));
+        assert_eq!(out, format!("Deleted: {id1}\nDeleted: {}\n", chains[2]));
+        assert_check_clean(&root, driver);
     }
 }
 
