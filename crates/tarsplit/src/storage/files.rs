@@ -298,7 +298,9 @@ impl PathFileGetter {
         };
         let (dir, base) = (&relative[..slash], &relative[slash + 1..]);
         let plain = |c: &[u8]| !c.is_empty() && c != b"." && c != b"..";
-        if !plain(base) || !dir.split(|&b| b == b'/').all(plain) {
+        // `dir` is plain components joined by `/`: SIMD scans, not a step per component (a
+        // 2,048-level name has 2,048).
+        if !plain(base) || dir.first() == Some(&b'/') || !crate::clean::is_clean(dir) {
             return Ok(None);
         }
         if self.last_dir.as_ref().is_none_or(|(path, _)| path != dir) {
