@@ -91,6 +91,15 @@ fn one_driver(driver: &str) {
     ]);
     let docker_layers: Vec<String> = serde_json::from_str(docker_layers.trim()).unwrap();
     assert_eq!(docker_layers.len(), 3);
+    // Docker's own size and creation time of both images, for `layerctl images` to match.
+    let docker_facts: Vec<(String, String)> = ["lsbox:v1", "lsbox:committed"]
+        .iter()
+        .map(|name| {
+            let out = d.ok(&["image", "inspect", "-f", "{{.ID}} {{.Size}}", name]);
+            let (id, size) = out.trim().split_once(' ').unwrap();
+            (id.to_owned(), size.to_owned())
+        })
+        .collect();
     d.stop();
 
     let images = json(run({
@@ -105,6 +114,19 @@ fn one_driver(driver: &str) {
         .find(|i| i["repo_tags"] == serde_json::json!(["lsbox:committed"]))
         .unwrap_or_else(|| panic!("{driver}: layerctl does not list lsbox:committed: {images}"));
     assert_eq!(committed["id"], committed_id);
+    for (docker_id, docker_size) in &docker_facts {
+        let ours = images
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == docker_id.as_str())
+            .unwrap_or_else(|| panic!("{driver}: layerctl does not list {docker_id}"));
+        assert_eq!(
+            ours["size"].to_string(),
+            *docker_size,
+            "{driver}: size of {docker_id}, layerctl vs docker image inspect"
+        );
+    }
     assert_eq!(
         committed["parent"], id,
         "{driver}: docker commit records the parent image"
