@@ -244,6 +244,16 @@ fn load_records_images_tags_and_moves_a_retag() {
         let out = ok(run(cmd(&root, driver, &["rmi", &id1])));
         assert_eq!(out, format!("Deleted: {id1}\nDeleted: {}\n", chains[2]));
         assert_check_clean(&root, driver);
+
+        // `tag` onto a tag another image holds moves it, as `docker tag` does; the image it
+        // leaves keeps its other tags.
+        ok(run(cmd(&root, driver, &["load", a.to_str().unwrap()])));
+        ok(run(cmd(&root, driver, &["tag", &id2, "app:v1"])));
+        let list = images_json(&root, driver);
+        let tags_of = |id: &str| list.iter().find(|i| i["id"] == id).unwrap()["repo_tags"].clone();
+        assert_eq!(tags_of(&id1), serde_json::json!(["app:stable"]), "{driver}");
+        assert_eq!(tags_of(&id2), serde_json::json!(["app:v1"]), "{driver}");
+        assert_check_clean(&root, driver);
     }
 }
 
