@@ -216,7 +216,11 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> Result<()> {
         let removal = match by_ref {
             Some(r) => {
                 let key = r.to_string();
-                let delete = refs.iter().all(|x| x.to_string() == key);
+                // Removing the last tag deletes the image, except one that child images
+                // name as parent: docker then only untags it (its delete is quiet about
+                // that conflict, which no --force lifts), leaving the image dangling.
+                let delete = refs.iter().all(|x| x.to_string() == key)
+                    && ctx.images.store.children(&id)?.is_empty();
                 Removal {
                     id,
                     untag: refs.into_iter().filter(|x| x.to_string() == key).collect(),

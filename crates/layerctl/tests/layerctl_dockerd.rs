@@ -150,6 +150,38 @@ fn one_driver(driver: &str) {
     let e = fails(run(c));
     assert!(e.contains("lsbox:committed"), "{e}");
 
+    // The committed image names lsbox:v1 as parent. As `docker rmi` (checked against
+    // dockerd 20.10): removing the parent's last tag only untags it (exit 0, the image stays,
+    // dangling); removing it by ID is refused, even forced, and changes nothing.
+    let out = layerctl(&root, driver, &["rmi", "lsbox:v1"]);
+    assert_eq!(out, "Untagged: lsbox:v1\n", "{driver}");
+    let listed = layerctl(&root, driver, &["--json", "images"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == id.as_str() && i["repo_tags"] == serde_json::json!([])),
+        "{driver}: {listed}"
+    );
+    let before = snapshot(&root);
+    for args in [
+        vec!["rmi", id.as_str()],
+        vec!["rmi", "--force", id.as_str()],
+    ] {
+        let mut c = ctl(&root, driver);
+        c.args(&args);
+        let e = fails(run(c));
+        assert!(e.contains("image has dependent child images"), "{e}");
+        assert_eq!(
+            snapshot(&root),
+            before,
+            "{driver}: {args:?} changed the store"
+        );
+    }
+    layerctl(&root, driver, &["tag", &id, "lsbox:v1"]);
+
     // 4. layerctl saves lsbox:v1, then removes both images: dockerd lists neither.
     let saved = dir.path().join("saved.tar");
     layerctl(
