@@ -399,3 +399,65 @@ fn repair_of_a_clean_store_changes_nothing() {
     );
     assert_consistent(&store, "clean");
 }
+
+/// A kill during an RW layer's release, after its driver directories went and before its
+/// record did, leaves a marked record: check calls it an interrupted release (a leftover, not
+/// a broken RW layer) and gc finishes it. Unmarked, the same state is damage, and is kept.
+#[test]
+fn a_release_interrupted_after_the_driver_removal_is_finished_by_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    populated(root);
+    let store = open(root, "vfs");
+    store
+        .create_rw_layer("other", None, &CreateRwOptions::default())
+        .unwrap();
+    // The state a kill leaves: the marker written, the directories removed, the record kept.
+    for name in ["ctr", "other"] {
+        let mount_id = store.get_mount_id(name).unwrap();
+        if name == "ctr" {
+            store.meta().mark_mount_releasing(name).unwrap();
+        }
+        std::fs::remove_dir_all(vfs_dir(root, &mount_id)).unwrap();
+    }
+    drop(store);
+
+    let store = open(root, "vfs");
+    let report = store.check(&CheckOptions::default()).unwrap();
+    let about = |name: &str| -> Vec<&Problem> {
+        report
+            .problems
+            .iter()
+            .filter(|p| p.to_string().contains(&format!("rw layer {name}")))
+            .collect()
+    };
+    assert!(
+        matches!(about("ctr")[..], [Problem::Leftover { .. }]),
+        "{report:#?}"
+    );
+    assert!(
+        matches!(about("other")[..], [Problem::BrokenMount { .. }]),
+        "{report:#?}"
+    );
+
+    let gc = store.collect_garbage().unwrap();
+    assert_eq!(gc.finished_releases, ["ctr"], "{gc:?}");
+    assert!(gc.failures.is_empty(), "{gc:?}");
+    assert!(!store.rw_layers().contains_key("ctr"));
+    assert!(!layerdb(root).join("mounts/ctr").exists());
+    // Only what was marked: the unmarked record whose directory vanished stays, reported.
+    assert!(store.rw_layers().contains_key("other"));
+    assert!(layerdb(root).join("mounts/other/mount-id").exists());
+    drop(store);
+    let store = open(root, "vfs");
+    assert!(!store.rw_layers().contains_key("ctr"));
+    assert!(store.rw_layers().contains_key("other"));
+    let report = store.check(&CheckOptions::default()).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| p.to_string().contains("rw layer other")),
+        "{report:#?}"
+    );
+}
