@@ -660,9 +660,8 @@ impl Campaign<'_> {
             } else if let Some(name) = killed_rw_rm.as_deref().filter(|n| {
                 p.starts_with(&format!("rw layer {n}: driver directory")) && p.contains("missing")
             }) {
-                // The killed `rw rm` had removed directories, not yet the record, and (from
-                // an older build) no release marker: the user's retry finishes it. Marked
-                // records are leftovers ("interrupted release") that gc finishes.
+                // The killed `rw rm` had removed directories, not yet the record: the user's
+                // retry finishes it (gc keeps records).
                 unfinished_rw = Some(name.to_owned());
             } else {
                 self.figures.corrupt += 1;

@@ -39,10 +39,6 @@ pub(crate) mod mount_file {
     pub(crate) const MOUNT_ID: &str = "mount-id";
     pub(crate) const INIT_ID: &str = "init-id";
     pub(crate) const PARENT: &str = "parent";
-    /// Ours, not moby's (moby reads only the three files above): present while a release
-    /// removes the RW layer's driver directories, so a kill in between is recognised as an
-    /// interrupted release rather than a record whose directories vanished.
-    pub(crate) const RELEASING: &str = "releasing";
 }
 
 /// `sha256/<hex>` for a chain ID; only sha256 IDs have a place in layerdb.

@@ -51,9 +51,6 @@ pub struct MountListing {
     pub mounts: Vec<(String, MountRecord)>,
     /// Mount directories that did not load (half-written ones included).
     pub broken: Vec<BrokenMount>,
-    /// Loadable mounts marked by [`MetaStore::mark_mount_releasing`]: a release was removing
-    /// their driver directories when it stopped. Sorted by name.
-    pub releasing: Vec<String>,
 }
 
 impl MetaStore {
@@ -220,14 +217,7 @@ impl MetaStore {
                 Some(name) => self.mount(name),
             };
             match loaded {
-                Ok(record) => {
-                    if let Some(name) = entry.utf8_name()
-                        && self.mount_is_releasing(name)?
-                    {
-                        listing.releasing.push(lossy.clone());
-                    }
-                    listing.mounts.push((lossy, record));
-                }
+                Ok(record) => listing.mounts.push((lossy, record)),
                 Err(error) => {
                     tracing::warn!(mount = %lossy, %error, "mount metadata cannot be loaded");
                     let (mount_id, init_id, parent) = match entry.utf8_name() {
@@ -262,55 +252,6 @@ impl MetaStore {
             }
         }
         Ok(listing)
-    }
-
-    /// Marks a mount record as being released, before its driver directories are removed:
-    /// after a kill between that removal and [`MetaStore::remove_mount`], the record is known
-    /// as an interrupted release (which cleanup finishes) instead of an RW layer whose
-    /// directories vanished. The marker is durable before this returns.
-    pub fn mark_mount_releasing(&self, name: &str) -> Result<()> {
-        layout::check_mount_name(name)?;
-        let fs = &self.inner.fs;
-        let dir = format!("{MOUNTS_DIR}/{name}");
-        let full = self.inner.durability == Durability::Full;
-        let marked = fs
-            .write_file(
-                &format!("{dir}/{}", mount_file::RELEASING),
-                b"",
-                layout::FILE_MODE,
-                full,
-            )
-            .and_then(|()| if full { fs.sync_dir(&dir) } else { Ok(()) });
-        if marked.is_err() {
-            // An error means unchanged: no marker may stay behind.
-            if let Err(undo) = self.unmark_mount_releasing(name) {
-                tracing::error!(mount = name, %undo, "cannot remove a release marker after a failed write");
-            }
-        }
-        marked
-    }
-
-    /// Takes back [`MetaStore::mark_mount_releasing`] (the release failed and changed
-    /// nothing). Absent is success.
-    pub fn unmark_mount_releasing(&self, name: &str) -> Result<()> {
-        layout::check_mount_name(name)?;
-        let fs = &self.inner.fs;
-        let rel = format!("{MOUNTS_DIR}/{name}/{}", mount_file::RELEASING);
-        match rustix::fs::unlinkat(fs.root_fd(), rel.as_str(), rustix::fs::AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(fs.io_error("remove", &rel, e.into())),
-        }
-    }
-
-    /// Whether the mount record carries the marker of an interrupted release.
-    pub fn mount_is_releasing(&self, name: &str) -> Result<bool> {
-        layout::check_mount_name(name)?;
-        let fs = &self.inner.fs;
-        let rel = format!("{MOUNTS_DIR}/{name}/{}", mount_file::RELEASING);
-        match fs.file_type(&rel) {
-            Ok(t) => Ok(t.is_some()),
-            Err(e) => Err(fs.io_error("stat", &rel, e)),
-        }
     }
 
     /// Removes a mount record atomically (moved into `tmp/`, then deleted). Absent is success,

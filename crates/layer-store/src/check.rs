@@ -14,7 +14,7 @@
 //! * RW layers are never removed by repair, whatever their state;
 //! * **leftovers** are garbage, collected by [`Store::collect_garbage`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 
@@ -208,15 +208,8 @@ impl Store {
             }
         }
 
-        let releasing: HashSet<String> = meta.list_mounts()?.releasing.into_iter().collect();
         for (name, m) in self.rw_layers() {
             report.mounts_checked += 1;
-            if releasing.contains(&name) {
-                report.problems.push(Problem::Leftover {
-                    what: format!("rw layer {name} (interrupted release; gc finishes it)"),
-                });
-                continue;
-            }
             for id in std::iter::once(m.mount_id()).chain(m.init_id()) {
                 if !driver.exists(id) {
                     report.problems.push(Problem::BrokenMount {

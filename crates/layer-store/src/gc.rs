@@ -28,9 +28,6 @@ use crate::store::Store;
 pub struct GcReport {
     /// Layers whose deletion had started (`-removing` directories), now finished.
     pub finished_removals: Vec<String>,
-    /// RW layers whose release had started (a kill stopped it after the record was marked),
-    /// now finished: their driver directories and record removed, their parent released.
-    pub finished_releases: Vec<String>,
     /// Stale write-sets removed, as paths relative to the layerdb.
     pub leftovers: Vec<String>,
     /// Driver directories that nothing named, removed.
@@ -45,7 +42,6 @@ impl GcReport {
     /// True when nothing was removed and nothing failed.
     pub fn is_empty(&self) -> bool {
         self.finished_removals.is_empty()
-            && self.finished_releases.is_empty()
             && self.leftovers.is_empty()
             && self.driver_dirs.is_empty()
             && self.failures.is_empty()
@@ -183,23 +179,6 @@ impl Store {
             }
             Ok(())
         })?;
-
-        // Releases a kill interrupted: the user asked for the RW layer's removal and its
-        // directories may be partly gone already, so finish it, unless this process holds it.
-        for name in meta.list_mounts()?.releasing {
-            match self.finish_interrupted_release(&name) {
-                Ok(true) => {
-                    tracing::info!(name, "finished interrupted RW layer release");
-                    report.finished_releases.push(name);
-                }
-                Ok(false) => report.kept.push(format!(
-                    "RW layer {name}: interrupted release, but it is in use"
-                )),
-                Err(e) => report
-                    .failures
-                    .push(format!("interrupted release of RW layer {name}: {e}")),
-            }
-        }
 
         let leftovers = meta.leftovers()?;
         for l in &leftovers.stale_write_sets {

@@ -813,9 +813,7 @@ fn run_once(
         .filter(|p| {
             let s = p.to_string();
             let removal_marked = sc.name.starts_with("release")
-                && (s.contains("interrupted removal")
-                    || s.contains("interrupted release")
-                    || s.contains("driver directory"));
+                && (s.contains("interrupted removal") || s.contains("driver directory"));
             // A duplicate register whose own directory could not be removed still hands out
             // the existing layer; the directory waits for gc.
             let duplicate_dir = err.is_none() && s.contains("driver directory");
@@ -831,20 +829,14 @@ fn run_once(
         "{what}: right after (error: {err:?}, {marked} marked): {unexpected:#?}"
     );
 
-    // The store's own recovery leaves it clean; then the operation works. An RW release that
-    // failed before its point of no return changed nothing, and gc keeps the RW layer; one
-    // that failed after it (directories removed, record marked as releasing) is finished by
-    // gc, as the retry would finish it.
-    let marked_releasing = rig.store.meta().mount_is_releasing("ctr").unwrap_or(false);
+    // The store's own recovery leaves it clean (but for an RW layer whose directories its
+    // failed release removed, which the retry finishes); then the operation works.
     let gc = rig.store.collect_garbage().unwrap();
     assert!(gc.failures.is_empty(), "{what}: gc: {gc:?}");
     if rw_release_failed {
-        let finished = gc.finished_releases.iter().any(|n| n == "ctr");
-        assert_eq!(finished, marked_releasing, "{what}: gc: {gc:?}");
-        assert_eq!(
+        assert!(
             rig.store.meta().mount("ctr").is_ok(),
-            !finished,
-            "{what}: after gc (finished the release: {finished})"
+            "{what}: gc removed the record"
         );
     } else {
         assert_consistent(&rig.store, &format!("{what}: after gc"));

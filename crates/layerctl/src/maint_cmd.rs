@@ -178,7 +178,6 @@ fn check_images(ctx: &Context, repair: bool) -> Result<(Vec<String>, Vec<String>
 #[derive(Debug, Serialize)]
 struct GcJson {
     finished_removals: Vec<String>,
-    finished_releases: Vec<String>,
     leftovers: Vec<String>,
     driver_dirs: Vec<String>,
     image_leftovers: Vec<String>,
@@ -203,7 +202,6 @@ pub fn gc(ctx: &Context) -> Result<()> {
     if ctx.json {
         output::json(&GcJson {
             finished_removals: report.finished_removals,
-            finished_releases: report.finished_releases,
             leftovers: report.leftovers,
             driver_dirs: report.driver_dirs,
             image_leftovers,
@@ -216,9 +214,6 @@ pub fn gc(ctx: &Context) -> Result<()> {
         }
         for r in &report.finished_removals {
             outln!("finished removal of layer {r}");
-        }
-        for r in &report.finished_releases {
-            outln!("finished removal of RW layer {r}");
         }
         for l in &report.leftovers {
             outln!("removed metadata leftover {l}");

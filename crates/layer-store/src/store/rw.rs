@@ -171,23 +171,11 @@ impl Store {
             }
         }
         let driver = &self.inner.backend.driver;
-        let meta = &self.inner.backend.meta;
-        // The marker makes a kill between the driver removal and the record's removal an
-        // interrupted release (finished by cleanup), not a record whose directories vanished.
-        meta.mark_mount_releasing(&name)?;
-        let removed = driver
-            .remove(m.mount_id())
-            .and_then(|()| match m.init_id() {
-                Some(init) => driver.remove(init),
-                None => Ok(()),
-            });
-        if let Err(e) = removed {
-            if let Err(undo) = meta.unmark_mount_releasing(&name) {
-                tracing::error!(name, %undo, "cannot take back the release marker after a failed release");
-            }
-            return Err(e.into());
+        driver.remove(m.mount_id())?;
+        if let Some(init) = m.init_id() {
+            driver.remove(init)?;
         }
-        meta.remove_mount(&name)?;
+        self.inner.backend.meta.remove_mount(&name)?;
         for id in std::iter::once(m.mount_id()).chain(m.init_id()) {
             self.inner.backend.ledger.remove(id);
         }
@@ -200,24 +188,6 @@ impl Store {
                 self.release_chain(&mut state, p.chain_id().clone())
             }
         }
-    }
-}
-
-impl Store {
-    /// Finishes a release that a kill interrupted (its record carries the release marker):
-    /// removes what is left of its driver directories, then the record, and releases the
-    /// parent. `Ok(false)`, changing nothing, when this process holds the RW layer.
-    pub(crate) fn finish_interrupted_release(&self, name: &str) -> Result<bool> {
-        let m = lock(&self.inner.mounts)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::MountDoesNotExist(name.to_owned()))?;
-        if !lock(&m.0.refs).is_empty() {
-            return Ok(false);
-        }
-        let rw = self.get_rw_layer(name)?;
-        self.release_rw_layer(rw)?;
-        Ok(true)
     }
 }
 
