@@ -244,6 +244,21 @@ impl Read for ChunkReader {
     }
 }
 
+/// A layer blob as the store reads it: hashed while read when its digest must be checked.
+enum Blob<R> {
+    Hashed(Box<DigestReader<R>>),
+    Plain(R),
+}
+
+impl<R: Read> Read for Blob<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Blob::Hashed(r) => r.read(buf),
+            Blob::Plain(r) => r.read(buf),
+        }
+    }
+}
+
 /// Registers layers and remembers what it must undo.
 struct Loader<'a> {
     ctx: &'a Context,
@@ -342,7 +357,13 @@ impl<'a> Loader<'a> {
             tracing::info!(image = plan.name, index, path = layer.path, compression = ?kind, "registering layer");
             let (raw, _) = source.open(&layer.path)?;
             kinds.push(kind);
-            blobs.push(DigestReader::new(bar.wrap_read(raw)));
+            // Only a blob with a recorded digest (OCI layouts) is hashed: a docker-save layer
+            // has none, and the store already hashes its tar for the DiffID.
+            let raw = bar.wrap_read(raw);
+            blobs.push(match layer.blob_digest {
+                Some(_) => Blob::Hashed(Box::new(DigestReader::new(raw))),
+                None => Blob::Plain(raw),
+            });
         }
         let (registered, inflated) = std::thread::scope(|s| {
             let mut inputs: Vec<Box<dyn Read + Send + '_>> = Vec::with_capacity(blobs.len());
@@ -406,7 +427,8 @@ impl<'a> Loader<'a> {
                 }
                 .into());
             }
-            if let Some(expected) = &layer.blob_digest {
+            // Hashed exactly when a digest was recorded (above).
+            if let (Some(expected), Blob::Hashed(blob)) = (&layer.blob_digest, blob) {
                 // The tar is read to its end-of-archive marker; hash what follows too.
                 io::copy(blob, &mut io::sink())
                     .map_err(|e| LoadError::io(layer.path.clone(), e))?;
