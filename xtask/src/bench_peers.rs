@@ -588,7 +588,7 @@ fn chain_rows(o: &Opts, scratch: &Path, moby: &Path, ours: &Path, t: &mut Table)
 /// unpacked, registered and tagged by the daemon), with the daemon started before and
 /// stopped after the timing. Its RSS column is the client's, not the daemon's.
 fn load_vs_docker_rows(o: &Opts, scratch: &Path, ours: &Path, t: &mut Table) -> Result<()> {
-    if let Some(why) = crate::dockerd::unavailable() {
+    if let Some(why) = testkit::dockerd::missing() {
         eprintln!("xtask: load vs docker load rows skipped: {why}");
         return Ok(());
     }
@@ -619,7 +619,8 @@ fn load_vs_docker_rows(o: &Opts, scratch: &Path, ours: &Path, t: &mut Table) -> 
 
                 let state = scratch.join(format!("ld-docker-{driver}"));
                 rm_rf(&state);
-                let d = crate::dockerd::Dockerd::start(&state, &state.join("root"), driver)?;
+                let d = testkit::dockerd::Dockerd::try_start(&state, &state.join("root"), driver)
+                    .map_err(anyhow::Error::msg)?;
                 let mut load = d.cmd(&["load", "-q", "-i"]);
                 load.arg(&image);
                 let m = measure(&mut load, scratch)

@@ -211,7 +211,7 @@ fn run_under_dockerd(root: &std::path::Path, driver: &str) -> Result<String> {
          then docker run --rm --pull never --network none -v /bin/busybox:/busybox:ro --entrypoint /busybox demo:latest cat /srv/www/index.html",
         root.display()
     );
-    let missing = crate::dockerd::unavailable().or_else(|| {
+    let missing = testkit::dockerd::missing().or_else(|| {
         (!std::path::Path::new("/bin/busybox").exists())
             .then(|| "/bin/busybox missing (apt-get install busybox-static)".to_owned())
     });
@@ -221,9 +221,12 @@ fn run_under_dockerd(root: &std::path::Path, driver: &str) -> Result<String> {
         return Ok(format!("skipped ({why})"));
     }
     let state = std::env::temp_dir().join(format!("layerctl-demo-dockerd-{}", std::process::id()));
-    let d = crate::dockerd::Dockerd::start(&state, root, driver)?;
+    let d =
+        testkit::dockerd::Dockerd::try_start(&state, root, driver).map_err(anyhow::Error::msg)?;
     let result = (|| -> Result<String> {
-        let listed = d.out(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])?;
+        let listed = d
+            .out(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])
+            .map_err(anyhow::Error::msg)?;
         say(&format!("dockerd lists: {}", listed.trim()));
         ensure!(
             listed.lines().any(|l| l.starts_with("demo:latest ")),
@@ -244,7 +247,7 @@ fn run_under_dockerd(root: &std::path::Path, driver: &str) -> Result<String> {
             "sh",
             "-c",
             "cat /srv/www/index.html; test -e /etc/old.conf && echo 'etc/old.conf is back' || echo 'etc/old.conf: whited out'",
-        ])?;
+        ]).map_err(anyhow::Error::msg)?;
         say("docker run --pull never --network none demo:latest (busybox bind-mounted):");
         for line in ran.lines() {
             println!("      {line}");

@@ -10,7 +10,6 @@ mod bench_scale;
 mod bench_tarsplit;
 mod crash;
 mod demo;
-mod dockerd;
 mod fuzz;
 mod skips;
 

@@ -1,8 +1,12 @@
-//! A private Docker 20.10 daemon (Debian's `docker.io`) for the tests: its own data-root,
-//! exec-root, pidfile and socket, no iptables, no bridge, its own containerd namespace, as
-//! `../shared/peers/lib/dockerd.sh` runs it. Never stopped by name: [`Dockerd`]'s `Drop`
-//! stops the daemon (and the containerd it started) by pid even when an assertion failed,
-//! and unmounts whatever is left under its directory.
+//! A private Docker 20.10 daemon (Debian's `docker.io`) for the tests and for `cargo xtask`'s
+//! demo and peer benchmark: its own data-root, exec-root, pidfile and socket, no iptables, no
+//! bridge, its own containerd namespace, as `../shared/peers/lib/dockerd.sh` runs it. Never
+//! stopped by name: [`Dockerd`]'s `Drop` stops the daemon (and the containerd it started) by
+//! pid even when an assertion failed, and unmounts whatever is left under its directory.
+//!
+//! Tests use the panicking calls ([`Dockerd::start`], [`Dockerd::ok`]) and the counted gate
+//! [`unavailable`]; xtask, which reports errors instead, uses [`missing`] (records no skip),
+//! [`Dockerd::try_start`] and [`Dockerd::out`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,6 +25,20 @@ pub fn unavailable() -> Option<String> {
     crate::gate::dockerd().err().map(|skip| skip.to_string())
 }
 
+/// Why no private dockerd can run here (not root, or Debian's daemon or client missing), if
+/// it cannot. Unlike [`unavailable`] this is not a test gate: it records no skip.
+pub fn missing() -> Option<String> {
+    if !crate::gate::is_root() {
+        Some("not root (dockerd needs root)".into())
+    } else if !Path::new(DOCKERD).exists() || !Path::new(DOCKER).exists() {
+        Some(format!(
+            "{DOCKERD} or {DOCKER} missing (apt-get install docker.io)"
+        ))
+    } else {
+        None
+    }
+}
+
 /// A running private dockerd.
 #[derive(Debug)]
 pub struct Dockerd {
@@ -37,6 +55,16 @@ impl Dockerd {
 
     /// [`Dockerd::start`] with more daemon flags (`--userns-remap USER`).
     pub fn start_with(dir: &Path, root: &Path, driver: &str, extra: &[&str]) -> Dockerd {
+        Dockerd::launch(dir, Dockerd::command(dir, root, driver, extra))
+    }
+
+    /// [`Dockerd::start`], but a daemon that exits or does not come up within 60 s is an
+    /// error (with the tail of its log) instead of a panic.
+    pub fn try_start(dir: &Path, root: &Path, driver: &str) -> Result<Dockerd, String> {
+        Dockerd::try_launch(dir, Dockerd::command(dir, root, driver, &[]))
+    }
+
+    fn command(dir: &Path, root: &Path, driver: &str, extra: &[&str]) -> Command {
         let mut c = Command::new(DOCKERD);
         c.arg("--data-root")
             .arg(root)
@@ -44,7 +72,7 @@ impl Dockerd {
             .arg(dir.join("dockerd.pid"))
             .args(Dockerd::flags(dir, driver))
             .args(extra);
-        Dockerd::launch(dir, c)
+        c
     }
 
     /// The flags every test daemon runs with, but for its data-root and pidfile: its
@@ -75,29 +103,44 @@ impl Dockerd {
     /// Runs `command`, a daemon with [`Dockerd::flags`]`(dir, ..)` (or a wrapper that
     /// `exec`s one, so that the child's pid is the daemon's), its output to `dir/dockerd.log`,
     /// and waits until its API answers.
-    pub fn launch(dir: &Path, mut command: Command) -> Dockerd {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+    pub fn launch(dir: &Path, command: Command) -> Dockerd {
+        Dockerd::try_launch(dir, command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Dockerd::launch`], but what goes wrong is an error, not a panic.
+    pub fn try_launch(dir: &Path, mut command: Command) -> Result<Dockerd, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let log = std::fs::File::create(dir.join("dockerd.log"))
+            .and_then(|log| Ok((log.try_clone()?, log)))
+            .map_err(|e| format!("create {}: {e}", dir.join("dockerd.log").display()))?;
         let child = command
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(log.0)
+            .stderr(log.1)
             .spawn()
-            .expect("spawn dockerd");
+            .map_err(|e| format!("start dockerd: {e}"))?;
         let mut d = Dockerd {
             dir: dir.to_owned(),
             child: Some(child),
         };
         let started = Instant::now();
         loop {
-            if d.docker(&["version"]).status.success() {
-                return d;
+            if d.cmd(&["version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(d);
             }
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("dockerd exited ({status}):\n{}", d.log_tail());
+            match d.child.as_mut().expect("running").try_wait() {
+                Ok(Some(status)) => {
+                    return Err(format!("dockerd exited ({status}):\n{}", d.log_tail()));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("wait for dockerd: {e}")),
             }
             if started.elapsed() > Duration::from_secs(60) {
-                panic!("dockerd did not come up:\n{}", d.log_tail());
+                // Dropping `d` stops what did start.
+                return Err(format!("dockerd did not come up:\n{}", d.log_tail()));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -137,6 +180,22 @@ impl Dockerd {
             self.log_tail()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the client; its stdout, or an error with its stderr.
+    pub fn out(&self, args: &[&str]) -> Result<String, String> {
+        let o = self
+            .cmd(args)
+            .output()
+            .map_err(|e| format!("run {DOCKER}: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "docker {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     }
 
     fn log_tail(&self) -> String {
