@@ -21,11 +21,15 @@
 //!   normalisation ([`Reference`]: `busybox` is `docker.io/library/busybox`, stored and
 //!   printed as `busybox:latest`).
 //! * [`Distribution`]: `diffid-by-digest` and `v2metadata-by-diffid`.
+//! * [`Journal`]: records of multi-step operations in flight (`load`, `rmi`, `save`), written
+//!   before their first step and removed after their last, so that whoever finds one after a
+//!   crash knows what to roll back or finish ([`journal`]).
 //!
 //! Every write goes to a temporary file that is fsynced and renamed over the target, then
 //! the directory is fsynced (Docker's `AtomicWriteFile`, plus the directory sync): a crash
 //! leaves the old or the new file, and at most a `.tmp-*` file that
-//! [`ImageStore::remove_leftovers`] deletes. Errors keep I/O ([`Error::Io`]) apart from bad
+//! [`ImageStore::remove_leftovers`] deletes. A command of several such writes is made
+//! crash-safe as a whole by its [`Journal`] record. Errors keep I/O ([`Error::Io`]) apart from bad
 //! input (every other variant).
 //!
 //! ```no_run
@@ -56,6 +60,7 @@ mod error;
 mod fsio;
 mod gojson;
 mod imagedb;
+pub mod journal;
 pub mod reference;
 mod repositories;
 pub mod time;
@@ -66,6 +71,7 @@ pub use config::{ImageConfig, MAX_CONFIG};
 pub use distribution::{Distribution, V2Metadata};
 pub use error::{Error, Result};
 pub use imagedb::{Image, ImageDb, ImageId, LAST_UPDATED, PARENT};
+pub use journal::{InFlight, Journal, Operation};
 pub use reference::{Reference, ReferenceError};
 pub use repositories::{Repositories, TagChange};
 
@@ -117,6 +123,11 @@ impl ImageStore {
     /// The blob ↔ DiffID records.
     pub fn distribution(&self) -> &Distribution {
         &self.distribution
+    }
+
+    /// The in-flight journal of multi-step operations (`load`, `rmi`, `save`).
+    pub fn journal(&self) -> Journal {
+        Journal::new(&self.dir)
     }
 
     /// `repositories.json`'s path.
