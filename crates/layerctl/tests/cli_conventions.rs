@@ -21,6 +21,22 @@ fn vfs(root: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `rw mount` as a user runs it: as root directly; unprivileged inside `layerctl unshare`,
+/// since outside one `rw mount` refuses (the mount would end with layerctl's own namespace).
+/// On vfs the path it prints is a plain directory, usable outside the namespace too, and the
+/// root's mount ledger remembers the mount for a later `rw unmount`.
+fn vfs_mount(root: &Path, args: &[&str]) -> Command {
+    if testkit::gate::is_root() {
+        return vfs(root, args);
+    }
+    let mut c = vfs(root, &["unshare", "--", env!("CARGO_BIN_EXE_layerctl")]);
+    c.arg("--root")
+        .arg(root)
+        .args(["--driver", "vfs"])
+        .args(args);
+    c
+}
+
 /// A root with one layer (`etc/`, `etc/motd`), returned with its chain ID.
 fn root_with_layer(dir: &Path) -> (PathBuf, String) {
     let root = dir.join("root");
@@ -88,7 +104,7 @@ fn every_printing_command_has_json() {
     )));
     assert_eq!(created["name"], "c1");
     assert_eq!(created["parent"], chain.as_str());
-    let mounted = json(run(vfs(&root, &["--json", "rw", "mount", "c1"])));
+    let mounted = json(run(vfs_mount(&root, &["--json", "rw", "mount", "c1"])));
     assert_eq!(mounted["name"], "c1");
     let path = PathBuf::from(mounted["path"].as_str().unwrap());
     std::fs::write(path.join("etc/new"), b"x").unwrap();
@@ -354,7 +370,7 @@ fn unmount_of_a_layer_that_is_not_mounted_is_an_error() {
     ok(run(vfs(&root, &["rw", "create", "c1", "--parent", &chain])));
     let err = fails(run(vfs(&root, &["rw", "unmount", "c1"])));
     assert!(err.contains("c1 is not mounted"), "{err}");
-    ok(run(vfs(&root, &["rw", "mount", "c1"])));
+    ok(run(vfs_mount(&root, &["rw", "mount", "c1"])));
     ok(run(vfs(&root, &["rw", "unmount", "c1"])));
     let err = fails(run(vfs(&root, &["rw", "unmount", "c1"])));
     assert!(err.contains("not mounted"), "{err}");
