@@ -68,7 +68,7 @@ fn layerctl() -> PathBuf {
     let bin = profile_dir.join("layerctl");
     assert!(
         bin.is_file(),
-        "{} not built: run `cargo build -p layerctl` (cargo test --workspace builds it) or set LAYERCTL_BIN",
+        "{} not built: run `cargo build -p layerstore-cli` (cargo test --workspace builds it) or set LAYERCTL_BIN",
         bin.display()
     );
     bin

@@ -17,7 +17,7 @@ pub fn bin() -> PathBuf {
         .join("layerctl");
     assert!(
         bin.is_file(),
-        "{} not built: run `cargo build -p layerctl` (cargo test --workspace builds it) or set LAYERCTL_BIN",
+        "{} not built: run `cargo build -p layerstore-cli` (cargo test --workspace builds it) or set LAYERCTL_BIN",
         bin.display()
     );
     bin

@@ -275,7 +275,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "--bin",
         "layer-bench",
         "-p",
-        "layerctl",
+        "layerstore-cli",
         "--bin",
         "layerctl",
     ]);

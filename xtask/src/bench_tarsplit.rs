@@ -145,7 +145,7 @@ fn same_file(a: &Path, b: &Path) -> Result<bool> {
 }
 
 fn layerctl_binary() -> Result<PathBuf> {
-    run_ok(cargo().args(["build", "--release", "-p", "layerctl"]))?;
+    run_ok(cargo().args(["build", "--release", "-p", "layerstore-cli"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));

@@ -811,7 +811,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Some(bin) => bin,
         None => {
             let mut build = cargo();
-            build.args(["build", "--release", "-p", "layerctl"]);
+            build.args(["build", "--release", "-p", "layerstore-cli"]);
             step("build layerctl", build)?;
             let target_dir = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)

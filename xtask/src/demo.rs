@@ -314,16 +314,16 @@ fn build_layerctl() -> Result<PathBuf> {
         .args([
             "build",
             "-p",
-            "layerctl",
+            "layerstore-cli",
             "--bin",
             "layerctl",
             "--message-format=json-render-diagnostics",
         ])
         .stderr(Stdio::inherit())
         .output()
-        .context("run cargo build -p layerctl")?;
+        .context("run cargo build -p layerstore-cli")?;
     if !out.status.success() {
-        bail!("cargo build -p layerctl failed");
+        bail!("cargo build -p layerstore-cli failed");
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {

@@ -310,7 +310,7 @@ fn build_ours(smoke: bool) -> Result<Bins> {
     build.args([
         "build",
         "-p",
-        "layerctl",
+        "layerstore-cli",
         "--bin",
         "layerctl",
         "-p",
