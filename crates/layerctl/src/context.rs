@@ -126,11 +126,12 @@ fn open_store(opts: StoreOptions) -> Result<Store> {
 }
 
 /// Whether an interrupted command (Ctrl-C, a crash, a power cut) left work behind that `gc`
-/// collects: a write-set, a half-written mount record or a layer removal under way. With the
-/// root's lock held no other command is running, so none of it is in flight.
+/// collects: a write-set, a half-written mount record, a layer removal under way, or an image
+/// operation's journal record (`load`, `rmi`, `save`). With the root's lock held no other
+/// command is running, so none of it is in flight.
 fn interrupted_work(store: &Store) -> bool {
     let meta = store.meta();
-    match meta.leftovers() {
+    let layers = match meta.leftovers() {
         Ok(l) => {
             !l.stale_write_sets.is_empty() || !l.half_mounts.is_empty() || !l.removing.is_empty()
         }
@@ -138,7 +139,13 @@ fn interrupted_work(store: &Store) -> bool {
             tracing::warn!(error = %e, "could not look for interrupted work");
             false
         }
-    }
+    };
+    let journal = image_meta::ImageStore::new(store.root(), store.driver_name()).journal();
+    let images = journal.has_records().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not look for interrupted image operations");
+        false
+    });
+    layers || images
 }
 
 /// Refuses a data-root that another program uses: a running dockerd, containerd, podman,

@@ -5,7 +5,9 @@
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use image_meta::{ImageId, Reference};
+use image_meta::journal::RemoveRecord;
+use image_meta::{ImageId, Operation, Reference};
+use layer_digest::chain_ids;
 use serde::Serialize;
 
 use crate::context::Context;
@@ -250,13 +252,65 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> Result<()> {
         plan.push(removal);
     }
 
+    // The journal record first: a kill past the untag leaves untagged images that `gc` then
+    // deletes (and their layers it releases), finishing the rmi.
+    let in_flight = ctx
+        .images
+        .store
+        .journal()
+        .begin(&Operation::Remove(removal_record(ctx, &plan, args.force)))?;
     // Tags first (one atomic write), then the images and their layers.
     for r in &plan {
         for t in &r.untag {
             repos.delete(t);
         }
     }
-    repos.save().context("write the image tags")?;
+    if let Err(e) = repos.save() {
+        // Nothing changed: the record has nothing to finish.
+        if let Err(e) = in_flight.finish() {
+            tracing::warn!(error = %e, "could not remove the rmi's journal record");
+        }
+        return Err(e).context("write the image tags");
+    }
+    let result = delete_images(ctx, &plan);
+    match result {
+        Ok(()) => in_flight
+            .finish()
+            .context("remove the rmi's journal record"),
+        Err(e) => {
+            // Untagged but not all deleted: the record stays for `gc` to finish.
+            eprintln!("warning: {}", crate::context::INTERRUPTED_HINT);
+            drop(in_flight);
+            Err(e)
+        }
+    }
+}
+
+/// What an rmi will delete: its images and every layer of their chains.
+fn removal_record(ctx: &Context, plan: &[Removal], force: bool) -> RemoveRecord {
+    let mut record = RemoveRecord {
+        force,
+        ..RemoveRecord::default()
+    };
+    for r in plan.iter().filter(|r| r.delete) {
+        if record.images.contains(&r.id) {
+            continue;
+        }
+        record.images.push(r.id.clone());
+        if let Some(image) = ctx.images.images.get(&r.id) {
+            for chain in chain_ids(&image.config.diff_ids) {
+                if !record.layers.contains(&chain) {
+                    record.layers.push(chain);
+                }
+            }
+        }
+    }
+    record
+}
+
+/// The second half of `rmi`, once the tags are gone: reports the untags, deletes the images
+/// and releases their layers.
+fn delete_images(ctx: &Context, plan: &[Removal]) -> Result<()> {
     // What docker's API returns for an image delete: [{"Untagged": …}, {"Deleted": …}].
     let mut report: Vec<serde_json::Value> = Vec::new();
     let mut say = |kind: &str, what: String| -> Result<()> {
@@ -267,7 +321,7 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> Result<()> {
         }
         Ok(())
     };
-    for r in &plan {
+    for r in plan {
         for t in &r.untag {
             say("Untagged", t.familiar_string())?;
         }

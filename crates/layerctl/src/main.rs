@@ -70,6 +70,7 @@ mod load;
 mod maint_cmd;
 mod output;
 mod progress;
+mod recovery;
 mod remap;
 mod rootless;
 mod rw_cmd;

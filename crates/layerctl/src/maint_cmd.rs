@@ -154,6 +154,8 @@ fn check_images(ctx: &Context, repair: bool) -> Result<(Vec<String>, Vec<String>
     if let Err(e) = images.repositories() {
         problems.push(format!("{e:#}"));
     }
+    // Interrupted load/rmi/save: leftovers `gc` resolves (not corruption).
+    problems.extend(crate::recovery::describe(ctx)?);
     let leftovers = images.store.leftovers()?;
     for l in &leftovers {
         // "leftover:" as the layer store words its own (the crash campaign counts them).
@@ -162,21 +164,34 @@ fn check_images(ctx: &Context, repair: bool) -> Result<(Vec<String>, Vec<String>
             l.display()
         ));
     }
-    let repaired = if repair {
-        images
-            .store
-            .remove_leftovers()?
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let mut repaired = Vec::new();
+    if repair {
+        // `--repair` collects leftovers as gc does, interrupted image operations included.
+        let resolved = crate::recovery::resolve(ctx)?;
+        repaired.extend(resolved.removed);
+        problems.extend(
+            resolved
+                .failures
+                .iter()
+                .map(|f| format!("could not resolve {f}")),
+        );
+        repaired.extend(
+            images
+                .store
+                .remove_leftovers()?
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
+    }
     Ok((problems, repaired))
 }
 
 #[derive(Debug, Serialize)]
 struct GcJson {
+    /// Interrupted image operations resolved: `rolled back interrupted load of …`.
+    interrupted: Vec<String>,
+    /// What resolving them removed (images, layers, temporary archives).
+    removed_by_interrupted: Vec<String>,
     finished_removals: Vec<String>,
     leftovers: Vec<String>,
     driver_dirs: Vec<String>,
@@ -188,7 +203,12 @@ struct GcJson {
 /// Removes garbage only (stale write-sets, interrupted removals, driver directories nothing
 /// names); goes on past what it cannot remove and exits 1 if anything failed.
 pub fn gc(ctx: &Context) -> Result<()> {
-    let report = ctx.store.collect_garbage()?;
+    let mut report = ctx.store.collect_garbage()?;
+    // Then the image operations a kill interrupted, on a layer store whose own interrupted
+    // removals are finished: each rolled back or finished as its journal record says.
+    let resolved = crate::recovery::resolve(ctx)?;
+    report.kept.extend(resolved.kept);
+    report.failures.extend(resolved.failures);
     // Interrupted image-metadata writes leave only `.tmp-*` files (the targets are renamed
     // over atomically); they are the image side's garbage.
     let image_leftovers: Vec<String> = ctx
@@ -201,6 +221,8 @@ pub fn gc(ctx: &Context) -> Result<()> {
     let failures = report.failures.clone();
     if ctx.json {
         output::json(&GcJson {
+            interrupted: resolved.resolved,
+            removed_by_interrupted: resolved.removed,
             finished_removals: report.finished_removals,
             leftovers: report.leftovers,
             driver_dirs: report.driver_dirs,
@@ -209,6 +231,12 @@ pub fn gc(ctx: &Context) -> Result<()> {
             failures: report.failures,
         })?;
     } else {
+        for r in &resolved.resolved {
+            outln!("{r}");
+        }
+        for r in &resolved.removed {
+            outln!("removed {r}");
+        }
         for l in &image_leftovers {
             outln!("removed image metadata leftover {l}");
         }
@@ -227,7 +255,7 @@ pub fn gc(ctx: &Context) -> Result<()> {
         for f in &report.failures {
             outln!("failed: {f}");
         }
-        if report.is_empty() && image_leftovers.is_empty() {
+        if report.is_empty() && image_leftovers.is_empty() && resolved.resolved.is_empty() {
             outln!("nothing to remove");
         }
     }

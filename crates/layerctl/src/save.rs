@@ -19,18 +19,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use image_meta::{ImageId, Reference};
+use image_meta::journal::SaveRecord;
+use image_meta::{ImageId, Operation, Reference};
 use layer_archive::codec::writer::encode_header;
 use layer_archive::{EntryKind, Header, HeaderStyle, Time};
 use layer_digest::chain_ids;
 
 use crate::context::Context;
 use crate::progress;
+use crate::recovery::SAVE_TEMP_PREFIX;
 
 #[derive(Debug, Args)]
 pub struct SaveArgs {
@@ -102,13 +104,57 @@ pub fn run(ctx: &Context, args: SaveArgs) -> Result<()> {
             _ => PathBuf::from("."),
         }
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".layerctl-save-")
-        .tempfile_in(&dir)
-        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-    write_archive(ctx, &images, tmp.as_file_mut()).context("save")?;
-    let file = tmp.as_file_mut();
-    if to_stdout || in_place {
+    // The temporary archive's name goes into the journal before the file exists, so a kill
+    // at any point leaves nothing `gc` does not remove.
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    let tmp_path = dir.join(format!(
+        "{SAVE_TEMP_PREFIX}{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let in_flight = ctx
+        .images
+        .store
+        .journal()
+        .begin(&Operation::Save(SaveRecord {
+            temp: tmp_path.clone(),
+        }))
+        .context("save")?;
+    let result = write_and_place(ctx, &images, &tmp_path, &target, to_stdout || in_place);
+    if let Err(e) = std::fs::remove_file(&tmp_path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %tmp_path.display(), error = %e, "could not remove the temporary archive");
+        drop(in_flight);
+        eprintln!("warning: {}", crate::context::INTERRUPTED_HINT);
+        return result;
+    }
+    in_flight
+        .finish()
+        .context("remove the save's journal record")?;
+    result
+}
+
+/// Writes the archive to `tmp_path`, then copies it out (`copy_out`: to stdout or into an
+/// existing non-regular `target`) or renames it over `target` (0644, synced, as docker's).
+fn write_and_place(
+    ctx: &Context,
+    images: &[Saved],
+    tmp_path: &std::path::Path,
+    target: &std::path::Path,
+    copy_out: bool,
+) -> Result<()> {
+    let to_stdout = target == std::path::Path::new("-");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp_path)
+        .with_context(|| format!("create the temporary archive {}", tmp_path.display()))?;
+    write_archive(ctx, images, &mut file).context("save")?;
+    let file = &mut file;
+    if copy_out {
         file.seek(SeekFrom::Start(0))?;
         let out: Box<dyn Write> = if to_stdout {
             use std::os::fd::AsFd;
@@ -122,7 +168,7 @@ pub fn run(ctx: &Context, args: SaveArgs) -> Result<()> {
             Box::new(
                 std::fs::OpenOptions::new()
                     .write(true)
-                    .open(&target)
+                    .open(target)
                     .with_context(|| format!("open {}", target.display()))?,
             )
         };
@@ -130,11 +176,16 @@ pub fn run(ctx: &Context, args: SaveArgs) -> Result<()> {
         io::copy(file, &mut out)?;
         out.flush().context("write the archive")?;
     } else {
-        crate::layer_cmd::set_output_mode(file, &target)?;
+        crate::layer_cmd::set_output_mode(file, target)?;
         file.sync_all()
             .with_context(|| format!("sync {}", target.display()))?;
-        tmp.persist(&target)
+        std::fs::rename(tmp_path, target)
             .with_context(|| format!("rename into {}", target.display()))?;
+        if let Some(dir) = tmp_path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("sync directory {}", dir.display()))?;
+        }
     }
     Ok(())
 }

@@ -4,7 +4,10 @@
 //! All or nothing: a layer whose DiffID (or OCI blob digest) does not match, or any other
 //! failure, releases every layer this load created, so the store is left as it was. Layers
 //! that existed before are pinned (a reference kept for the rest of the process) so that
-//! releasing their new children can never cascade into deleting them.
+//! releasing their new children can never cascade into deleting them. A kill undoes
+//! nothing itself: the journal record written before the first layer (image-meta's
+//! `Journal`) names the images and layers the load creates, and `gc` rolls them back unless
+//! the tags were written (see `crate::recovery`).
 //!
 //! Streaming: an archive file is indexed in place and each layer read straight from it; stdin
 //! and compressed archives are first spooled to an unnamed temporary file under the root.
@@ -20,7 +23,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use layer_digest::{ChainId, DigestReader, chain_id};
+use image_meta::Operation;
+use image_meta::journal::LoadRecord;
+use layer_digest::{ChainId, DigestReader, chain_id, chain_ids};
 use layer_store::LayerRef;
 
 use crate::compression::{self, Compression};
@@ -51,19 +56,65 @@ pub fn run(ctx: &Context, args: LoadArgs) -> Result<()> {
     let repos = ctx.images.repositories()?;
 
     let mut loader = Loader::new(ctx, usize::from(args.parallel_layers));
-    let result = loader
-        .load_all(&source, &plans)
-        .and_then(|tops| record::images(ctx, &plans, &tops, &parents, repos));
+    // Before the first write: what this load will create, so that a kill at any later point
+    // is rolled back (or, once the tags are written, finished) by `gc`.
+    let mut journal_record = plan_record(ctx, &plans, &loader.before);
+    let in_flight = ctx
+        .images
+        .store
+        .journal()
+        .begin(&Operation::Load(journal_record.clone()))
+        .with_context(|| format!("load {}", args.input))?;
+    let result = loader.load_all(&source, &plans).and_then(|tops| {
+        record::images(ctx, &plans, &tops, &parents, repos, || {
+            journal_record.committed = true;
+            in_flight
+                .update(&Operation::Load(journal_record.clone()))
+                .context("mark the load committed in its journal record")
+        })
+    });
     match result {
         Ok(loaded) => {
             loader.keep();
+            in_flight
+                .finish()
+                .context("remove the load's journal record")?;
             record::print(ctx, &loaded)
         }
         Err(e) => {
-            loader.roll_back();
+            // Undone here; a record whose undo failed stays for `gc`.
+            if loader.roll_back() {
+                if let Err(e) = in_flight.finish() {
+                    tracing::warn!(error = %e, "could not remove the load's journal record");
+                }
+            } else {
+                eprintln!("warning: {}", crate::context::INTERRUPTED_HINT);
+            }
             Err(e).with_context(|| format!("load {}", args.input))
         }
     }
+}
+
+/// The journal record of a load about to start: the images and layers (chain IDs, from the
+/// configs' DiffIDs) not in the store yet, and the tags.
+fn plan_record(ctx: &Context, plans: &[ImagePlan], before: &HashSet<ChainId>) -> LoadRecord {
+    let db = ctx.images.store.imagedb();
+    let mut record = LoadRecord::default();
+    for plan in plans {
+        if !db.exists(&plan.id) && !record.created_images.contains(&plan.id) {
+            record.created_images.push(plan.id.clone());
+        }
+        let diffs: Vec<_> = plan.layers.iter().map(|l| l.diff_id.clone()).collect();
+        for chain in chain_ids(&diffs) {
+            if !before.contains(&chain) && !record.registered_layers.contains(&chain) {
+                record.registered_layers.push(chain);
+            }
+        }
+        for tag in &plan.tags {
+            record.tags.push((tag.clone(), plan.id.clone()));
+        }
+    }
+    record
 }
 
 /// The `Parent` links of a `docker save` manifest that docker keeps: a parent that is
@@ -463,17 +514,22 @@ impl<'a> Loader<'a> {
     }
 
     /// Failure: releases what this load created, newest first, so each release finds its
-    /// children already gone and deletes the layer.
-    fn roll_back(&mut self) {
+    /// children already gone and deletes the layer. Returns whether every release worked.
+    fn roll_back(&mut self) -> bool {
+        let mut clean = true;
         while let Some(r) = self.created.pop() {
             let id = r.chain_id().clone();
             match self.ctx.store.release(r) {
                 Ok(removed) => {
                     tracing::info!(layer = %id, removed = removed.len(), "rolled back layer")
                 }
-                Err(e) => tracing::error!(layer = %id, error = %e, "could not roll back layer"),
+                Err(e) => {
+                    clean = false;
+                    tracing::error!(layer = %id, error = %e, "could not roll back layer")
+                }
             }
         }
+        clean
     }
 }
 

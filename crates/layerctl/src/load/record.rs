@@ -2,7 +2,9 @@
 //!
 //! Order, for crash safety: configs (and distribution records) first, then parent links,
 //! then `repositories.json` in one atomic write. A crash before the tags leaves images
-//! without tags (docker's dangling images), never a tag naming an image that is not there.
+//! without tags (docker's dangling images), never a tag naming an image that is not there;
+//! the load's journal record (written before its first layer) lets `gc` roll those images
+//! and the layers back. Once the tags are written the record is marked committed.
 
 use std::collections::HashSet;
 
@@ -28,13 +30,15 @@ pub struct Loaded {
 }
 
 /// Writes every image of `plans` and its tags, and takes the images' references on their top
-/// layers. On failure the images this call created are removed and no tag is written.
+/// layers; `committed` runs once the tags are written (the load's journal record says so). On
+/// failure the images this call created are removed and no tag is written.
 pub fn images(
     ctx: &Context,
     plans: &[ImagePlan],
     tops: &[Option<ChainId>],
     parents: &[Option<usize>],
     mut repos: Repositories,
+    committed: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Loaded>> {
     let db = ctx.images.store.imagedb();
     let mut created: Vec<ImageId> = Vec::new();
@@ -73,6 +77,13 @@ pub fn images(
         repos.save().context("write the image tags")?;
         Ok(loaded)
     })();
+    // Past the tags the load is done: a failure to mark it so is only reported (a record
+    // left unmarked still resolves as committed, by its tags, unless it has none).
+    let result = result.inspect(|_| {
+        if let Err(e) = committed() {
+            tracing::warn!(error = %format!("{e:#}"), "journal record not marked committed");
+        }
+    });
     match result {
         Ok(loaded) => {
             let mut held = HashSet::new();
