@@ -45,6 +45,9 @@ fn one_driver(driver: &str) {
     assert_eq!(out, "Loaded image: lsbox:v1\n", "{driver}");
 
     // 2. dockerd lists it with our ID and runs it: the marker shows, the whiteout holds.
+    // With a journal record beside its metadata, as a load killed just after writing its
+    // tags leaves it: dockerd ignores the file, and `gc` later finishes that load.
+    let record = interrupted_load_record(&root, driver, &id, "lsbox:v1", &layers);
     let d = Dockerd::start(&state, &root, driver);
     let listed = d.ok(&[
         "images",
@@ -101,6 +104,13 @@ fn one_driver(driver: &str) {
         })
         .collect();
     d.stop();
+    assert!(
+        record.exists(),
+        "{driver}: dockerd touched the journal record"
+    );
+    let out = layerctl(&root, driver, &["gc"]);
+    assert!(out.contains("finished interrupted load"), "{driver}: {out}");
+    assert!(!record.exists(), "{driver}: gc left the journal record");
 
     let images = json(run({
         let mut c = ctl(&root, driver);
@@ -240,6 +250,37 @@ fn one_driver(driver: &str) {
     let mut want: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
     want.sort();
     assert_eq!(tars, want, "{driver}: docker save's layer tars");
+}
+
+/// Writes the journal record of a load of image `id` (tag `tag`, `layers`) killed after its
+/// tags were written but before its record was marked committed; returns the record's path.
+fn interrupted_load_record(
+    root: &Path,
+    driver: &str,
+    id: &str,
+    tag: &str,
+    layers: &[Vec<u8>],
+) -> std::path::PathBuf {
+    use image_meta::journal::LoadRecord;
+    let image: image_meta::ImageId = id.parse().unwrap();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let record = LoadRecord {
+        created_images: vec![image.clone()],
+        registered_layers: chain_ids(&diffs)
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect(),
+        tags: vec![(image_meta::Reference::parse_normalized(tag).unwrap(), image)],
+        committed: false,
+    };
+    let in_flight = image_meta::ImageStore::new(root, driver)
+        .journal()
+        .begin(&image_meta::Operation::Load(record))
+        .unwrap();
+    // Dropped unfinished: the record stays on disk, as a kill leaves it.
+    let path = in_flight.path().to_path_buf();
+    drop(in_flight);
+    path
 }
 
 /// A layer whose entries are owned by 0, 1000 and 65534.

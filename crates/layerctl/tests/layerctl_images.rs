@@ -725,9 +725,10 @@ fn tagged(root: &Path, driver: &str) -> Tagged {
 }
 
 /// SIGKILL during `load`, `tag`, `rmi` (and a `load` that moves a tag): after every kill the
-/// images and tags are the state before the command or the state after it, never a mix;
-/// `check` reports nothing but leftovers, `gc` removes them, and the command, run again,
-/// finishes the job. Kills land anywhere from start-up to the last rename (0..1.5× the
+/// tags are the state before the command or the state after it, never a mix (a dangling
+/// image may sit beside them); `check` reports nothing but leftovers, and after `gc`
+/// (which resolves the killed command's journal record) the images and tags are exactly the
+/// old or the new state; the command, run again, finishes the job. Kills land anywhere from start-up to the last rename (0..1.5× the
 /// command's measured duration).
 #[test]
 fn sigkill_during_load_tag_rmi_leaves_old_or_new_images() {
@@ -884,31 +885,24 @@ fn sigkill_during_load_tag_rmi_leaves_old_or_new_images() {
                 }
                 ok(run(cmd(&root, driver, &["gc"])));
                 assert_check_clean(&root, driver);
-                if target == &before && &now != after {
+                // gc resolves the killed command's journal record: a dangling image is rolled
+                // back (load) or deleted (rmi), so the images are exactly the old or the new.
+                let settled = tagged(&root, driver);
+                assert!(
+                    settled == before || &settled == after,
+                    "{what}: after gc, neither old nor new: {settled:?}, before {before:?}, after {after:?}"
+                );
+                if settled == before && &settled != after {
                     // The user runs it again; it does the whole job.
                     ok(run(cmd(&root, driver, args)));
-                }
-                // A dangling image left by a kill is removed as Docker's is: `rmi` by ID.
-                for (id, t) in tagged(&root, driver) {
-                    if t.is_empty() && !after.contains_key(&id) {
-                        ok(run(cmd(&root, driver, &["rmi", &id])));
-                    }
                 }
                 assert_eq!(&tagged(&root, driver), after, "{what}: after the retry");
                 before = after.clone();
             }
         }
-        // A killed rmi may leave layers no image holds (as Docker's may); nothing else.
-        let chains = chain_ids(&diffs);
-        for l in json(run(cmd(&root, driver, &["--json", "ls"])))
-            .as_array()
-            .unwrap()
-        {
-            assert!(
-                chains.contains(&l["chain_id"].as_str().unwrap().to_owned()),
-                "{l}"
-            );
-        }
+        // Every image is gone at the end of a cycle, and so is every layer: none that a
+        // killed load registered or a killed rmi had still to release survives gc.
+        assert_eq!(layer_ids(&root, driver), Vec::<String>::new(), "{driver}");
         eprintln!(
             "{driver}: {kills} kills; {old_seen} left the old images, {new_seen} the new, \
              {dangling_seen} the old or new tags with a dangling image"
@@ -973,5 +967,330 @@ fn repair_and_gc_keep_a_broken_layer_an_image_holds() {
             "{driver}: layers kept"
         );
         assert_eq!(images_json(&root, driver), listed, "{driver}");
+    }
+}
+
+/// Leaves the journal record of `op` under the root, as a kill during it would.
+fn leave_record(root: &Path, driver: &str, op: image_meta::Operation) -> PathBuf {
+    let in_flight = image_meta::ImageStore::new(root, driver)
+        .journal()
+        .begin(&op)
+        .unwrap();
+    // Dropped unfinished: the record stays, as after a kill.
+    let path = in_flight.path().to_path_buf();
+    drop(in_flight);
+    path
+}
+
+fn image_id(hex_id: &str) -> image_meta::ImageId {
+    hex_id.parse().unwrap()
+}
+
+fn chain(id: &str) -> layer_digest::ChainId {
+    id.parse().unwrap()
+}
+
+fn layer_ids(root: &Path, driver: &str) -> Vec<String> {
+    let mut ids: Vec<String> = json(run(cmd(root, driver, &["--json", "ls"])))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["chain_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Journal records left under the root.
+fn records(root: &Path, driver: &str) -> Vec<String> {
+    std::fs::read_dir(root.join("image").join(driver))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(image_meta::journal::RECORD_PREFIX))
+        .collect()
+}
+
+const HINT: &str = "interrupted work found: run `layerctl gc`";
+
+/// The state a `load` killed after writing its config, before its tags, leaves: a dangling
+/// image, its new layers, and its journal record. Every command then points at `gc`,
+/// `check` reports it as a leftover, and `gc` rolls it back: the image goes, the layers it
+/// registered go unless something holds them (an RW layer here), and a layer that existed
+/// before the load stays although nothing holds it.
+#[test]
+fn an_interrupted_load_is_rolled_back_by_gc_keeping_what_others_hold() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    let ca = config(&diffs, "a");
+    let ida = sha256(&ca);
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let base = write(dir.path(), "base.tar", &layers[0]);
+        let untagged = write(
+            dir.path(),
+            "untagged.tar",
+            &save_archive(&[Img {
+                config: ca.clone(),
+                tags: vec![],
+                layers: layers.clone(),
+            }]),
+        );
+        // A layer imported before the load: nothing holds it, it is not the load's.
+        ok(run(cmd(&root, driver, &["import", base.to_str().unwrap()])));
+        let interrupted = || {
+            image_meta::Operation::Load(image_meta::journal::LoadRecord {
+                created_images: vec![image_id(&ida)],
+                registered_layers: vec![chain(&chains[1]), chain(&chains[2])],
+                tags: vec![(
+                    image_meta::Reference::parse_normalized("app:v1").unwrap(),
+                    image_id(&ida),
+                )],
+                committed: false,
+            })
+        };
+
+        for rw_on_middle in [false, true] {
+            let what = format!("{driver} (RW layer on the middle layer: {rw_on_middle})");
+            ok(run(cmd(
+                &root,
+                driver,
+                &["load", untagged.to_str().unwrap()],
+            )));
+            if rw_on_middle {
+                ok(run(cmd(
+                    &root,
+                    driver,
+                    &["rw", "create", "c1", "--parent", &chains[1]],
+                )));
+            }
+            let record = leave_record(&root, driver, interrupted());
+
+            // Any command points at gc; check calls it a leftover.
+            let out = run(cmd(&root, driver, &["images"]));
+            assert!(out.status.success(), "{what}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(HINT),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Exit 1 (a leftover); the report is on stdout.
+            let out = run(cmd(&root, driver, &["--json", "check", "--quick"]));
+            assert_eq!(out.status.code(), Some(1), "{what}");
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let problems: Vec<&str> = report["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            assert_eq!(problems.len(), 1, "{what}: {problems:?}");
+            assert!(
+                problems[0].starts_with(
+                    "leftover: interrupted load of 1 new image and 2 new layers tagged app:v1"
+                ) && problems[0].ends_with("run `layerctl gc`"),
+                "{what}: {}",
+                problems[0]
+            );
+
+            let out = ok(run(cmd(&root, driver, &["gc"])));
+            assert!(
+                out.contains("rolled back interrupted load"),
+                "{what}: {out}"
+            );
+            assert!(
+                out.contains(&format!("removed image {ida}")),
+                "{what}: {out}"
+            );
+            assert!(
+                !record.exists() && records(&root, driver).is_empty(),
+                "{what}"
+            );
+            assert!(images_json(&root, driver).is_empty(), "{what}");
+            let mut kept = vec![chains[0].clone()];
+            if rw_on_middle {
+                kept.push(chains[1].clone());
+                kept.sort();
+            }
+            assert_eq!(layer_ids(&root, driver), kept, "{what}");
+            let out = run(cmd(&root, driver, &["images"]));
+            assert!(
+                !String::from_utf8_lossy(&out.stderr).contains(HINT),
+                "{what}: hint after gc"
+            );
+            if rw_on_middle {
+                ok(run(cmd(&root, driver, &["rw", "rm", "c1"])));
+            }
+            assert_check_clean(&root, driver);
+        }
+    }
+}
+
+/// A load whose tags were written is done: `gc` drops its record and keeps its image. An
+/// rmi killed before its untag left the image tagged: `gc` keeps it too. An rmi killed past
+/// the untag (the image dangling, or already deleted with its layers not yet released) is
+/// finished by `gc`: image and layers go.
+#[test]
+fn gc_finishes_a_committed_load_and_an_interrupted_rmi() {
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let chains = chain_ids(&diffs);
+    let ca = config(&diffs, "a");
+    let ida = sha256(&ca);
+    let all_chains = || chains.iter().map(|c| chain(c)).collect::<Vec<_>>();
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let tagged_tar = write(
+            dir.path(),
+            "a.tar",
+            &save_archive(&[Img {
+                config: ca.clone(),
+                tags: vec!["app:v1"],
+                layers: layers.clone(),
+            }]),
+        );
+        let untagged_tar = write(
+            dir.path(),
+            "u.tar",
+            &save_archive(&[Img {
+                config: ca.clone(),
+                tags: vec![],
+                layers: layers.clone(),
+            }]),
+        );
+        ok(run(cmd(
+            &root,
+            driver,
+            &["load", tagged_tar.to_str().unwrap()],
+        )));
+        let before = tagged(&root, driver);
+
+        // Killed after its tags, before its record was marked: finished.
+        leave_record(
+            &root,
+            driver,
+            image_meta::Operation::Load(image_meta::journal::LoadRecord {
+                created_images: vec![image_id(&ida)],
+                registered_layers: all_chains(),
+                tags: vec![(
+                    image_meta::Reference::parse_normalized("app:v1").unwrap(),
+                    image_id(&ida),
+                )],
+                committed: false,
+            }),
+        );
+        let rmi = || {
+            image_meta::Operation::Remove(image_meta::journal::RemoveRecord {
+                images: vec![image_id(&ida)],
+                layers: all_chains(),
+                force: false,
+            })
+        };
+        // Killed before its untag: nothing to do.
+        leave_record(&root, driver, rmi());
+        let out = ok(run(cmd(&root, driver, &["gc"])));
+        assert!(out.contains("finished interrupted load"), "{driver}: {out}");
+        assert!(out.contains("finished interrupted rmi"), "{driver}: {out}");
+        assert_eq!(tagged(&root, driver), before, "{driver}");
+        assert_eq!(layer_ids(&root, driver).len(), 3, "{driver}");
+        assert!(records(&root, driver).is_empty(), "{driver}");
+
+        // Killed past the untag: the image is dangling.
+        ok(run(cmd(&root, driver, &["rmi", "app:v1"])));
+        ok(run(cmd(
+            &root,
+            driver,
+            &["load", untagged_tar.to_str().unwrap()],
+        )));
+        leave_record(&root, driver, rmi());
+        let out = ok(run(cmd(&root, driver, &["gc"])));
+        assert!(
+            out.contains(&format!("removed image {ida}")),
+            "{driver}: {out}"
+        );
+        assert!(images_json(&root, driver).is_empty(), "{driver}");
+        assert!(layer_ids(&root, driver).is_empty(), "{driver}");
+
+        // Killed after deleting the image, before releasing its layers.
+        ok(run(cmd(
+            &root,
+            driver,
+            &["load", untagged_tar.to_str().unwrap()],
+        )));
+        image_meta::ImageStore::new(&root, driver)
+            .delete_image(&image_id(&ida))
+            .unwrap();
+        leave_record(&root, driver, rmi());
+        let out = ok(run(cmd(&root, driver, &["gc"])));
+        assert!(out.contains("finished interrupted rmi"), "{driver}: {out}");
+        assert!(layer_ids(&root, driver).is_empty(), "{driver}: {out}");
+        assert!(records(&root, driver).is_empty(), "{driver}");
+        assert_check_clean(&root, driver);
+    }
+}
+
+/// `save -o FILE` writes a temporary archive beside FILE and renames it at the end (0644);
+/// a killed save's temporary archive is removed by `gc`, which removes nothing else a record
+/// names.
+#[test]
+fn a_killed_saves_temporary_archive_is_removed_by_gc() {
+    use std::os::unix::fs::PermissionsExt;
+    let layers = three_layers();
+    let diffs: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    for driver in drivers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let out_dir = dir.path().join("out");
+        std::fs::create_dir(&out_dir).unwrap();
+        let a = write(
+            dir.path(),
+            "a.tar",
+            &save_archive(&[Img {
+                config: config(&diffs, "a"),
+                tags: vec!["app:v1"],
+                layers: layers.clone(),
+            }]),
+        );
+        ok(run(cmd(&root, driver, &["load", a.to_str().unwrap()])));
+        let target = out_dir.join("saved.tar");
+        ok(run(cmd(
+            &root,
+            driver,
+            &["save", "app:v1", "-o", target.to_str().unwrap()],
+        )));
+        let names: Vec<String> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["saved.tar".to_owned()], "{driver}");
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(records(&root, driver).is_empty(), "{driver}");
+
+        let temp = out_dir.join(".layerctl-save-1-0badf00d");
+        std::fs::write(&temp, b"half an archive").unwrap();
+        let save = |p: &Path| {
+            image_meta::Operation::Save(image_meta::journal::SaveRecord {
+                temp: p.to_path_buf(),
+            })
+        };
+        leave_record(&root, driver, save(&temp));
+        // A record naming something that is not a save's temporary archive: kept.
+        leave_record(&root, driver, save(&target));
+        let out = run(cmd(&root, driver, &["images"]));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(HINT));
+        let out = ok(run(cmd(&root, driver, &["gc"])));
+        assert!(out.contains("removed temporary archive"), "{driver}: {out}");
+        assert!(
+            out.contains(&format!("kept: {} (not a temporary", target.display())),
+            "{driver}: {out}"
+        );
+        assert!(!temp.exists() && target.exists(), "{driver}");
+        assert!(records(&root, driver).is_empty(), "{driver}");
+        assert_check_clean(&root, driver);
     }
 }
