@@ -14,10 +14,8 @@
 //! Needs root, overlayfs and Debian's Go packages (to build moby-open); skipped with a message
 //! otherwise, except under `CI=true`.
 
-#[path = "support/layerctl.rs"]
-mod layerctl;
-#[path = "support/moby.rs"]
-mod moby;
+use testkit::layerctl::{fails_verbose, ok, on_root, run};
+use testkit::moby;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -185,27 +183,30 @@ fn destructive_commands_on_a_damaged_docker_root_keep_what_moby_loads() {
     let root = dir.path().join("root");
     let keep = prepare(&root);
     // Every destructive command, and again.
-    let gc = layerctl::ok(&root, &["gc"]);
+    let gc = ok(run(on_root(&root, &["gc"])));
     for g in ["tmp/write-set-3141592653", &"1".repeat(64), &"3".repeat(64)] {
         assert!(gc.contains(g), "gc collects {g}: {gc}");
     }
-    let (check, _) = layerctl::fails(&root, &["check"]);
+    let (check, _) = fails_verbose(run(on_root(&root, &["check"])));
     assert!(
         check.contains(&format!("layer {L3}: export defect")),
         "a missing tar-split is an export defect, not breakage: {check}"
     );
     assert!(!check.contains("broken"), "{check}");
-    layerctl::fails(&root, &["check", "--repair"]);
-    let (repair, _) = layerctl::fails(&root, &["check", "--repair", "--remove-broken"]);
+    fails_verbose(run(on_root(&root, &["check", "--repair"])));
+    let (repair, _) = fails_verbose(run(on_root(
+        &root,
+        &["check", "--repair", "--remove-broken"],
+    )));
     assert!(!repair.contains("repaired: removed layer"), "{repair}");
     for l in LAYERS {
-        let (_, err) = layerctl::fails(&root, &["rm", l]);
+        let (_, err) = fails_verbose(run(on_root(&root, &["rm", l])));
         assert!(
             err.contains("in use") || err.contains("referenced"),
             "rm {l}: {err}"
         );
     }
-    let gc = layerctl::ok(&root, &["gc"]);
+    let gc = ok(run(on_root(&root, &["gc"])));
     assert!(gc.contains("nothing to remove"), "{gc}");
 
     end_state(&root, &keep, (&loaded, &verified, mounts));
@@ -238,14 +239,14 @@ fn destructive_commands_on_a_damaged_docker_root_keep_what_moby_loads() {
         for args in order.iter() {
             // Each may succeed or fail (the damage is reported, every layer is in use); none
             // may remove what Docker had.
-            let out = layerctl::run(&root, args);
+            let out = run(on_root(&root, args));
             assert!(
                 matches!(out.status.code(), Some(0 | 1)),
                 "order {i}: {args:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let gc = layerctl::ok(&root, &["gc"]);
+        let gc = ok(run(on_root(&root, &["gc"])));
         assert!(gc.contains("nothing to remove"), "order {i}: {gc}");
         end_state(&root, &keep, (&loaded, &verified, mounts));
     }
@@ -298,7 +299,7 @@ fn end_state(
             p.display()
         );
     }
-    let ls = layerctl::ok(root, &["--json", "ls"]);
+    let ls = ok(run(on_root(root, &["--json", "ls"])));
     let listed: BTreeSet<String> = serde_json::from_str::<serde_json::Value>(&ls)
         .unwrap()
         .as_array()

@@ -55,23 +55,9 @@ fn userns() -> Userns {
     }
 }
 
-/// The `layerctl` binary next to this test executable (`target/<profile>/deps/..`).
+/// The `layerctl` binary (testkit finds it beside this test executable).
 fn layerctl() -> PathBuf {
-    if let Some(bin) = std::env::var_os("LAYERCTL_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let bin = profile_dir.join("layerctl");
-    assert!(
-        bin.is_file(),
-        "{} not built: run `cargo build -p layerstore-cli` (cargo test --workspace builds it) or set LAYERCTL_BIN",
-        bin.display()
-    );
-    bin
+    testkit::layerctl::path()
 }
 
 fn big() -> bool {

@@ -10,8 +10,7 @@
 //! Needs root and Debian's Go packages (to build moby-open); skipped with a message
 //! otherwise, except under `CI=true`.
 
-#[path = "support/moby.rs"]
-mod moby;
+use testkit::moby;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

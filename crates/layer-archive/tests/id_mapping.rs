@@ -218,18 +218,13 @@ fn recorded_owners_live_in_the_override_xattr_and_come_back_in_the_walk() {
     let root = tempfile::tempdir().unwrap();
     let mut input = sample();
     // A tar that tries to plant its own owner claim: the xattr is ours in this mode.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(0);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    b.append_pax_extensions([(
-        "SCHILY.xattr.user.containers.override_stat",
-        &b"4242:4242:0644:file"[..],
-    )])
-    .unwrap();
-    b.append_data(&mut h, "claims", &b""[..]).unwrap();
-    let claims = b.into_inner().unwrap();
+    let claims = testkit::tar::Tar::new()
+        .pax(&[(
+            "SCHILY.xattr.user.containers.override_stat",
+            b"4242:4242:0644:file",
+        )])
+        .file("claims", b"")
+        .build();
     input.truncate(input.len() - 1024);
     input.extend_from_slice(&claims);
     let opts = ApplyOptions {

@@ -4,8 +4,6 @@
 //! pointed out, errors that echo neither input contents nor internal IDs, a `--driver` that
 //! does not match the root, and read-only commands that create nothing.
 
-mod layerctl_util;
-
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -13,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use layerctl_util::*;
+use testkit::digest::sha256;
+use testkit::image::*;
+use testkit::layerctl::*;
+use testkit::tar::archive;
 
 fn vfs(root: &Path, args: &[&str]) -> Command {
     let mut c = ctl(root, "vfs");

@@ -28,7 +28,7 @@ use std::process::Command;
 use testkit::digest::sha256 as sha256_hex;
 
 fn layerctl() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_layerctl"))
+    testkit::layerctl::path()
 }
 
 fn root_or_skip(what: &str) -> bool {

@@ -1,11 +1,12 @@
 //! End-to-end tests of the `layerctl` binary: every command, JSON shapes, exit codes, bad
 //! input leaving nothing behind, on vfs and (as root with overlayfs) overlay2.
 
-mod layerctl_util;
-
 use std::path::Path;
 
-use layerctl_util::*;
+use testkit::digest::{chain_ids, sha256};
+use testkit::image::*;
+use testkit::layerctl::*;
+use testkit::tar::archive;
 
 fn cmd(root: &Path, driver: &str, args: &[&str]) -> std::process::Command {
     let mut c = ctl(root, driver);

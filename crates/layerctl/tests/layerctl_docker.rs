@@ -1,13 +1,13 @@
 //! `layerctl` against real Docker output: the overlay2 data-root fixture made by Docker 20.10,
 //! and the `docker save` of the peer chain image (chain IDs must equal Docker's).
 
-mod layerctl_util;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerctl_util::*;
+use testkit::digest::{chain_ids, sha256};
+use testkit::image::*;
+use testkit::layerctl::*;
 
 const L1: &str = "sha256:0c0c732fecfde8fe022171a4178c157432c24ca0bf5fa99e42c51e6ffcce3bba";
 const L2: &str = "sha256:5543758fe7a4c752a0e73eb3082271bcddb3d99a8a4f90e46c46635d2a888c34";
@@ -16,7 +16,7 @@ const L3: &str = "sha256:e8926eb50b2368bbff0760f545fec1c0ff58fa5484644ce6c1309f2
 const COMMITTED: &str = "sha256:2592871b4d224c41c4a6e7d9062857cae0dc936e517a14d53fafbb04a3ef0e4f";
 
 fn fixture_dir() -> PathBuf {
-    shared_fixtures().join("docker-root")
+    testkit::gate::fixtures_dir().join("docker-root")
 }
 
 /// Backticked cells of the README's table rows that start with `prefix`.

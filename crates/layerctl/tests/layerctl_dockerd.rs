@@ -8,12 +8,12 @@
 //! stopped by pid by a guard, also when an assertion fails. Skipped with a message where
 //! dockerd, busybox-static or root is missing, except under `CI=true`.
 
-mod layerctl_util;
-
 use std::path::Path;
 
-use layerctl_util::dockerd::{self, Dockerd};
-use layerctl_util::*;
+use testkit::digest::{chain_ids, sha256};
+use testkit::dockerd::{self, Dockerd};
+use testkit::image::*;
+use testkit::layerctl::*;
 
 fn layerctl(root: &Path, driver: &str, args: &[&str]) -> String {
     let mut c = ctl(root, driver);
@@ -285,28 +285,15 @@ fn interrupted_load_record(
 
 /// A layer whose entries are owned by 0, 1000 and 65534.
 fn owners_layer() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, kind: tar::EntryType, id: u64, mode: u32, body: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_uid(id);
-        h.set_gid(id);
-        h.set_mode(mode);
-        h.set_mtime(1_700_000_000);
-        h.set_size(body.len() as u64);
-        if kind == tar::EntryType::Symlink {
-            h.set_link_name("f").unwrap();
-        }
-        h.set_cksum();
-        b.append_data(&mut h, name, body).unwrap();
-    };
-    use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
-    add("home/", D, 0, 0o755, b"");
-    add("home/u/", D, 1000, 0o750, b"");
-    add("home/u/f", F, 1000, 0o640, b"user's\n");
-    add("home/u/l", L, 1000, 0o777, b"");
-    add("nobody", F, 65534, 0o600, b"n\n");
-    b.into_inner().unwrap()
+    testkit::tar::Tar::new()
+        .dir("home/")
+        .owner(1000, 1000)
+        .entry(tar::EntryType::Directory, "home/u/", "", 0o750, b"")
+        .file_mode("home/u/f", b"user's\n", 0o640)
+        .symlink("home/u/l", "f")
+        .owner(65534, 65534)
+        .file_mode("nobody", b"n\n", 0o600)
+        .build()
 }
 
 /// `(kind, uid, gid, mode)` of every path under `dir` (itself as ""), symlinks not followed.
@@ -365,7 +352,7 @@ fn layer_dirs(store: &Path, driver: &str, chain: &str) -> [std::path::PathBuf; 2
 /// after its own `docker load`.
 #[test]
 fn remapped_images_run_under_dockerd_userns_remap() {
-    use layerctl_util::testuser::{TestUser, can_create_users};
+    use testkit::testuser::{TestUser, can_create_users};
     if dockerd::unavailable().is_some() {
         return; // recorded by testkit's dockerd gate
     }
@@ -379,7 +366,7 @@ fn remapped_images_run_under_dockerd_userns_remap() {
     }
 }
 
-fn remapped_one_driver(user: &layerctl_util::testuser::TestUser, base: u32, driver: &str) {
+fn remapped_one_driver(user: &testkit::testuser::TestUser, base: u32, driver: &str) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     // dockerd refuses a data-root whose ancestors the remapped root cannot traverse.
@@ -615,8 +602,8 @@ impl Drop for DeleteDockremap {
 /// creation comparison is skipped (said on stderr).
 #[test]
 fn remap_default_creates_dockremap_as_dockerd_does() {
-    use layerctl_util::testuser::can_create_users;
     use std::os::unix::fs::PermissionsExt;
+    use testkit::testuser::can_create_users;
     if dockerd::unavailable().is_some() {
         return; // recorded by testkit's dockerd gate
     }

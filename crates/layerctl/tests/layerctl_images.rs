@@ -1,12 +1,13 @@
 //! Images: `load` records them in Docker's imagedb and `repositories.json`, `images`, `tag`,
 //! `rmi` and `save` work on them, `rm` refuses their layers, and bad input changes nothing.
 
-mod layerctl_util;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use layerctl_util::*;
+use testkit::digest::{chain_ids, sha256};
+use testkit::image::*;
+use testkit::layerctl::*;
+use testkit::tar::archive;
 
 fn cmd(root: &Path, driver: &str, args: &[&str]) -> std::process::Command {
     let mut c = ctl(root, driver);

@@ -12,13 +12,12 @@
 //!
 //! Skipped with a message without root or dockerd, except under `CI=true`.
 
-mod layerctl_util;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use layerctl_util::dockerd::{self, Dockerd};
-use layerctl_util::*;
+use testkit::dockerd::{self, Dockerd};
+use testkit::image::*;
+use testkit::layerctl::*;
 
 fn layerctl(root: &Path, args: &[&str]) -> std::process::Output {
     let mut c = bin();

@@ -2,13 +2,12 @@
 //! the tests create (and delete): where the store lives, who owns what, byte-identical
 //! exports, RW layers with an init layer, commits, and every bad input with nothing written.
 
-mod layerctl_util;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use layerctl_util::testuser::{TestUser, can_create_users};
-use layerctl_util::*;
+use testkit::digest::sha256;
+use testkit::layerctl::*;
+use testkit::testuser::{TestUser, can_create_users};
 
 /// A layer whose entries are owned by 0, 1000 and 65534 (a dir, files, a symlink).
 fn owned_layer() -> Vec<u8> {

@@ -4,13 +4,13 @@
 //! few, a layer that needs more is refused as rootless Docker refuses it. The peer for
 //! rootless overlay is containers/storage (rootless Podman's store), run in the same namespace.
 
-mod layerctl_util;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerctl_util::testuser::{TestUser, can_create_users};
-use layerctl_util::*;
+use testkit::digest::sha256;
+use testkit::image::*;
+use testkit::layerctl::*;
+use testkit::testuser::{TestUser, can_create_users};
 
 /// The Docker fixture's chain (l1, l2, l3) and the commit layer on top, as `docker save`.
 const FIXTURE_IMAGE: &str = "docker-root/saved-committed.tar.gz";
@@ -51,6 +51,11 @@ impl Rootless {
 }
 
 fn owned_layer() -> Vec<u8> {
+    owned_entries().build()
+}
+
+/// [`owned_layer`]'s entries, for a test to add more.
+fn owned_entries() -> testkit::tar::Tar {
     testkit::tar::Tar::new()
         .mtime(1_700_000_000)
         .dir("etc/")
@@ -60,7 +65,6 @@ fn owned_layer() -> Vec<u8> {
         .file("home/u/f", b"user's\n")
         .owner(65534, 65534)
         .file("nobody", b"n\n")
-        .build()
 }
 
 fn owner(p: &Path) -> (u32, u32) {
@@ -100,7 +104,9 @@ fn rootless_overlay2_loads_dockers_chain_and_runs_the_rw_cycle() {
         return;
     }
     let r = Rootless::new("lsrl", Some(65536));
-    let image = r.user.copy_in(&shared_fixtures().join(FIXTURE_IMAGE));
+    let image = r
+        .user
+        .copy_in(&testkit::gate::fixtures_dir().join(FIXTURE_IMAGE));
     let out = ok(run(r.ctl(&["load", image.to_str().unwrap()])));
     assert!(out.contains("Loaded image"), "{out}");
 
@@ -566,37 +572,13 @@ fn rootless_overlay2_applies_as_rootless_containers_storage_does() {
         return;
     }
     let r = Rootless::new("lscs", Some(65536));
-    let mut layer = owned_layer();
     // A whiteout and an opaque dir too.
-    {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, kind) in [
-            ("opq/", tar::EntryType::Directory),
-            ("opq/.wh..wh..opq", tar::EntryType::Regular),
-            (".wh.gone", tar::EntryType::Regular),
-        ] {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(kind);
-            h.set_mode(if kind == tar::EntryType::Directory {
-                0o755
-            } else {
-                0o644
-            });
-            h.set_mtime(1_700_000_000);
-            h.set_size(0);
-            h.set_cksum();
-            b.append_data(&mut h, name, &[][..]).unwrap();
-        }
-        let extra = b.into_inner().unwrap();
-        // Both are plain ustar: drop the first one's end blocks and append.
-        let end = layer
-            .chunks(512)
-            .position(|c| c.iter().all(|b| *b == 0))
-            .unwrap()
-            * 512;
-        layer.truncate(end);
-        layer.extend_from_slice(&extra);
-    }
+    let layer = owned_entries()
+        .owner(0, 0)
+        .dir("opq/")
+        .opaque("opq/")
+        .whiteout("gone")
+        .build();
     let input = r.user.home.join("l.tar");
     std::fs::write(&input, &layer).unwrap();
     std::os::unix::fs::chown(&input, Some(r.user.uid), Some(r.user.gid)).unwrap();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn layerctl() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_layerctl"))
+    testkit::layerctl::bin()
 }
 
 fn fixture(rel: &str) -> PathBuf {

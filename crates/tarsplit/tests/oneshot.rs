@@ -6,15 +6,11 @@ use tarsplit::asm::Disassembler;
 use tarsplit::storage::{DiscardFilePutter, JsonPacker};
 
 fn archive() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, body) in [("a.txt", &b"alpha"[..]), ("dir/b.bin", &[7u8; 1500][..])] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(body.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, body).unwrap();
-    }
-    let mut out = b.into_inner().unwrap();
+    let mut out = testkit::tar::Tar::new()
+        .gnu()
+        .file("a.txt", b"alpha")
+        .file("dir/b.bin", &[7u8; 1500])
+        .build();
     out.extend_from_slice(&[0u8; 3000]); // trailing bytes after the end marker are kept too
     out
 }

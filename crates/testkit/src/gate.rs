@@ -296,10 +296,15 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where `../shared/fixtures` is expected, whether or not it is there (see [`fixtures`]).
+pub fn fixtures_dir() -> PathBuf {
+    workspace_root().join("../shared/fixtures")
+}
+
 /// `../shared/fixtures` beside the repository (CI lays a copy of `shared/` there).
 pub fn fixtures() -> Result<PathBuf, Skip> {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| workspace_root().join("../shared/fixtures"));
+    let dir = DIR.get_or_init(fixtures_dir);
     if dir.is_dir() {
         Ok(dir.clone())
     } else {

@@ -16,6 +16,11 @@
 //!   `overlay2` (feature `driver`): the overlay2 driver tests' helpers.
 //! * [`dockerd`]: a private Docker 20.10 daemon (own data-root, socket, exec-root), stopped
 //!   by pid; [`testuser`]: throwaway users with subordinate ID ranges, deleted on drop.
+//! * `layerctl` (feature `layerctl`): the built `layerctl` binary run as users run it, on
+//!   the drivers it starts on here; `image` (same feature): layer tars, `docker save`
+//!   archives, OCI layouts and a runnable busybox image for `load`.
+//! * `moby` (feature `moby`): moby 20.10's own layer store (`../shared/peers/moby-open`)
+//!   built and run as the judge of a data-root.
 //! * `tarsplit` (feature `tarsplit`): the tar-split fixtures with Go's goldens, and a
 //!   proptest strategy for generated archives.
 //!
@@ -35,9 +40,15 @@ pub mod archive;
 pub mod digest;
 pub mod dockerd;
 pub mod gate;
+#[cfg(feature = "layerctl")]
+pub mod image;
+#[cfg(feature = "layerctl")]
+pub mod layerctl;
 pub mod leftovers;
 #[cfg(feature = "meta")]
 pub mod meta;
+#[cfg(feature = "moby")]
+pub mod moby;
 #[cfg(feature = "driver")]
 pub mod overlay2;
 #[cfg(feature = "store")]

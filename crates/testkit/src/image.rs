@@ -1,143 +1,29 @@
-//! Helpers for the end-to-end tests: run the built binary, build layer tars and image
-//! archives in memory, hash, and snapshot a root to prove nothing was left behind.
-#![allow(dead_code, unused_imports)]
+//! Image inputs for `layerctl load`, built in memory: layer tars, `docker save` archives
+//! (both layouts), OCI layouts, and a runnable busybox image.
 
-pub use testkit::{dockerd, testuser};
-
-use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
-pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_layerctl"))
-}
-
-/// The binary on a root and driver, quiet, with no inherited `LAYERCTL_ROOT`.
-pub fn ctl(root: &Path, driver: &str) -> Command {
-    let mut c = bin();
-    c.env_remove("LAYERCTL_ROOT")
-        .env_remove("RUST_LOG")
-        .arg("--root")
-        .arg(root)
-        .arg("--driver")
-        .arg(driver);
-    c
-}
-
-/// Runs and returns the output (stdin closed).
-pub fn run(mut c: Command) -> Output {
-    c.stdin(Stdio::null()).output().expect("run layerctl")
-}
-
-/// Runs with `input` on stdin.
-pub fn run_with_stdin(mut c: Command, input: &[u8]) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn layerctl");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
-}
-
-/// Asserts success and returns stdout as text.
-pub fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Asserts exit status 1 with a single `error: …` line on stderr, with no OS error told
-/// twice; returns that line.
-pub fn fails(out: Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "want exit 1\nstdout: {}\nstderr: {stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "want one stderr line, got {stderr:?}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    // The line is the error's chain joined with ": "; no message repeats its cause.
-    assert!(
-        lines[0].matches("(os error").count() <= 1,
-        "a cause is repeated: {stderr}"
-    );
-    lines[0].to_owned()
-}
-
-pub fn json(out: Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).expect("valid JSON")
-}
-
-pub use testkit::digest::{chain_ids, sha256};
-
-/// The drivers to test: vfs always; overlay2 as root when the driver starts here (asked of
-/// the binary itself, so a not-yet-loaded overlay module still counts). Otherwise the
-/// overlay2 variant is a recorded skip (testkit), and under `CI=true` a failure.
-pub fn drivers() -> Vec<&'static str> {
-    use testkit::gate::{Reason, is_root, skip_variant};
-    static OVERLAY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    if !is_root() {
-        let _ = skip_variant(
-            Some("overlay2"),
-            Reason::NotRoot,
-            "overlayfs mounts, whiteout devices and trusted.* xattrs need root",
-        );
-        return vec!["vfs"];
-    }
-    let overlay = OVERLAY.get_or_init(|| {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut c = ctl(dir.path(), "overlay2");
-        c.arg("info");
-        let out = run(c);
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    });
-    match overlay {
-        Ok(()) => vec!["vfs", "overlay2"],
-        Err(why) => {
-            let _ = skip_variant(
-                Some("overlay2"),
-                Reason::NoOverlay,
-                format!("overlay2 does not start: {why}"),
-            );
-            vec!["vfs"]
-        }
-    }
-}
+use crate::digest::sha256;
+use crate::tar::archive;
 
 /// One entry of a layer tar.
 #[derive(Debug, Clone)]
 pub enum E {
+    /// A directory (name ends in `/`).
     Dir(&'static str),
+    /// A regular file and its content.
     File(&'static str, &'static [u8]),
+    /// A symbolic link and its target.
     Symlink(&'static str, &'static str),
+    /// A hard link and the earlier entry it names.
     Hardlink(&'static str, &'static str),
 }
 
 /// A deterministic layer tar (ustar, owner 0:0, fixed mtime), through testkit's builder
 /// (which writes `..` names raw, as the breakout tests need).
 pub fn layer_tar(entries: &[E]) -> Vec<u8> {
-    let mut t = testkit::tar::Tar::new();
+    let mut t = crate::tar::Tar::new();
     for e in entries {
         t = match e {
             E::Dir(p) => t.dir(p),
@@ -181,19 +67,19 @@ pub fn three_layers() -> Vec<Vec<u8>> {
     ]
 }
 
+/// `data` gzipped (fast level).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
 
+/// `data` zstd-compressed (level 1).
 pub fn zstd(data: &[u8]) -> Vec<u8> {
     zstd::stream::encode_all(data, 1).unwrap()
 }
 
-/// An archive (tar) from `(name, bytes)` members.
-pub use testkit::tar::archive;
-
+/// A minimal image config (amd64, linux) whose rootfs lists `diff_ids`.
 pub fn config_json(diff_ids: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
@@ -307,51 +193,6 @@ pub fn write_oci_dir(dir: &Path, blobs: &[Vec<u8>], diff_ids: &[String]) {
     }
 }
 
-/// Every path under a root except the lock file, for before/after comparisons. overlay2's
-/// `committed` marker is left out: the driver writes it into a parent when a child is created
-/// and, as in moby, keeps it when the child goes. So is the metadata store's own `tmp`
-/// directory (made on first use; anything left inside it still shows).
-pub fn snapshot(root: &Path) -> BTreeSet<PathBuf> {
-    walkdir(root)
-        .into_iter()
-        .filter(|p| {
-            !p.ends_with("layerstore.lock")
-                && !p.ends_with("committed")
-                && !p.ends_with("layerdb/tmp")
-        })
-        .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
-        .collect()
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd {
-        let e = e.unwrap();
-        let p = e.path();
-        out.push(p.clone());
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walkdir(&p));
-        }
-    }
-    out
-}
-
-/// `check` exits 0 and reports ok.
-pub fn assert_check_clean(root: &Path, driver: &str) {
-    let mut c = ctl(root, driver);
-    c.arg("check");
-    let out = ok(run(c));
-    assert!(out.lines().any(|l| l == "ok"), "{out}");
-}
-
-/// The workspace's shared fixtures (`../shared/fixtures`).
-pub fn shared_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-}
-
 /// This machine's architecture in OCI terms.
 pub fn oci_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -375,8 +216,8 @@ pub fn busybox_image(tag: &str) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
 
 /// [`busybox_image`] with `extra` layers on top (each with a history entry of its own).
 pub fn busybox_image_with(tag: &str, extra: Vec<Vec<u8>>) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
-    let busybox = std::fs::read(dockerd::BUSYBOX).expect("read /bin/busybox");
-    let mut t = testkit::tar::Tar::new()
+    let busybox = std::fs::read(crate::dockerd::BUSYBOX).expect("read /bin/busybox");
+    let mut t = crate::tar::Tar::new()
         .dir("bin/")
         .file_mode("bin/busybox", &busybox, 0o755);
     for name in ["sh", "cat", "echo", "test", "["] {
@@ -387,7 +228,7 @@ pub fn busybox_image_with(tag: &str, extra: Vec<Vec<u8>>) -> (Vec<u8>, Vec<u8>, 
         .file("etc/removed", b"must not show\n")
         .entry(tar::EntryType::Directory, "tmp/", "", 0o1777, b"")
         .build();
-    let l2 = testkit::tar::Tar::new()
+    let l2 = crate::tar::Tar::new()
         .dir("etc/")
         .whiteout("etc/removed")
         .file("etc/marker", format!("{BUSYBOX_MARKER}\n").as_bytes())

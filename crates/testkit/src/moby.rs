@@ -1,7 +1,6 @@
 //! moby 20.10's own layer store as the judge: `../shared/peers/moby-open` (moby's real
 //! `layer` package and graph drivers, linked unchanged), built once per target directory with
 //! its `build.sh` (offline once Debian's Go packages are installed) and run on a data-root.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,14 +14,14 @@ const GO_PACKAGES: &[&str] = &[
 ];
 
 fn peer_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/moby-open")
+    crate::gate::workspace_root().join("../shared/peers/moby-open")
 }
 
 /// Why moby-open cannot be built here, if it cannot, recorded as a testkit skip (a failure
 /// under `CI=true`, which installs the Go packages).
 pub fn unavailable() -> Option<String> {
-    use testkit::gate::{Reason, skip};
-    if let Err(s) = testkit::gate::root("moby's overlay2 driver and the fixture") {
+    use crate::gate::{Reason, skip};
+    if let Err(s) = crate::gate::root("moby's overlay2 driver and the fixture") {
         return Some(s.to_string());
     }
     if !peer_dir().join("build.sh").is_file() {
@@ -53,10 +52,17 @@ pub fn unavailable() -> Option<String> {
     why.map(|why| skip(Reason::NoGo, why).to_string())
 }
 
-/// The moby-open binary, built on first use (serialized across test processes by a lock
-/// file; rebuilt when its source is newer).
+/// The moby-open binary, built on first use into `target/tmp/moby-open` (serialized across
+/// test processes by a lock file; rebuilt when its source is newer).
 pub fn binary() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moby-open");
+    // The test executable is target/<profile>/deps/<name>: cargo's CARGO_TARGET_TMPDIR is
+    // target/tmp.
+    let exe = std::env::current_exe().expect("test executable path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("target/<profile>/deps/<test>");
+    let dir = target.join("tmp/moby-open");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = std::fs::File::create(dir.join("build.lock")).unwrap();
     lock.lock().unwrap();
