@@ -384,7 +384,17 @@ fn after_an_interrupt_the_next_command_points_at_gc() {
     // An import that stalls mid-layer: its input is a pipe we keep open. In a process group
     // of its own, as a shell's foreground job, which Ctrl-C signals as a whole (unprivileged,
     // layerctl runs as two processes: itself and its re-executed child in a namespace).
-    let mut child = vfs(&root, &["import", "-"])
+    let mut import = vfs(&root, &["import", "-"]);
+    // A shell also resets Ctrl-C to its default in the job it starts: this test may itself
+    // run with SIGINT ignored (a script's background job), which the child would inherit.
+    // SAFETY: between fork and exec only signal(2), which is async-signal-safe.
+    unsafe {
+        import.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = import
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
