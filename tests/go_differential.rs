@@ -591,9 +591,44 @@ impl Model {
 /// Each path on disk: its node, its inode's data for files, and its (dev, ino).
 type DiskTree = BTreeMap<Vec<u8>, (Node, Option<Inode>, (u64, u64))>;
 
+/// Unprivileged, what Docker extracted with modes its owner cannot read back (a directory
+/// without owner rwx, a file without owner r) cannot be walked or read; root can. The owner
+/// may chmod them, so they are opened up for the walk, and their real modes returned by
+/// inode (hard links share one).
+fn open_up_for_owner(root: &Path) -> HashMap<(u64, u64), u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut real = HashMap::new();
+    if testkit::gate::is_root() {
+        return real;
+    }
+    let mut open_up = |path: &Path, need: u32| {
+        let md = path.symlink_metadata().unwrap();
+        let mode = md.mode() & 0o7777;
+        if mode & need != need {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | need)).unwrap();
+            real.insert((md.dev(), md.ino()), mode);
+        }
+    };
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        open_up(&dir, 0o700);
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let ft = path.symlink_metadata().unwrap().file_type();
+            if ft.is_dir() {
+                dirs.push(path);
+            } else if ft.is_file() {
+                open_up(&path, 0o400);
+            }
+        }
+    }
+    real
+}
+
 /// What is on disk under `root`, in the model's terms, and the root's own metadata.
 fn disk_tree(root: &Path) -> (DiskTree, (u32, i64, i64)) {
     use std::os::unix::ffi::OsStrExt;
+    let real_modes = open_up_for_owner(root);
     let mut out = BTreeMap::new();
     for entry in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
         let entry = entry.unwrap();
@@ -605,7 +640,11 @@ fn disk_tree(root: &Path) -> (DiskTree, (u32, i64, i64)) {
             .as_bytes()
             .to_vec();
         let md = entry.path().symlink_metadata().unwrap();
-        let (uid, gid, perm) = (i64::from(md.uid()), i64::from(md.gid()), md.mode() & 0o7777);
+        let perm = real_modes
+            .get(&(md.dev(), md.ino()))
+            .copied()
+            .unwrap_or(md.mode() & 0o7777);
+        let (uid, gid) = (i64::from(md.uid()), i64::from(md.gid()));
         let ft = md.file_type();
         let (node, inode) = if ft.is_dir() {
             (
@@ -663,10 +702,11 @@ fn disk_tree(root: &Path) -> (DiskTree, (u32, i64, i64)) {
         out.insert(rel, (node, inode, (md.dev(), md.ino())));
     }
     let md = root.metadata().unwrap();
-    (
-        out,
-        (md.mode() & 0o7777, i64::from(md.uid()), i64::from(md.gid())),
-    )
+    let root_perm = real_modes
+        .get(&(md.dev(), md.ino()))
+        .copied()
+        .unwrap_or(md.mode() & 0o7777);
+    (out, (root_perm, i64::from(md.uid()), i64::from(md.gid())))
 }
 
 /// Compares the applied tree with the model; `Err` describes the first difference.
