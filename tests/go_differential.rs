@@ -367,6 +367,11 @@ struct Model {
     /// Names that share one symlink, FIFO or device inode (hard links to them).
     link_groups: Vec<Vec<Vec<u8>>>,
     root: Option<(u32, i64, i64)>,
+    /// Directories (the root as `b""`) some entry gave a mode that keeps its owner out
+    /// (without u+w or u+x), in tar order.
+    closed_dirs: Vec<Vec<u8>>,
+    /// A later entry is in, is, or links into one of `closed_dirs`.
+    reaches_closed_dir: bool,
 }
 
 impl Model {
@@ -375,16 +380,19 @@ impl Model {
     /// extracts that as root (CAP_DAC_OVERRIDE, also as root of a user namespace); a plain
     /// unprivileged process cannot create the entries below it.
     fn has_closed_dir_with_entries(&self) -> bool {
-        self.tree.iter().any(|(path, node)| {
-            matches!(node, Node::Dir { mode, .. } if mode & 0o300 != 0o300) && {
-                let mut below = path.clone();
-                below.push(b'/');
-                self.tree
-                    .range(below.clone()..)
-                    .next()
-                    .is_some_and(|(p, _)| p.starts_with(&below))
-            }
-        })
+        // In tar order too: a directory closed while entries follow it, then reopened by a
+        // later entry of its own, or the root closed by `./`, is not seen in the final tree.
+        self.reaches_closed_dir
+            || self.tree.iter().any(|(path, node)| {
+                matches!(node, Node::Dir { mode, .. } if mode & 0o300 != 0o300) && {
+                    let mut below = path.clone();
+                    below.push(b'/');
+                    self.tree
+                        .range(below.clone()..)
+                        .next()
+                        .is_some_and(|(p, _)| p.starts_with(&below))
+                }
+            })
     }
 
     fn owned_by(&mut self, uid: i64, gid: i64) {
@@ -465,6 +473,26 @@ impl Model {
         }
         let name = clean(&e.name).ok_or("breakout")?;
         let perm = (e.mode & 0o7777) as u32;
+        let link = if e.typeflag == b'1' {
+            clean(&e.link)
+        } else {
+            None
+        };
+        let reaches = |closed: &Vec<u8>, path: &[u8]| {
+            closed.is_empty()
+                || path == closed.as_slice()
+                || (path.starts_with(closed) && path.get(closed.len()) == Some(&b'/'))
+        };
+        if self
+            .closed_dirs
+            .iter()
+            .any(|c| reaches(c, &name) || link.as_deref().is_some_and(|l| reaches(c, l)))
+        {
+            self.reaches_closed_dir = true;
+        }
+        if e.typeflag == b'5' && perm & 0o300 != 0o300 {
+            self.closed_dirs.push(name.clone());
+        }
         if name.is_empty() {
             if e.typeflag != b'5' {
                 return Err("non-directory root entry (deliberate refusal)".into());
