@@ -21,13 +21,17 @@
 //! * the ledger: a layer whose chain ID a command printed (import, load, commit) must still be
 //!   there unless a `rm` that printed it as removed completed; an RW layer whose `rw create`
 //!   printed its mount ID must be there unless its `rw rm` completed;
+//! * images, old or new and never mixed: after gc, `images` lists either nothing or exactly
+//!   the loaded image (its ID, its one tag `crash:latest`, every layer of it in the store); it
+//!   is there after a completed `load`, gone after a completed `rmi`, and after a killed one
+//!   either (gc rolls an interrupted load back or forward and finishes an interrupted rmi);
 //! * no leftovers: no `layerdb/tmp/write-set-*`, no `-removing` dirs, no driver directory that
 //!   no layer's `cache-id` nor any RW layer's `mount-id`/`init-id` names, no dangling overlay2
 //!   `l/` link, no overlay mount under the root that no RW layer explains;
 //! * nothing outside the root changed (a sentinel file beside it).
 //!
-//! Prints per driver: runs, kills, lost, corrupt, leftovers after gc, escapes and panics (a
-//! command that exits 101); fails if any of the last five is not zero.
+//! Prints per driver: runs, kills, lost, corrupt, leftovers after gc, mixed images, escapes
+//! and panics (a command that exits 101); fails if any of the last six is not zero.
 //!
 //! `--userns-remap USER` runs every command with `--userns-remap USER` (the store then lives in
 //! `<root>/<uid>.<gid>/`; what the campaign writes into a mount is given to the remapped root,
@@ -183,7 +187,7 @@ fn layer_tar(rng: &mut Rng, tag: &str, index: usize) -> Result<Vec<u8>> {
 }
 
 /// The import chain (`imp0` ← `imp1` ← …) and a `docker save` image of its own three layers.
-fn generate_inputs(dir: &Path, rng: &mut Rng) -> Result<(Vec<GenLayer>, PathBuf, Vec<String>)> {
+fn generate_inputs(dir: &Path, rng: &mut Rng) -> Result<(Vec<GenLayer>, LoadImage)> {
     fs::create_dir_all(dir)?;
     let mut chain = Vec::new();
     let mut parent: Option<String> = None;
@@ -244,7 +248,33 @@ fn generate_inputs(dir: &Path, rng: &mut Rng) -> Result<(Vec<GenLayer>, PathBuf,
     add(&mut image, "manifest.json", manifest.as_bytes())?;
     let image_path = dir.join("image.tar");
     fs::write(&image_path, image.into_inner()?)?;
-    Ok((chain, image_path, image_chain))
+    Ok((
+        chain,
+        LoadImage {
+            path: image_path,
+            id: format!("sha256:{}", sha256_hex(config.as_bytes())),
+            chain: image_chain,
+        },
+    ))
+}
+
+/// The `docker save` archive the campaign loads and removes again.
+struct LoadImage {
+    path: PathBuf,
+    /// Its image ID (the config's digest).
+    id: String,
+    /// Its layers' chain IDs, bottom first.
+    chain: Vec<String>,
+}
+
+/// What the campaign knows of the loaded image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum ImageState {
+    #[default]
+    Absent,
+    Present,
+    /// A killed `load` or `rmi`: either, settled by the next verification.
+    Either,
 }
 
 /// What one command did.
@@ -327,6 +357,8 @@ struct Ledger {
     rw: BTreeSet<String>,
     /// Layers a killed `rm` may have removed (with their ancestors): forgiven if absent.
     maybe_removed: BTreeSet<String>,
+    /// The loaded image.
+    image: ImageState,
 }
 
 /// Counters of one driver's campaign.
@@ -343,6 +375,14 @@ struct Figures {
     /// removed (moby's order: directories first, record last), finished by running `rw rm`
     /// again.
     interrupted_rw_removals: u64,
+    /// Images after gc that are neither the old state nor the new one: an untagged or
+    /// wrongly tagged image, an image missing a layer, an image back after its rmi.
+    mixed_images: u64,
+    /// `load` and `rmi` runs killed (each leaves a journal record for gc, or nothing).
+    image_kills: u64,
+    /// Journal records of interrupted `load`/`rmi` runs that the verifying gc resolved
+    /// (a killed command's own rollback resolves none; a killed gc may resolve some first).
+    journal_resolved: u64,
     /// Killable `gc` and `check --repair --remove-broken` runs on what the run left (the
     /// destructive paths themselves under SIGKILL), and how many of them were killed.
     maintenance: u64,
@@ -418,8 +458,7 @@ struct Campaign<'a> {
     driver: &'a str,
     rng: Rng,
     chain: &'a [GenLayer],
-    image: &'a Path,
-    image_chain: &'a [String],
+    image: &'a LoadImage,
     ledger: Ledger,
     figures: Figures,
     /// Running mean duration of each command kind, to aim kills inside it.
@@ -466,7 +505,7 @@ impl Campaign<'_> {
         let choice = self.rng.below(10);
         match choice {
             // Import the next layer of the chain whose parent is there.
-            0..=3 => {
+            0..=2 => {
                 let candidates: Vec<usize> = (0..self.chain.len())
                     .filter(|&i| self.chain[i].parent.as_deref().is_none_or(present))
                     .collect();
@@ -488,29 +527,38 @@ impl Campaign<'_> {
             }
             // Remove the loaded image (untag, delete, release its layers) half the time it
             // is there; a killed rmi may have removed the image's layers.
-            4 if present(self.image_chain.last().unwrap()) && self.rng.below(2) == 0 => {
+            3..=4 if present(self.image.chain.last().unwrap()) && self.rng.below(2) == 0 => {
                 let out = self.cmd("rmi", &["rmi", "crash:latest"])?;
                 if out.success {
+                    self.ledger.image = ImageState::Absent;
                     for line in out.stdout.lines() {
                         if let Some(id) = line.strip_prefix("Deleted: ") {
                             self.ledger.layers.remove(id.trim());
                         }
                     }
                 } else if out.killed {
+                    self.ledger.image = ImageState::Either;
+                    self.figures.image_kills += 1;
                     self.ledger
                         .maybe_removed
-                        .extend(self.image_chain.iter().cloned());
+                        .extend(self.image.chain.iter().cloned());
                 }
             }
-            4 => {
-                let image = self.image.display().to_string();
+            3..=4 => {
+                let image = self.image.path.display().to_string();
                 let out = self.cmd("load", &["--json", "load", &image])?;
+                if out.success {
+                    self.ledger.image = ImageState::Present;
+                } else if out.killed {
+                    self.ledger.image = ImageState::Either;
+                    self.figures.image_kills += 1;
+                }
                 if out
                     .stdout
                     .lines()
-                    .any(|l| l.contains(self.image_chain.last().unwrap()))
+                    .any(|l| l.contains(self.image.chain.last().unwrap()))
                 {
-                    self.ledger.layers.extend(self.image_chain.iter().cloned());
+                    self.ledger.layers.extend(self.image.chain.iter().cloned());
                 }
             }
             // rm a leaf that no RW layer uses.
@@ -684,9 +732,17 @@ impl Campaign<'_> {
                 );
             }
         }
-        let (gc_ok, _) = ctl_json(self.ctl, &self.root, self.driver, &["gc"])?;
+        let (gc_ok, gc) = ctl_json(self.ctl, &self.root, self.driver, &["gc"])?;
         if !gc_ok {
             bail!("run {run}: gc failed");
+        }
+        if let Some(resolved) = gc["interrupted"].as_array() {
+            self.figures.journal_resolved += resolved.len() as u64;
+            if self.verbose {
+                for r in resolved {
+                    eprintln!("crash: run {run}: gc: {}", r.as_str().unwrap_or_default());
+                }
+            }
         }
         let (clean, second) = ctl_json(self.ctl, &self.root, self.driver, &["check"])?;
         for p in second["problems"].as_array().context("problems")? {
@@ -721,7 +777,96 @@ impl Campaign<'_> {
             self.figures.leftovers_after_gc += 1;
             eprintln!("crash: run {run}: {} LEFTOVER after gc: {l}", self.driver);
         }
+        self.verify_images(run, &seen)?;
         Ok(seen)
+    }
+
+    /// After gc the loaded image is wholly there or wholly gone, as the ledger allows.
+    fn verify_images(&mut self, run: u64, seen: &Seen) -> Result<()> {
+        let (ok, list) = ctl_json(self.ctl, &self.root, self.driver, &["images"])?;
+        if !ok {
+            bail!("run {run}: images failed");
+        }
+        let list = list.as_array().context("images: array")?;
+        let mut mixed = Vec::new();
+        let mut present = false;
+        for image in list {
+            let id = image["id"].as_str().unwrap_or_default();
+            let tags: Vec<&str> = image["repo_tags"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|t| t.as_str()).collect())
+                .unwrap_or_default();
+            if id != self.image.id {
+                mixed.push(format!("unknown image {id} (tags {tags:?})"));
+                continue;
+            }
+            present = true;
+            if tags != ["crash:latest"] {
+                mixed.push(format!("image {id} has tags {tags:?}, not [crash:latest]"));
+            }
+            if image["top_layer"].as_str() != self.image.chain.last().map(String::as_str) {
+                mixed.push(format!("image {id}: top layer {}", image["top_layer"]));
+            }
+            for layer in &self.image.chain {
+                if !seen.layers.contains_key(layer) {
+                    mixed.push(format!("image {id}: its layer {layer} is gone"));
+                }
+            }
+        }
+        if !present {
+            // Old state: the image's layers are gone, but for those a layer or RW layer of
+            // the user's (a commit on top of one) still holds.
+            let mut held = BTreeSet::new();
+            let mut hold_from = |start: Option<&String>| {
+                let mut id = start.cloned();
+                while let Some(cur) = id {
+                    id = seen.layers.get(&cur).cloned().flatten();
+                    if !held.insert(cur) {
+                        break;
+                    }
+                }
+            };
+            for (id, parent) in &seen.layers {
+                if !self.image.chain.contains(id) {
+                    hold_from(parent.as_ref());
+                }
+            }
+            for (_, _, parent) in seen.rw.values() {
+                hold_from(parent.as_ref());
+            }
+            for layer in &self.image.chain {
+                if seen.layers.contains_key(layer) && !held.contains(layer) {
+                    mixed.push(format!("no image, but its layer {layer} is left, unheld"));
+                }
+            }
+        }
+        match (self.ledger.image, present) {
+            (ImageState::Present, false) => {
+                self.figures.lost += 1;
+                eprintln!(
+                    "crash: run {run}: {} LOST image {}",
+                    self.driver, self.image.id
+                );
+            }
+            (ImageState::Absent, true) => mixed.push(format!(
+                "image {} back after a completed rmi",
+                self.image.id
+            )),
+            _ => {}
+        }
+        for m in &mixed {
+            self.figures.mixed_images += 1;
+            eprintln!(
+                "crash: run {run}: {} MIXED images after gc: {m}",
+                self.driver
+            );
+        }
+        self.ledger.image = if present {
+            ImageState::Present
+        } else {
+            ImageState::Absent
+        };
+        Ok(())
     }
 }
 
@@ -843,7 +988,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let work = std::env::temp_dir().join(format!("layerctl-crash-{}", std::process::id()));
     let mut rng = Rng(seed);
-    let (chain, image, image_chain) = generate_inputs(&work.join("inputs"), &mut rng)?;
+    let (chain, image) = generate_inputs(&work.join("inputs"), &mut rng)?;
     eprintln!(
         "crash: seed {seed}, {runs} runs per driver, work dir {}",
         work.display()
@@ -868,7 +1013,6 @@ pub fn run(args: &[String]) -> Result<()> {
             rng: Rng(seed ^ 0x9E37_79B9_7F4A_7C15),
             chain: &chain,
             image: &image,
-            image_chain: &image_chain,
             ledger: Ledger::default(),
             figures: Figures::default(),
             mean_ms: BTreeMap::new(),
@@ -905,7 +1049,8 @@ pub fn run(args: &[String]) -> Result<()> {
         println!(
             "crash {driver}: runs {} commands {} kills {} lost {} corrupt {} \
              leftovers-before-gc {} leftovers-after-gc {} interrupted-rw-removals {} \
-             gc-or-repair {} (killed {}) escapes {} panics {} ({:.0}s; layers now {}, seed {seed})",
+             gc-or-repair {} (killed {}) load-or-rmi-killed {} (gc resolved {}) mixed-images {} escapes {} panics {} \
+             ({:.0}s; layers now {}, seed {seed})",
             f.runs,
             f.commands,
             f.kills,
@@ -916,19 +1061,23 @@ pub fn run(args: &[String]) -> Result<()> {
             f.interrupted_rw_removals,
             f.maintenance,
             f.maintenance_kills,
+            f.image_kills,
+            f.journal_resolved,
+            f.mixed_images,
             f.escapes,
             f.panics,
             started.elapsed().as_secs_f64(),
             seen.layers.len(),
         );
-        failed |= f.lost + f.corrupt + f.leftovers_after_gc + f.escapes + f.panics > 0;
+        failed |=
+            f.lost + f.corrupt + f.leftovers_after_gc + f.mixed_images + f.escapes + f.panics > 0;
         teardown(&ctl, &root, driver)?;
     }
     if !keep {
         let _ = fs::remove_dir_all(&work);
     }
     if failed {
-        bail!("the crash campaign found lost, corrupt or leftover state (see above)");
+        bail!("the crash campaign found lost, corrupt, mixed or leftover state (see above)");
     }
     Ok(())
 }
