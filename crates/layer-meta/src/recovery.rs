@@ -218,6 +218,19 @@ impl MetaStore {
     /// Scans for everything interrupted work can leave behind and logs each find as a warning.
     /// Nothing is removed; see [`MetaStore::remove_leftover`].
     pub fn leftovers(&self) -> Result<Leftovers> {
+        self.scan(true)
+    }
+
+    /// What an interrupted transaction, mount or removal left: the stale write-sets, half
+    /// mounts, `-removing` directories and strays of `tmp/` and `mounts/` that
+    /// [`MetaStore::leftovers`] finds, without loading every layer to find the unloadable
+    /// ones (`blocking_layers` stays empty, and so do the strays of `sha256/`). Its cost does
+    /// not grow with the layers' metadata: a command can afford it on every start.
+    pub fn interrupted(&self) -> Result<Leftovers> {
+        self.scan(false)
+    }
+
+    fn scan(&self, load_layers: bool) -> Result<Leftovers> {
         let fs = &self.inner.fs;
         let mut found = Leftovers::default();
         let push = |list: &mut Vec<Leftover>, kind, rel_path: String, reason: String| {
@@ -295,9 +308,12 @@ impl MetaStore {
             }
         }
 
-        let layers = fs
-            .read_dir(LAYERS_DIR)
-            .map_err(|e| fs.io_error("read directory", LAYERS_DIR, e))?;
+        let layers = if load_layers {
+            fs.read_dir(LAYERS_DIR)
+                .map_err(|e| fs.io_error("read directory", LAYERS_DIR, e))?
+        } else {
+            None
+        };
         for entry in layers.unwrap_or_default() {
             let lossy = entry.name.to_string_lossy().into_owned();
             let rel = format!("{LAYERS_DIR}/{lossy}");

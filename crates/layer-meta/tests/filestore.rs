@@ -834,3 +834,40 @@ fn large_listing_is_complete_sorted_and_reports_broken() {
         assert_eq!(record, &store.layer(&record.chain_id).unwrap());
     }
 }
+
+/// `interrupted()` (what every layerctl command checks on start) finds what an interrupted
+/// transaction, mount or removal left, as `leftovers()` does, but loads no layer: an
+/// unloadable layer directory is only `leftovers()`'s to report.
+#[test]
+fn interrupted_finds_leftovers_without_loading_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ids = chain(3);
+    commit_layer(&store, &ids, 0).unwrap();
+    let root = store.root().to_path_buf();
+    fs::create_dir_all(root.join("tmp/write-set-123456789")).unwrap();
+    fs::create_dir_all(root.join("mounts/half")).unwrap();
+    fs::create_dir_all(root.join(format!(
+        "sha256/{}-{}-removing",
+        ids[1].hex(),
+        "ab".repeat(32)
+    )))
+    .unwrap();
+    // An empty layer directory: does not load.
+    fs::create_dir_all(store.layer_path(&ids[2]).unwrap()).unwrap();
+
+    let quick = store.interrupted().unwrap();
+    let full = store.leftovers().unwrap();
+    for found in [&quick, &full] {
+        assert_eq!(found.stale_write_sets.len(), 1, "{found:?}");
+        assert_eq!(found.half_mounts.len(), 1, "{found:?}");
+        assert_eq!(found.removing.len(), 1, "{found:?}");
+        assert_eq!(found.removing[0].chain_id, ids[1]);
+    }
+    assert!(quick.blocking_layers.is_empty(), "{quick:?}");
+    assert_eq!(full.blocking_layers.len(), 1, "{full:?}");
+    assert!(
+        full.blocking_layers[0].rel_path.ends_with(ids[2].hex()),
+        "{full:?}"
+    );
+}

@@ -131,7 +131,9 @@ fn open_store(opts: StoreOptions) -> Result<Store> {
 /// command is running, so none of it is in flight.
 fn interrupted_work(store: &Store) -> bool {
     let meta = store.meta();
-    let layers = match meta.leftovers() {
+    // Not `leftovers()`: that loads every layer again (the open just did), which at 10^4
+    // layers doubled the cost of every command.
+    let layers = match meta.interrupted() {
         Ok(l) => {
             !l.stale_write_sets.is_empty() || !l.half_mounts.is_empty() || !l.removing.is_empty()
         }
