@@ -224,8 +224,9 @@ impl MetaStore {
     /// What an interrupted transaction, mount or removal left: the stale write-sets, half
     /// mounts, `-removing` directories and strays of `tmp/` and `mounts/` that
     /// [`MetaStore::leftovers`] finds, without loading every layer to find the unloadable
-    /// ones (`blocking_layers` stays empty, and so do the strays of `sha256/`). Its cost does
-    /// not grow with the layers' metadata: a command can afford it on every start.
+    /// ones (`blocking_layers` holds only entries that are not directories; the store's
+    /// open reports the rest). It reads directories only, not the layers' files: a command
+    /// can afford it on every start.
     pub fn interrupted(&self) -> Result<Leftovers> {
         self.scan(false)
     }
@@ -308,12 +309,9 @@ impl MetaStore {
             }
         }
 
-        let layers = if load_layers {
-            fs.read_dir(LAYERS_DIR)
-                .map_err(|e| fs.io_error("read directory", LAYERS_DIR, e))?
-        } else {
-            None
-        };
+        let layers = fs
+            .read_dir(LAYERS_DIR)
+            .map_err(|e| fs.io_error("read directory", LAYERS_DIR, e))?;
         for entry in layers.unwrap_or_default() {
             let lossy = entry.name.to_string_lossy().into_owned();
             let rel = format!("{LAYERS_DIR}/{lossy}");
@@ -322,13 +320,15 @@ impl MetaStore {
                 Some(MOUNTS_DIR) => {} // moby also ignores a historical `sha256/mounts`
                 Some(name) => match layout::parse_layer_dir_name(name) {
                     Some(chain_id) => {
-                        let loaded = if entry.file_type == FileType::Directory {
-                            self.layer(&chain_id).map(drop)
-                        } else {
+                        let loaded = if entry.file_type != FileType::Directory {
                             Err(Error::Corrupt {
                                 path: fs.path(&rel),
                                 problem: crate::Corruption::NotADirectory,
                             })
+                        } else if load_layers {
+                            self.layer(&chain_id).map(drop)
+                        } else {
+                            Ok(())
                         };
                         if let Err(error) = loaded {
                             push(

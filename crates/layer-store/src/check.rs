@@ -220,7 +220,8 @@ impl Store {
             }
         }
 
-        let leftovers = meta.leftovers()?;
+        // Unloadable layers were reported above: no second load of every layer.
+        let leftovers = meta.interrupted()?;
         for l in leftovers.all() {
             match l.kind {
                 // Reported above as unloadable layers.
