@@ -25,6 +25,8 @@
 //!   the loaded image (its ID, its one tag `crash:latest`, every layer of it in the store); it
 //!   is there after a completed `load`, gone after a completed `rmi`, and after a killed one
 //!   either (gc rolls an interrupted load back or forward and finishes an interrupted rmi);
+//!   when a run's load or rmi leaves no image, no layer of the image that the load registered
+//!   (or, after an rmi, none at all) is left that nothing holds;
 //! * no leftovers: no `layerdb/tmp/write-set-*`, no `-removing` dirs, no driver directory that
 //!   no layer's `cache-id` nor any RW layer's `mount-id`/`init-id` names, no dangling overlay2
 //!   `l/` link, no overlay mount under the root that no RW layer explains;
@@ -466,7 +468,18 @@ struct Campaign<'a> {
     next_rw: u64,
     /// The RW layer whose `rw rm` was killed in this run, if one was.
     killed_rw_rm: Option<String>,
+    /// The image operation of this run, if it was one.
+    image_op: Option<ImageOp>,
     verbose: bool,
+}
+
+/// A `load` or `rmi` a run ran, for the check of what it may leave.
+enum ImageOp {
+    /// The image's layers that were there before it began (a rollback keeps them).
+    Load {
+        before: BTreeSet<String>,
+    },
+    Rmi,
 }
 
 impl Campaign<'_> {
@@ -475,8 +488,16 @@ impl Campaign<'_> {
         let mean = *self.mean_ms.get(kind).unwrap_or(&80.0);
         // One command in three runs to completion, so the store grows and later steps of a
         // cycle get exercised too.
-        let kill_after = (self.rng.below(3) != 0)
-            .then(|| Duration::from_micros(self.rng.below((mean * 1500.0) as u64 + 1)));
+        let kill_after = (self.rng.below(3) != 0).then(|| {
+            // An image operation commits at its end (layers, then config, then tags): half of
+            // its kills are aimed at the last half of its running time.
+            if matches!(kind, "load" | "reload" | "rmi") && self.rng.below(2) == 0 {
+                let half = (mean * 500.0) as u64;
+                Duration::from_micros(half + self.rng.below(half + 1))
+            } else {
+                Duration::from_micros(self.rng.below((mean * 1500.0) as u64 + 1))
+            }
+        });
         let start = Instant::now();
         let out = run_ctl(self.ctl, &self.root, self.driver, args, kill_after)?;
         self.figures.commands += 1;
@@ -528,6 +549,7 @@ impl Campaign<'_> {
             // Remove the loaded image (untag, delete, release its layers) half the time it
             // is there; a killed rmi may have removed the image's layers.
             3..=4 if present(self.image.chain.last().unwrap()) && self.rng.below(2) == 0 => {
+                self.image_op = Some(ImageOp::Rmi);
                 let out = self.cmd("rmi", &["rmi", "crash:latest"])?;
                 if out.success {
                     self.ledger.image = ImageState::Absent;
@@ -546,7 +568,20 @@ impl Campaign<'_> {
             }
             3..=4 => {
                 let image = self.image.path.display().to_string();
-                let out = self.cmd("load", &["--json", "load", &image])?;
+                self.image_op = Some(ImageOp::Load {
+                    before: (self.image.chain.iter())
+                        .filter(|l| present(l))
+                        .cloned()
+                        .collect(),
+                });
+                // A load of an image that is there registers nothing: timed apart, so that
+                // the kills of a real load are aimed by a real load's running time.
+                let kind = if present(self.image.chain.last().unwrap()) {
+                    "reload"
+                } else {
+                    "load"
+                };
+                let out = self.cmd(kind, &["--json", "load", &image])?;
                 if out.success {
                     self.ledger.image = ImageState::Present;
                 } else if out.killed {
@@ -813,9 +848,12 @@ impl Campaign<'_> {
                 }
             }
         }
-        if !present {
-            // Old state: the image's layers are gone, but for those a layer or RW layer of
-            // the user's (a commit on top of one) still holds.
+        // Old state after this run's load or rmi: what the load registered is gone, and after
+        // an rmi every layer of the image is, but for those a layer or RW layer of the user's
+        // (a commit on top of one) holds. (A killed `rm` may leave unheld layers of its own;
+        // other runs are not judged by this.)
+        let image_op = self.image_op.take();
+        if let (false, Some(op)) = (present, &image_op) {
             let mut held = BTreeSet::new();
             let mut hold_from = |start: Option<&String>| {
                 let mut id = start.cloned();
@@ -835,7 +873,9 @@ impl Campaign<'_> {
                 hold_from(parent.as_ref());
             }
             for layer in &self.image.chain {
-                if seen.layers.contains_key(layer) && !held.contains(layer) {
+                let kept_by_rollback =
+                    matches!(op, ImageOp::Load { before } if before.contains(layer));
+                if seen.layers.contains_key(layer) && !held.contains(layer) && !kept_by_rollback {
                     mixed.push(format!("no image, but its layer {layer} is left, unheld"));
                 }
             }
@@ -1018,6 +1058,7 @@ pub fn run(args: &[String]) -> Result<()> {
             mean_ms: BTreeMap::new(),
             next_rw: 0,
             killed_rw_rm: None,
+            image_op: None,
             verbose,
         };
         // `info` sets the new root up: `check` and the other read-only commands create
