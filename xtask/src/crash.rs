@@ -400,6 +400,13 @@ struct Seen {
     rw: BTreeMap<String, (String, Option<String>, Option<String>)>,
 }
 
+impl Seen {
+    /// `start` and its ancestors, child first, as `ls` reported them.
+    fn with_ancestors(&self, start: Option<&String>) -> Vec<String> {
+        std::iter::successors(start.cloned(), |id| self.layers.get(id).cloned().flatten()).collect()
+    }
+}
+
 fn observe(ctl: &Invoke, root: &Path, driver: &str) -> Result<Seen> {
     let (ok, ls) = ctl_json(ctl, root, driver, &["ls"])?;
     if !ok {
@@ -625,11 +632,9 @@ impl Campaign<'_> {
                     }
                 } else if out.killed {
                     // A killed rm may have removed the layer and some ancestors.
-                    let mut id = Some(target);
-                    while let Some(cur) = id {
-                        id = seen.layers.get(&cur).cloned().flatten();
-                        self.ledger.maybe_removed.insert(cur);
-                    }
+                    self.ledger
+                        .maybe_removed
+                        .extend(seen.with_ancestors(Some(&target)));
                 }
             }
             // The RW cycle; each step may be the one killed, later steps then skipped.
@@ -855,22 +860,13 @@ impl Campaign<'_> {
         let image_op = self.image_op.take();
         if let (false, Some(op)) = (present, &image_op) {
             let mut held = BTreeSet::new();
-            let mut hold_from = |start: Option<&String>| {
-                let mut id = start.cloned();
-                while let Some(cur) = id {
-                    id = seen.layers.get(&cur).cloned().flatten();
-                    if !held.insert(cur) {
-                        break;
-                    }
-                }
-            };
             for (id, parent) in &seen.layers {
                 if !self.image.chain.contains(id) {
-                    hold_from(parent.as_ref());
+                    held.extend(seen.with_ancestors(parent.as_ref()));
                 }
             }
             for (_, _, parent) in seen.rw.values() {
-                hold_from(parent.as_ref());
+                held.extend(seen.with_ancestors(parent.as_ref()));
             }
             for layer in &self.image.chain {
                 let kept_by_rollback =
