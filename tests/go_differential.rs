@@ -375,26 +375,15 @@ struct Model {
 }
 
 impl Model {
-    /// What an unprivileged extraction gives (no chown): every owner is the extractor's.
-    /// Whether a directory its owner may not enter or write to has entries below it: Docker
-    /// extracts that as root (CAP_DAC_OVERRIDE, also as root of a user namespace); a plain
-    /// unprivileged process cannot create the entries below it.
+    /// Whether an entry comes, in tar order, at or below a directory (or the root) that an
+    /// earlier entry closed to its owner (no u+w or u+x): Docker extracts that as root
+    /// (CAP_DAC_OVERRIDE, also as root of a user namespace); a plain unprivileged process
+    /// cannot create, replace or link there.
     fn has_closed_dir_with_entries(&self) -> bool {
-        // In tar order too: a directory closed while entries follow it, then reopened by a
-        // later entry of its own, or the root closed by `./`, is not seen in the final tree.
         self.reaches_closed_dir
-            || self.tree.iter().any(|(path, node)| {
-                matches!(node, Node::Dir { mode, .. } if mode & 0o300 != 0o300) && {
-                    let mut below = path.clone();
-                    below.push(b'/');
-                    self.tree
-                        .range(below.clone()..)
-                        .next()
-                        .is_some_and(|(p, _)| p.starts_with(&below))
-                }
-            })
     }
 
+    /// What an unprivileged extraction gives (no chown): every owner is the extractor's.
     fn owned_by(&mut self, uid: i64, gid: i64) {
         for node in self.tree.values_mut() {
             match node {
