@@ -9,8 +9,9 @@
 //! Speed (not in Go's CLI): with a core to spare (`--threads auto`, the default: more than
 //! one core and, at the moment it starts, fewer other runnable tasks than cores), `disasm`
 //! reads the tar on a second thread and gzips the metadata on a third
-//! ([`tarsplit::asm::disassemble_parallel`]), and `asm` decodes the metadata and opens the
-//! files on a second thread ([`tarsplit::asm::assemble_parallel`]). On a busy machine
+//! ([`tarsplit::asm::disassemble_parallel`]), and `asm` decodes the metadata on a second
+//! thread, which also reads small files and pieces of large ones while the writing thread
+//! is behind ([`tarsplit::asm::assemble_parallel`]). On a busy machine
 //! (`--threads one`) everything runs on the calling thread: the helpers would wait for a
 //! core anyway, and their hand-offs cost CPU (measured at load 7-9 on 2 cores: disasm
 //! big.tar 0.28-0.31 s CPU on one thread vs 0.35-0.45 s on three, asm 0.35-0.44 s vs
@@ -283,7 +284,13 @@ fn asm(args: AsmArgs) -> Result<()> {
     let what = || format!("assembling from {} and {}", args.path, args.input.display());
     let threads = !args.sequential && args.threads.use_helpers();
     let written = if threads {
-        write_tar(Threads::DecodeAndOpen, unpacker, getter, out, args.compress)
+        write_tar(
+            Threads::DecodeAndShare,
+            unpacker,
+            getter,
+            out,
+            args.compress,
+        )
     } else if args.parallel_decode {
         // Measured: on an idle machine this overlaps decoding with file reads; on a busy
         // one the cross-thread hand-off costs more than it saves, hence opt-in.
@@ -343,8 +350,8 @@ impl<W: Write + Send + 'static> MetaWriter<W> {
 enum Threads {
     /// The calling thread alone.
     One,
-    /// A helper thread decodes the metadata and opens the files.
-    DecodeAndOpen,
+    /// A helper thread decodes the metadata and shares the file reads.
+    DecodeAndShare,
 }
 
 fn write_tar(
@@ -356,7 +363,7 @@ fn write_tar(
 ) -> Result<u64> {
     let run = |out: &mut dyn Write| match threads {
         Threads::One => assemble(unpacker, getter, out),
-        Threads::DecodeAndOpen => assemble_parallel(unpacker, getter, out),
+        Threads::DecodeAndShare => assemble_parallel(unpacker, getter, out),
     };
     if compress {
         let mut gz =

@@ -57,7 +57,7 @@
 //!   [`asm::DisasmEngine`] underneath, driven by [`asm::disassemble_to`] or, with the
 //!   archive read on a second thread, [`asm::disassemble_parallel`]), the [`asm::Assembler`] `Read` adaptor,
 //!   [`asm::assemble`] (and, from a tree on Linux, [`asm::assemble_parallel`], which decodes
-//!   and opens files on a second thread), and [`asm::iterate_headers`] (walk the headers in
+//!   on a second thread that also takes a share of the file reads), and [`asm::iterate_headers`] (walk the headers in
 //!   metadata).
 //!
 //! Tar headers are decoded by the workspace's one codec, [`layer_archive::codec`] (without

@@ -16,6 +16,89 @@ use crate::storage::{Entry, EntryKind, FileGetter, Unpacker};
 use layer_archive::codec::EntryKind as TarKind;
 use layer_archive::codec::field::BLOCK;
 
+/// What reassembly makes of one metadata entry: the rule [`Assembler`] and
+/// [`super::assemble_parallel`] both follow.
+pub(super) enum Step {
+    /// Nothing to produce (an empty segment, a file of no size, a header-only entry).
+    Skip,
+    /// Raw archive bytes, verbatim.
+    Bytes(Vec<u8>),
+    /// `size` bytes of the file `name`, whose CRC-64 must be `want`.
+    Body {
+        name: Vec<u8>,
+        size: u64,
+        want: Option<Vec<u8>>,
+    },
+}
+
+/// Classifies entries in stream order ([`Step`]).
+#[derive(Debug, Default)]
+pub(super) struct Steps {
+    /// Typeflag of the header block that ends the latest segment, if it ends with one.
+    last_typeflag: Option<u8>,
+    /// Entries seen.
+    index: u64,
+}
+
+impl Steps {
+    /// The step for the next entry; an entry of unknown type is an error.
+    pub(super) fn step(&mut self, entry: Entry) -> Result<Step> {
+        self.index += 1;
+        let Entry {
+            kind,
+            name,
+            size,
+            payload,
+            ..
+        } = entry;
+        match kind {
+            EntryKind::Segment => {
+                let payload = payload.unwrap_or_default();
+                if payload.len() >= BLOCK {
+                    self.last_typeflag = Some(payload[payload.len() - BLOCK + 156]);
+                } else if !payload.is_empty() {
+                    self.last_typeflag = None;
+                }
+                Ok(if payload.is_empty() {
+                    Step::Skip
+                } else {
+                    Step::Bytes(payload)
+                })
+            }
+            // Go records header-only entries that carry a size with the CRC of no bytes;
+            // their archive has no body, whatever the tree holds at `name`.
+            EntryKind::File
+                if size <= 0
+                    || (payload.as_deref() == Some(&EMPTY_CRC[..])
+                        && self.last_typeflag.is_some_and(|flag| {
+                            TarKind::from_type_flag(flag, b"").is_header_only()
+                        })) =>
+            {
+                Ok(Step::Skip)
+            }
+            EntryKind::File => Ok(Step::Body {
+                name,
+                size: size as u64,
+                want: payload,
+            }),
+            EntryKind::Other(kind) => Err(Error::UnknownEntryType {
+                index: self.index - 1,
+                kind,
+            }),
+        }
+    }
+}
+
+/// The error for a body of `actual` bytes where the metadata recorded `size`.
+pub(super) fn size_mismatch(name: Vec<u8>, size: u64, actual: u64) -> Error {
+    Error::SizeMismatch {
+        name: EntryName(name),
+        expected: size as i64,
+        actual,
+        more: false,
+    }
+}
+
 struct FileState<B> {
     body: B,
     name: Vec<u8>,
@@ -38,16 +121,14 @@ pub struct Assembler<U, G: FileGetter> {
     unpacker: U,
     getter: G,
     current: Current<G::Body>,
-    /// Typeflag of the header block that ends the latest segment, if it ends with one.
-    last_typeflag: Option<u8>,
-    index: u64,
+    steps: Steps,
     written: u64,
 }
 
 impl<U, G: FileGetter> std::fmt::Debug for Assembler<U, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Assembler")
-            .field("index", &self.index)
+            .field("index", &self.steps.index)
             .field("written", &self.written)
             .finish_non_exhaustive()
     }
@@ -60,8 +141,7 @@ impl<U: Unpacker, G: FileGetter> Assembler<U, G> {
             unpacker,
             getter,
             current: Current::Idle,
-            last_typeflag: None,
-            index: 0,
+            steps: Steps::default(),
             written: 0,
         }
     }
@@ -83,56 +163,22 @@ impl<U: Unpacker, G: FileGetter> Assembler<U, G> {
                 self.current = Current::Done;
                 return Ok(false);
             };
-            self.index += 1;
-            let Entry {
-                kind,
-                name,
-                size,
-                payload,
-                ..
-            } = entry;
-            match kind {
-                EntryKind::Segment => {
-                    let payload = payload.unwrap_or_default();
-                    if payload.len() >= BLOCK {
-                        self.last_typeflag = Some(payload[payload.len() - BLOCK + 156]);
-                    } else if !payload.is_empty() {
-                        self.last_typeflag = None;
-                    }
-                    if payload.is_empty() {
-                        continue;
-                    }
+            match self.steps.step(entry)? {
+                Step::Skip => continue,
+                Step::Bytes(payload) => {
                     self.current = Current::Segment { payload, pos: 0 };
                     return Ok(true);
                 }
-                EntryKind::File => {
-                    if size <= 0 {
-                        continue;
-                    }
-                    // Go records header-only entries that carry a size with the CRC of no
-                    // bytes; their archive has no body, whatever the tree holds at `name`.
-                    if payload.as_deref() == Some(&EMPTY_CRC[..])
-                        && self
-                            .last_typeflag
-                            .is_some_and(|flag| TarKind::from_type_flag(flag, b"").is_header_only())
-                    {
-                        continue;
-                    }
+                Step::Body { name, size, want } => {
                     let body = self.getter.get(&name).map_err(|source| Error::Get {
                         name: EntryName(name.clone()),
                         source,
                     })?;
-                    let size = size as u64;
                     let len = G::body_len(&body);
                     if let Some(len) = len
                         && len != size
                     {
-                        return Err(Error::SizeMismatch {
-                            name: EntryName(name),
-                            expected: size as i64,
-                            actual: len,
-                            more: false,
-                        });
+                        return Err(size_mismatch(name, size, len));
                     }
                     self.current = Current::File(Box::new(FileState {
                         body,
@@ -140,16 +186,10 @@ impl<U: Unpacker, G: FileGetter> Assembler<U, G> {
                         size,
                         remaining: size,
                         crc: Crc64::new(),
-                        want: payload,
+                        want,
                         len_known: len.is_some(),
                     }));
                     return Ok(true);
-                }
-                EntryKind::Other(kind) => {
-                    return Err(Error::UnknownEntryType {
-                        index: self.index - 1,
-                        kind,
-                    });
                 }
             }
         }
@@ -215,12 +255,11 @@ impl<U: Unpacker, G: FileGetter> Assembler<U, G> {
                         source,
                     })?;
                     if n == 0 {
-                        return Err(Error::SizeMismatch {
-                            name: EntryName(std::mem::take(name)),
-                            expected: *size as i64,
-                            actual: *size - *remaining,
-                            more: false,
-                        });
+                        return Err(size_mismatch(
+                            std::mem::take(name),
+                            *size,
+                            *size - *remaining,
+                        ));
                     }
                     crc.update(&buf[..n]);
                     *remaining -= n as u64;
@@ -231,7 +270,7 @@ impl<U: Unpacker, G: FileGetter> Assembler<U, G> {
     }
 }
 
-fn read_retry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_retry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match r.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -262,11 +301,11 @@ impl<U: Unpacker, G: FileGetter> Read for Assembler<U, G> {
 /// CRC-64 reads back what was just read into it (the kernel's copy into a buffer of
 /// 192 KiB or more costs 2-3 times that into one of 128 KiB on the bench machine; see
 /// `READ_CHUNK` in the disassembler).
-const OUT_BUFFER: usize = 128 << 10;
+pub(super) const OUT_BUFFER: usize = 128 << 10;
 
 /// [`assemble`] writes its buffer out once less than this is free, so that body reads
 /// stay large.
-const MIN_READ: usize = 32 << 10;
+pub(super) const MIN_READ: usize = 32 << 10;
 
 /// Writes the reassembled archive to `out`; returns the number of bytes written.
 ///

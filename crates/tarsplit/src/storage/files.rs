@@ -108,6 +108,15 @@ pub struct FileBody {
 }
 
 #[cfg(target_os = "linux")]
+impl FileBody {
+    /// Reads from `offset` without moving the file position (`pread`), for readers that
+    /// take pieces of one file out of order.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
+    }
+}
+
+#[cfg(target_os = "linux")]
 impl Read for FileBody {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.file.read(buf)
