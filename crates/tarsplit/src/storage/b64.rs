@@ -64,6 +64,9 @@ fn encode_span(out: &mut Vec<u8>, span: &[u8]) {
 
 /// Decodes like Go's `base64.StdEncoding` (padding required, CR and LF skipped).
 pub(super) fn decode(s: &[u8]) -> Result<Vec<u8>, String> {
+    if let Some(out) = decode_plain(s) {
+        return Ok(out);
+    }
     let mut out = Vec::with_capacity(s.len() / 4 * 3 + 3);
     match decode_into(&mut out, s) {
         Ok(()) => Ok(out),
@@ -79,6 +82,70 @@ pub(super) fn decode(s: &[u8]) -> Result<Vec<u8>, String> {
         }
         Err(e) => Err(format!("illegal base64 data: {e}")),
     }
+}
+
+/// The 6-bit value of each standard-alphabet byte; [`INVALID`] for every other byte.
+const VALUES: [u32; 256] = {
+    let mut t = [INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u32;
+        i += 1;
+    }
+    t
+};
+const INVALID: u32 = 1 << 8;
+
+/// Decodes one quad without padding into `out` (3 bytes); false if a byte is not in the
+/// alphabet.
+fn quad(q: &[u8], out: &mut [u8]) -> bool {
+    let [a, b, c, d] = [q[0], q[1], q[2], q[3]].map(|x| VALUES[x as usize]);
+    let v = (a << 18) | (b << 12) | (c << 6) | d;
+    out.copy_from_slice(&v.to_be_bytes()[1..]);
+    (a | b | c | d) & INVALID == 0
+}
+
+/// The common case, decoded without the general codec's per-call cost (a header segment
+/// is a dozen short spans between runs of `A`): the standard alphabet in whole quads,
+/// padding only in the last. `None` for anything else, which [`decode_into`] then decodes
+/// or refuses with the general codec's error. Trailing bits are ignored, as Go does.
+fn decode_plain(s: &[u8]) -> Option<Vec<u8>> {
+    let (body, last) = s.split_at_checked(s.len().checked_sub(4)?)?;
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let pad = last.iter().rev().take_while(|&&b| b == b'=').count();
+    if pad > 2 {
+        return None;
+    }
+    // Zeroed: runs of `A` are runs of zero bytes, left as they are.
+    let mut out = vec![0u8; body.len() / 4 * 3 + 3 - pad];
+    let (mut i, mut at) = (0, 0);
+    while i < body.len() {
+        if i + A_RUN <= body.len() && all_equal(&body[i..i + A_RUN], b'A') {
+            i += A_RUN;
+            at += A_RUN / 4 * 3;
+            continue;
+        }
+        let end = (i + A_RUN).min(body.len());
+        for q in body[i..end].chunks_exact(4) {
+            // Most quads of a header are `AAAA` even where a run does not fill the window.
+            if q != b"AAAA" && !quad(q, &mut out[at..at + 3]) {
+                return None;
+            }
+            at += 3;
+        }
+        i = end;
+    }
+    let mut tail = [0u8; 3];
+    let mut last_quad = [b'A'; 4];
+    last_quad[..4 - pad].copy_from_slice(&last[..4 - pad]);
+    if !quad(&last_quad, &mut tail) {
+        return None;
+    }
+    out[at..].copy_from_slice(&tail[..3 - pad]);
+    Some(out)
 }
 
 fn decode_into(out: &mut Vec<u8>, s: &[u8]) -> Result<(), base64::DecodeError> {
@@ -135,6 +202,27 @@ mod tests {
             let std = std_encode(&data);
             prop_assert_eq!(&ours, &std);
             prop_assert_eq!(decode(&std).unwrap(), data);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn plain_decoding_equals_the_general_codec(
+            text in proptest::collection::vec(
+                prop_oneof![
+                    8 => proptest::sample::select(b"AAAAAAAQB/+az09=".to_vec()),
+                    1 => any::<u8>(),
+                ],
+                0..400,
+            )
+        ) {
+            let general = {
+                let mut out = Vec::new();
+                decode_into(&mut out, &text).ok().map(|()| out)
+            };
+            if let Some(plain) = decode_plain(&text) {
+                prop_assert_eq!(Some(plain), general);
+            }
         }
     }
 
