@@ -3,22 +3,12 @@
 //! Lexical only: collapse `//`, drop `.` elements, resolve `..` against the preceding
 //! element (never above `/` for rooted paths), drop a trailing `/`, and turn "" into ".".
 
-use std::sync::LazyLock;
-
-use memchr::memmem;
-
 /// Returns the cleaned form of `path`.
 pub fn clean_path(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(path.len().max(1));
     clean_path_into(path, &mut out);
     out
 }
-
-/// Searchers built once: `memmem::find` builds one per call, which cost more than the
-/// search on short names (perf: ~1 % of reassembly).
-static DOUBLE_SLASH: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new("//"));
-static SLASH_DOT: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("/."));
 
 /// Whether `path` is already clean, without building it (not empty, no empty, `.` or `..`
 /// element, no trailing slash but the root's). False for a few clean names (`.`, `..`),
@@ -30,17 +20,7 @@ pub(crate) fn is_clean(path: &[u8]) -> bool {
         [.., b'/'] => false,
         _ => {
             let rest = path.strip_prefix(b"/").unwrap_or(path);
-            if rest.first().is_none_or(|&b| b == b'/') || DOUBLE_SLASH.find(rest).is_some() {
-                return false;
-            }
-            // `.` and `..` elements start `rest` or follow a `/.`: SIMD scans, not a step per
-            // element (a 2,048-level name has 2,048 one-letter elements).
-            let dots = |start: usize| {
-                let elem = &rest[start..];
-                let end = memchr::memchr(b'/', elem).unwrap_or(elem.len());
-                matches!(&elem[..end], b"." | b"..")
-            };
-            !(dots(0) || SLASH_DOT.find_iter(rest).any(|i| dots(i + 1)))
+            layer_archive::codec::name::plain_components(rest)
         }
     }
 }

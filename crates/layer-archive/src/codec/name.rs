@@ -30,27 +30,26 @@ impl std::fmt::Display for NameError {
     }
 }
 
+/// Whether every `/`-separated component of `name` is a plain one: not empty, not `.`, not
+/// `..` (so a leading, trailing or doubled `/` fails too). Cleaning then changes nothing.
+///
+/// One SIMD scan for the slashes, not a step per byte (a 2,048-level name has 2,048
+/// components), and no substring searcher (`memmem::find` builds one per call, which
+/// costs more than a short name: ~4 % of tar-split reassembly in callgrind).
+pub fn plain_components(name: &[u8]) -> bool {
+    let plain = |start: usize| {
+        let rest = &name[start..];
+        let end = memchr::memchr(b'/', rest).unwrap_or(rest.len());
+        !matches!(&rest[..end], b"" | b"." | b"..")
+    };
+    plain(0) && memchr::memchr_iter(b'/', name).all(|i| plain(i + 1))
+}
+
 /// `raw` without its one trailing `/` when cleaning would change nothing else: not rooted,
 /// not empty, and no empty, `.` or `..` component. `None` means "clean it the long way".
 fn already_clean(raw: &[u8]) -> Option<&[u8]> {
     let name = raw.strip_suffix(b"/").unwrap_or(raw);
-    if name.first().is_none_or(|&b| b == b'/') || name.ends_with(b"/") {
-        return None;
-    }
-    if memchr::memmem::find(name, b"//").is_some() {
-        return None;
-    }
-    // A `.` or `..` component starts the name or follows a `/.`: SIMD scans, not a step per
-    // component (a 2,048-level name has 2,048 one-letter components).
-    let dots = |start: usize| {
-        let rest = &name[start..];
-        let end = memchr::memchr(b'/', rest).unwrap_or(rest.len());
-        matches!(&rest[..end], b"." | b"..")
-    };
-    if dots(0) || memchr::memmem::find_iter(name, b"/.").any(|i| dots(i + 1)) {
-        return None;
-    }
-    Some(name)
+    plain_components(name).then_some(name)
 }
 
 /// Go's `path.Clean` relative to the root, component by component (`raw` has no NUL).
