@@ -166,9 +166,19 @@ impl TestUser {
 
     /// Copies `src` into the user's directory (readable by them) and returns the copy's path:
     /// the test binary and fixtures may sit where the user cannot reach (a clone under /root).
+    ///
+    /// `cp` writes the copy, not this process: a test thread holding the copy open for
+    /// writing is inherited by every child another thread forks meanwhile, and running the
+    /// copy fails with ETXTBSY ("Text file busy") until those children exec (seen once in CI).
     pub fn copy_in(&self, src: &Path) -> PathBuf {
         let dst = self.home.join(src.file_name().unwrap());
-        std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        let cp = std::process::Command::new("cp")
+            .arg("--")
+            .arg(src)
+            .arg(&dst)
+            .status()
+            .unwrap_or_else(|e| panic!("run cp: {e}"));
+        assert!(cp.success(), "cp {} {}: {cp}", src.display(), dst.display());
         std::os::unix::fs::chown(&dst, Some(self.uid), Some(self.gid)).unwrap();
         dst
     }
