@@ -43,11 +43,12 @@ const SMALL_FILE: u64 = 16 << 10;
 /// the writing thread, so that all pieces the helper reads have one length).
 const PIECE: u64 = 64 << 10;
 
+/// The helper reads small files and pieces while at least this many batches wait for the
+/// writing thread, which is then behind.
+const BEHIND: usize = 2;
+
 /// Continues a large file's CRC-64 over a piece whose CRC the helper computed.
 static APPEND_PIECE: LazyLock<Appender> = LazyLock::new(|| Appender::new(PIECE));
-/// The helper reads small files while at least this many batches wait for the writing
-/// thread, which is then behind.
-const BEHIND: usize = 2;
 
 /// One step of a batch; ranges index the batch's `bytes`.
 enum Op {
