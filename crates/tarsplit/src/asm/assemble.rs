@@ -270,7 +270,7 @@ impl<U: Unpacker, G: FileGetter> Assembler<U, G> {
     }
 }
 
-pub(super) fn read_retry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+fn read_retry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match r.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

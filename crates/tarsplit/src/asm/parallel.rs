@@ -26,7 +26,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use super::assemble::{MIN_READ, OUT_BUFFER, Step, Steps, read_retry, size_mismatch};
+use super::assemble::{MIN_READ, OUT_BUFFER, Step, Steps, size_mismatch};
 use crate::crc::{Appender, Crc64};
 use crate::error::{EntryName, Error, Result};
 use crate::storage::{FileBody, FileGetter, PathFileGetter, Unpacker};
@@ -140,45 +140,23 @@ impl Batch {
     }
 }
 
-/// Where a body's bytes go as they are read.
-trait Sink {
-    /// Room for up to `want` (> 0) bytes.
-    fn room(&mut self, want: usize) -> Result<&mut [u8]>;
-    /// The first `n` bytes of the last room were filled.
-    fn fill(&mut self, n: usize);
-}
-
-/// Reads the body `name` from the tree: exactly `size` bytes, through `sink`, checked
-/// against its length and its CRC-64 as [`super::Assembler`] checks them.
-fn copy_body(
-    getter: &mut PathFileGetter,
-    name: &[u8],
-    size: u64,
-    want: Option<&[u8]>,
-    sink: &mut impl Sink,
-) -> Result<()> {
-    let get_error = |source| Error::Get {
+/// Opens the body `name` and checks its length against the recorded `size`, as
+/// [`super::Assembler`] does before reading it.
+fn open_body(getter: &mut PathFileGetter, name: &[u8], size: u64) -> Result<FileBody> {
+    let body = getter.get(name).map_err(|source| Error::Get {
         name: EntryName(name.to_vec()),
         source,
-    };
-    let mut body = getter.get(name).map_err(get_error)?;
+    })?;
     if let Some(len) = PathFileGetter::body_len(&body)
         && len != size
     {
         return Err(size_mismatch(name.to_vec(), size, len));
     }
-    let mut crc = Crc64::new();
-    let mut remaining = size;
-    while remaining > 0 {
-        let room = sink.room(usize::try_from(remaining).unwrap_or(usize::MAX))?;
-        let n = read_retry(&mut body, room).map_err(get_error)?;
-        if n == 0 {
-            return Err(size_mismatch(name.to_vec(), size, size - remaining));
-        }
-        crc.update(&room[..n]);
-        sink.fill(n);
-        remaining -= n as u64;
-    }
+    Ok(body)
+}
+
+/// Whether the bytes read of `name` have the recorded CRC-64 `want`.
+fn check_crc(name: &[u8], want: Option<&[u8]>, crc: &Crc64) -> Result<()> {
     if want != Some(&crc.bytes()[..]) {
         return Err(Error::ChecksumMismatch {
             name: EntryName(name.to_vec()),
@@ -187,13 +165,23 @@ fn copy_body(
     Ok(())
 }
 
-impl Sink for Batch {
-    fn room(&mut self, want: usize) -> Result<&mut [u8]> {
-        Ok(Batch::room(self, want))
-    }
-    fn fill(&mut self, n: usize) {
-        self.end += n;
-    }
+/// The helper reads the small file `name` whole to the end of the batch's bytes and checks
+/// it; the batch takes the bytes only if every check passes.
+fn read_whole(
+    getter: &mut PathFileGetter,
+    name: &[u8],
+    size: u64,
+    want: Option<&[u8]>,
+    batch: &mut Batch,
+) -> Result<()> {
+    let body = open_body(getter, name, size)?;
+    let room = batch.room(size as usize);
+    read_exactly_at(&body, room, 0, name, size)?;
+    let mut crc = Crc64::new();
+    crc.update(room);
+    check_crc(name, want, &crc)?;
+    batch.end += size as usize;
+    Ok(())
 }
 
 /// The writing thread reads a body into its output buffer.
@@ -236,9 +224,8 @@ impl<W: Write> OutSink<W> {
         }
         Ok(())
     }
-}
 
-impl<W: Write> Sink for OutSink<W> {
+    /// Room for up to `want` (> 0) bytes of a body.
     fn room(&mut self, want: usize) -> Result<&mut [u8]> {
         // Flushed once less than MIN_READ is free, so that body reads stay large.
         if OUT_BUFFER - self.len < MIN_READ {
@@ -247,9 +234,31 @@ impl<W: Write> Sink for OutSink<W> {
         let end = self.len + want.min(OUT_BUFFER - self.len);
         Ok(&mut self.buf[self.len..end])
     }
+    /// The first `n` bytes of the last room were filled.
     fn fill(&mut self, n: usize) {
         self.len += n;
         self.written += n as u64;
+    }
+
+    /// `len` bytes from `offset` of `body` (the file `name` of `size` bytes) into the
+    /// output, fed to `crc`.
+    fn read_file(
+        &mut self,
+        body: &FileBody,
+        (offset, len): (u64, u64),
+        (name, size): (&[u8], u64),
+        crc: &mut Crc64,
+    ) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let room = self.room(usize::try_from(len - done).unwrap_or(usize::MAX))?;
+            read_exactly_at(body, room, offset + done, name, size)?;
+            crc.update(room);
+            let n = room.len();
+            self.fill(n);
+            done += n as u64;
+        }
+        Ok(())
     }
 }
 
@@ -340,10 +349,9 @@ fn produce<U: Unpacker>(
                 let batch = &mut out.batch;
                 if share.helper_reads(queued) {
                     let start = batch.end;
-                    let read = copy_body(&mut getter, &name, size, want.as_deref(), batch);
-                    match read {
-                        Ok(()) => batch.extend_run(start),
-                        Err(_) => batch.end = start,
+                    let read = read_whole(&mut getter, &name, size, want.as_deref(), batch);
+                    if read.is_ok() {
+                        batch.extend_run(start);
                     }
                     read
                 } else {
@@ -416,21 +424,9 @@ fn read_piece(
     file: &mut Option<FileBody>,
     batch: &mut Batch,
 ) -> Result<()> {
-    let get_error = |source| Error::Get {
-        name: EntryName(name.to_vec()),
-        source,
-    };
     let body = match file {
         Some(body) => body,
-        None => {
-            let body = getter.get(name).map_err(get_error)?;
-            if let Some(len) = PathFileGetter::body_len(&body)
-                && len != size
-            {
-                return Err(size_mismatch(name.to_vec(), size, len));
-            }
-            file.insert(body)
-        }
+        None => file.insert(open_body(getter, name, size)?),
     };
     let start = batch.end;
     let room = batch.room(PIECE as usize);
@@ -503,20 +499,15 @@ fn write_batches<W: Write>(
             match op {
                 Op::Run(run) => sink.run(&batch.bytes[run])?,
                 Op::File { name, size, want } => {
-                    let want = want.map(|w| &batch.bytes[w]);
-                    copy_body(&mut getter, &batch.bytes[name], size, want, &mut sink)?;
+                    let name = &batch.bytes[name];
+                    let body = open_body(&mut getter, name, size)?;
+                    let mut crc = Crc64::new();
+                    sink.read_file(&body, (0, size), (name, size), &mut crc)?;
+                    check_crc(name, want.map(|w| &batch.bytes[w]), &crc)?;
                 }
                 Op::Large { name, size, want } => {
                     let name = batch.bytes[name].to_vec();
-                    let body = getter.get(&name).map_err(|source| Error::Get {
-                        name: EntryName(name.clone()),
-                        source,
-                    })?;
-                    if let Some(len) = PathFileGetter::body_len(&body)
-                        && len != size
-                    {
-                        return Err(size_mismatch(name, size, len));
-                    }
+                    let body = open_body(&mut getter, &name, size)?;
                     large = Some(Large {
                         body,
                         name,
@@ -526,17 +517,11 @@ fn write_batches<W: Write>(
                         crc: Crc64::new(),
                     });
                 }
-                Op::Gap(mut len) => {
+                Op::Gap(len) => {
                     let file = large.as_mut().expect("a gap follows its large file");
-                    while len > 0 {
-                        let room = sink.room(usize::try_from(len).unwrap_or(usize::MAX))?;
-                        read_exactly_at(&file.body, room, file.done, &file.name, file.size)?;
-                        file.crc.update(room);
-                        let n = room.len();
-                        sink.fill(n);
-                        file.done += n as u64;
-                        len -= n as u64;
-                    }
+                    let at = (file.done, len);
+                    sink.read_file(&file.body, at, (&file.name, file.size), &mut file.crc)?;
+                    file.done += len;
                 }
                 Op::Piece { run, crc } => {
                     let file = large.as_mut().expect("a piece follows its large file");
@@ -546,11 +531,7 @@ fn write_batches<W: Write>(
                 }
                 Op::LargeEnd => {
                     let file = large.take().expect("the end of a large file");
-                    if file.want.as_deref() != Some(&file.crc.bytes()[..]) {
-                        return Err(Error::ChecksumMismatch {
-                            name: EntryName(file.name),
-                        });
-                    }
+                    check_crc(&file.name, file.want.as_deref(), &file.crc)?;
                 }
                 Op::Fail(e) => return Err(e),
             }
